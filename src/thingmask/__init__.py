@@ -1,0 +1,7 @@
+"""thingmask: keep only the animals you choose in a video, cut out onto a blank canvas."""
+
+from thingmask.config import Config, ConfigError, load_config
+from thingmask.detections import Detections, keep
+
+__all__ = ["Config", "ConfigError", "Detections", "keep", "load_config"]
+__version__ = "0.1.0"

@@ -1,0 +1,287 @@
+"""The one settings object of a thingmask run.
+
+The notebook's global-variables cell (papermill ``parameters`` tag), ``configs/*.yaml`` and the
+CLI's ``KEY=VALUE`` overrides all feed :class:`Config`. It is frozen: a run's settings cannot drift
+after validation. Every field is a plain literal (str, int, float, bool, list, dict) so the
+resolved config can be written back to YAML and reloaded unchanged.
+
+Class-id convention: the config speaks class *names* only. Engines convert to their own ids
+(detectron2: contiguous 0-based; torchvision: 1-based with 0 = background) at their boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import difflib
+import re
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "AUGMENTATION_DEFAULT",
+    "CANVAS_MODES",
+    "ENGINES",
+    "Config",
+    "ConfigError",
+    "load_config",
+    "parse_overrides",
+]
+
+ENGINES = ("torchvision", "detectron2")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+CANVAS_MODES = ("black", "white", "color", "blur", "grey", "image", "transparent")
+VIDEO_FORMATS = ("mp4", "webm", "mov", "png")
+BACKBONES = ("resnet50_fpn", "resnet18_fpn", "mobilenet_v3_fpn", "tiny_fpn")
+AUGMENTATION_DEFAULT = ("flip_horizontal", "brightness", "contrast")
+
+
+class ConfigError(ValueError):
+    """A setting is wrong. The message names the key, the bad value and what would be valid."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated, frozen settings. Field comments are the documentation of each global variable."""
+
+    # --- run -----------------------------------------------------------------------------------
+    run_name: str = "demo"  # prefix of the run folder outputs/<run_name>-<YYYYmmdd-HHMMSS>/
+    output_dir: str = "outputs"  # where run folders are created
+    seed: int = 0  # seeds data generation, splits, training
+    device: str = "auto"  # auto | cpu | cuda | mps
+
+    # --- dataset -------------------------------------------------------------------------------
+    dataset_dir: str = "data/synthetic"  # prepared COCO dataset: train.json, val.json, images/
+    dataset_source: str = ""  # raw annotations to import with `prepare` ("" = none)
+    dataset_format: str = "auto"  # auto | coco | labelme | via | cvat | roboflow | yolo
+    generate_synthetic: bool = True  # (re)create the bundled synthetic dataset in dataset_dir
+    synthetic_train_images: int = 120  # synthetic dataset size
+    synthetic_val_images: int = 24
+    synthetic_image_size: int = 160  # square synthetic images, pixels
+    synthetic_video_frames: int = 48  # frames of the generated demo video
+    val_fraction: float = 0.2  # used when a dataset has no split yet
+    class_map: dict = field(default_factory=dict)  # rename/merge {"doggo": "dog"}; "" drops
+    display_things: list = field(default_factory=lambda: ["cat", "bird"])  # classes to keep
+
+    # --- model / training ----------------------------------------------------------------------
+    engine: str = "torchvision"  # torchvision | detectron2
+    zero_training: bool = False  # use a COCO-pretrained model as is, no training
+    pretrained: bool = False  # start from COCO-pretrained weights (needs internet once)
+    backbone: str = "tiny_fpn"  # resnet50_fpn | resnet18_fpn | mobilenet_v3_fpn | tiny_fpn
+    d2_base_config: str = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"  # detectron2 zoo
+    augmentations: list = field(default_factory=lambda: list(AUGMENTATION_DEFAULT))
+    iterations: int = 600  # optimizer steps
+    batch_size: int = 4  # images per step
+    learning_rate: float = 0.01
+    image_size: int = 160  # shortest side the model sees, pixels
+    max_image_size: int = 256  # longest side cap, pixels
+    checkpoint_period: int = 200  # save a checkpoint every N steps
+    resume: bool = True  # continue from the newest valid checkpoint of the same run name
+    score_threshold: float = 0.5  # detections below are dropped
+    num_workers: int = 0  # data-loader worker processes
+
+    # --- video / outputs -----------------------------------------------------------------------
+    video_input: str = ""  # a file, folder or glob; "" = the synthetic demo video
+    video_output: str = ""  # "" = <run folder>/<input stem>_cutout.<ext>
+    video_format: str = "mp4"  # mp4 (H.264) | webm (VP9 alpha) | mov (ProRes 4444) | png (RGBA)
+    canvas: str = "black"  # black | white | color | blur | grey | image | transparent
+    canvas_color: list = field(default_factory=lambda: [0, 0, 0])  # RGB for canvas="color"
+    canvas_image: str = ""  # background picture for canvas="image"
+    keep_audio: bool = True  # carry the source's audio into the output
+    tracking: bool = False  # stable track ids across frames
+    export_csv: bool = True  # per-instance, per-frame CSV
+    export_rle: bool = False  # COCO-RLE masks per frame (JSON lines)
+    export_mask_video: bool = False  # black/white mask video
+    per_instance_clips: bool = False  # one cropped clip per tracked animal
+    max_bad_frames: float = 0.05  # fraction of undecodable frames tolerated before an error
+
+    # --- Colab ---------------------------------------------------------------------------------
+    save_to_drive: bool = False  # copy the run folder to Google Drive (Colab only)
+    drive_folder: str = "MyDrive/thingmask"  # folder inside the mounted Drive
+    drive_checkpoint_period: int = 0  # copy checkpoints to Drive every N steps (0 = off)
+    terminate_runtime: bool = False  # release the Colab runtime after a verified save
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # -- helpers --------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "settings") -> Config:
+        """Build from a mapping; unknown keys are an error that suggests the closest valid key."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: expected a mapping of setting names to values, got "
+                              f"{type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(f"{source}: unknown setting(s) {', '.join(hints)}. "
+                              f"Valid settings: {', '.join(sorted(known))}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of literals (lists copied), suitable for YAML/JSON."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes: Any) -> Config:
+        """A new validated config with some settings changed."""
+        return self.from_dict({**self.to_dict(), **changes}, source="override")
+
+    def save_yaml(self, path: str | Path) -> Path:
+        """Write the resolved config (atomically: temp name, then rename)."""
+        from thingmask.io_utils import atomic_write_text
+
+        return atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def check_classes(self, class_names: Iterable[str]) -> None:
+        """Check ``display_things`` against the dataset's (or model's) classes.
+
+        Raises ConfigError naming the unknown names and listing the valid ones.
+        """
+        valid = list(class_names)
+        bad = [t for t in self.display_things if t not in valid]
+        if bad:
+            raise ConfigError(f"display_things: {bad} are not classes of the dataset/model. "
+                              f"Valid choices: {valid}. Fix display_things in the "
+                              "global-variables cell or the config YAML.")
+
+    def new_run_dir(self, now: _dt.datetime | None = None) -> Path:
+        """``<output_dir>/<run_name>-<YYYYmmdd-HHMMSS>`` (created; never an existing folder)."""
+        stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+        base = Path(self.output_dir) / f"{self.run_name}-{stamp}"
+        path, n = base, 1
+        while path.exists():  # two runs in the same second must not share a folder
+            path = base.with_name(f"{base.name}-{n}")
+            n += 1
+        path.mkdir(parents=True)
+        return path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+_TYPE_NAMES = {str: "text", int: "integer", float: "number", bool: "true/false", list: "list",
+               dict: "mapping"}
+
+
+def _fail(key: str, value: Any, expected: str) -> typing.NoReturn:
+    raise ConfigError(f"{key}: got {value!r}; expected {expected}. Fix '{key}' in the "
+                      "global-variables cell or the config YAML.")
+
+
+def _validate(cfg: Config) -> None:
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        want = hints[f.name]
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(cfg, f.name, float(value))  # 1 is a fine learning rate spelling
+            continue
+        ok = isinstance(value, want) and not (want in (int, float) and isinstance(value, bool))
+        if not ok:
+            _fail(f.name, value, f"a {_TYPE_NAMES.get(want, want.__name__)}")
+        if isinstance(value, tuple):
+            object.__setattr__(cfg, f.name, list(value))
+
+    def choice(key: str, options: Iterable[str]) -> None:
+        options = tuple(options)
+        if getattr(cfg, key) not in options:
+            _fail(key, getattr(cfg, key), f"one of {list(options)}")
+
+    def positive(key: str, allow_zero: bool = False) -> None:
+        v = getattr(cfg, key)
+        if v < 0 or (v == 0 and not allow_zero):
+            _fail(key, v, "a number >= 0" if allow_zero else "a number > 0")
+
+    choice("engine", ENGINES)
+    choice("device", DEVICES)
+    choice("canvas", CANVAS_MODES)
+    choice("video_format", VIDEO_FORMATS)
+    choice("backbone", BACKBONES)
+    choice("dataset_format", ("auto", "coco", "labelme", "via", "cvat", "roboflow", "yolo"))
+    for key in ("synthetic_train_images", "synthetic_val_images", "synthetic_image_size",
+                "synthetic_video_frames", "iterations", "batch_size", "image_size",
+                "max_image_size", "checkpoint_period", "learning_rate"):
+        positive(key)
+    for key in ("num_workers", "drive_checkpoint_period"):
+        positive(key, allow_zero=True)
+    if not 0.0 < cfg.val_fraction < 1.0:
+        _fail("val_fraction", cfg.val_fraction, "a fraction between 0 and 1, e.g. 0.2")
+    for key in ("score_threshold", "max_bad_frames"):
+        if not 0.0 <= getattr(cfg, key) <= 1.0:
+            _fail(key, getattr(cfg, key), "a number between 0 and 1")
+    if cfg.max_image_size < cfg.image_size:
+        _fail("max_image_size", cfg.max_image_size, f">= image_size ({cfg.image_size})")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", cfg.run_name):
+        _fail("run_name", cfg.run_name, "letters, digits, '.', '_' or '-' (it names a folder)")
+    if not cfg.display_things or not all(isinstance(t, str) and t for t in cfg.display_things):
+        _fail("display_things", cfg.display_things, "a non-empty list of class names")
+    if len(set(cfg.display_things)) != len(cfg.display_things):
+        _fail("display_things", cfg.display_things, "each class name once")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in cfg.class_map.items()):
+        _fail("class_map", cfg.class_map, 'a mapping of names to names, e.g. {"doggo": "dog"}')
+    rgb = cfg.canvas_color
+    if len(rgb) != 3 or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255
+                                for c in rgb):
+        _fail("canvas_color", rgb, "three integers 0..255 (R, G, B), e.g. [0, 255, 0]")
+    if cfg.canvas == "image" and not cfg.canvas_image:
+        _fail("canvas_image", cfg.canvas_image, 'a picture file when canvas="image"')
+    if cfg.canvas == "transparent" and cfg.video_format == "mp4":
+        _fail("video_format", cfg.video_format,
+              'webm, mov or png with canvas="transparent" (H.264 MP4 has no alpha channel)')
+    # Augmentation names are checked against the registry (imported lazily: no cycle).
+    from thingmask.augment import parse_augmentations
+
+    parse_augmentations(cfg.augmentations)
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``["iterations=10", "display_things=[cat, dog]"]`` → dict. Values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. iterations=100")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+                ) -> Config:
+    """Load ``path`` (safe YAML) and apply ``overrides``. ``path=None`` means the defaults."""
+    values: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist. Pass an existing YAML file, "
+                              "e.g. configs/demo.yaml")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of settings at the top level, got "
+                              f"{type(loaded).__name__}")
+        values.update(loaded)
+    values.update(overrides or {})
+    return Config.from_dict(values, source=source)
