@@ -159,5 +159,5 @@ def to_detectron2(specs: Iterable[AugSpec]) -> list[Any]:
         elif spec.name == "rotation":
             out.append(T.RandomRotation(angle=[-p["angle"], p["angle"]], expand=False))
         elif spec.name == "crop":
-            out.append(T.RandomCrop("relative_range", (p["fraction"], p["fraction"])))
+            out.append(T.RandomCrop("relative", (p["fraction"], p["fraction"])))
     return out

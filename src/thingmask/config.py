@@ -173,8 +173,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_TYPE_NAMES = {str: "text", int: "integer", float: "number", bool: "true/false", list: "list",
-               dict: "mapping"}
+_TYPE_NAMES = {str: "a text", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list", dict: "a mapping"}
 
 
 def _fail(key: str, value: Any, expected: str) -> typing.NoReturn:
@@ -192,7 +192,7 @@ def _validate(cfg: Config) -> None:
             continue
         ok = isinstance(value, want) and not (want in (int, float) and isinstance(value, bool))
         if not ok:
-            _fail(f.name, value, f"a {_TYPE_NAMES.get(want, want.__name__)}")
+            _fail(f.name, value, _TYPE_NAMES.get(want, want.__name__))
         if isinstance(value, tuple):
             object.__setattr__(cfg, f.name, list(value))
 

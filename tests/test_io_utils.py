@@ -1,0 +1,43 @@
+"""Atomic writes and checkpoint discovery."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from thingmask.engines.checkpoints import (
+    checkpoint_iteration,
+    find_latest_checkpoint,
+    save_checkpoint,
+)
+from thingmask.io_utils import atomic_path, atomic_write_json
+
+
+def test_atomic_path_renames_on_success_and_cleans_on_error(tmp_path):
+    final = tmp_path / "out.mp4"
+    with atomic_path(final) as tmp:
+        assert tmp.name.endswith(".part.mp4") and tmp.parent == tmp_path
+        tmp.write_bytes(b"data")
+        assert not final.exists()
+    assert final.read_bytes() == b"data"
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "x.json") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_atomic_json(tmp_path):
+    path = atomic_write_json(tmp_path / "m.json", {"a": 1})
+    assert path.read_text().strip().startswith("{")
+
+
+def test_latest_valid_checkpoint_skips_truncated(tmp_path):
+    state = {"model": {"w": torch.ones(3)}, "iteration": 0}
+    save_checkpoint({**state, "iteration": 10}, tmp_path / "model_0000010.pth")
+    good = save_checkpoint({**state, "iteration": 20}, tmp_path / "model_0000020.pth")
+    bad = tmp_path / "model_0000030.pth"
+    bad.write_bytes(good.read_bytes()[:100])  # a copy cut short
+    (tmp_path / ".model_0000040.abc.part.pth").write_bytes(b"")
+    assert checkpoint_iteration(bad) == 30
+    assert find_latest_checkpoint([tmp_path, tmp_path / "nope"]) == good
+    assert find_latest_checkpoint([tmp_path / "nope"]) is None
