@@ -41,7 +41,7 @@ def load_coco_json(path: str | Path) -> dict[str, Any]:
                            "generate_synthetic=True) to create the dataset first.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc}). Re-export it from your annotation "
                            "tool.") from None
     if not isinstance(data, dict):
@@ -57,7 +57,9 @@ def _class_names(data: dict[str, Any], path: Path) -> tuple[str, ...]:
     try:
         cats = sorted(data["categories"], key=lambda c: int(c["id"]))
         names = tuple(str(c["name"]) for c in cats)
-    except (KeyError, TypeError, ValueError):
+        if any(c.get("name") in (None, "") for c in cats):
+            raise TypeError
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
         raise DatasetError(f"{path}: every category needs an integer 'id' and a 'name'") from None
     if not names:
         raise DatasetError(f"{path}: no categories. The dataset needs at least one class.")
