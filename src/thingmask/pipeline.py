@@ -1,0 +1,235 @@
+"""The notebook's sections as functions: each notebook cell and CLI subcommand calls one of these.
+
+Sections: 2 data → 3 look at samples → 4 train → 5 evaluate → 6 images → 7 video → summary.
+Every function takes the one :class:`~thingmask.config.Config` explicitly and can be re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from thingmask.config import Config, ConfigError
+from thingmask.datasets import PreparedDataset, load_coco_json, load_prepared
+from thingmask.detections import keep
+from thingmask.engines import COCO_CLASSES, Predictor, get_engine, read_model_meta
+from thingmask.io_utils import atomic_write_json
+
+__all__ = ["config_from_namespace", "cut_video", "evaluate", "latest_run", "load_predictor",
+           "predict_images", "prepare_data", "preview_dataset", "resolve_engine", "start_run",
+           "summary", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def config_from_namespace(namespace: Mapping[str, Any]) -> Config:
+    """The validated config from the notebook's global variables (names = Config fields).
+
+    Other names in ``namespace`` (imports, helpers) are ignored; a misspelt setting therefore
+    keeps its default — `thingmask demo` validates the YAML it passes with unknown-key checks.
+    """
+    names = {f.name for f in fields(Config)}
+    return Config.from_dict({k: v for k, v in namespace.items() if k in names},
+                            source="global-variables cell")
+
+
+def resolve_engine(config: Config) -> str:
+    """The engine to use: ``config.engine``, or torchvision when detectron2 is not importable
+    (said clearly in the log, so a Colab run-all without the detectron2 build still finishes)."""
+    import importlib.util
+
+    if config.engine == "detectron2" and importlib.util.find_spec("detectron2") is None:
+        log.warning("engine='detectron2' but detectron2 is not installed here; using the "
+                    "torchvision engine instead. In Colab, run the set-up cell with a GPU "
+                    "runtime to build detectron2.")
+        return "torchvision"
+    return config.engine
+
+
+def prepare_data(config: Config) -> PreparedDataset:
+    """Section 2: make the dataset the config points at ready, and check the display things.
+
+    ``generate_synthetic`` → the bundled generator writes ``dataset_dir`` (skipped when already
+    there); ``dataset_source`` → import + validate + split with ``thingmask prepare``; otherwise
+    ``dataset_dir`` must already hold a prepared dataset.
+    """
+    if config.generate_synthetic:
+        from thingmask.datasets.synthetic import generate
+
+        dataset = generate(config)
+    elif config.dataset_source:
+        from thingmask.datasets.prepare import prepare_from_config
+
+        result = prepare_from_config(config)
+        log.log(logging.WARNING if result.report.warnings else logging.INFO,
+                "dataset report:\n%s", result.report.text())
+        if result.dataset is None:
+            raise ConfigError(f"dataset_source {config.dataset_source}: the dataset has errors "
+                              f"(see the report above):\n{result.report.text()}")
+        dataset = result.dataset
+    else:
+        dataset = load_prepared(config.dataset_dir)
+    if not config.zero_training:
+        config.check_classes(dataset.class_names)
+    log.info("dataset %s: classes %s", dataset.root, list(dataset.class_names))
+    return dataset
+
+
+def preview_dataset(config: Config, dataset: PreparedDataset, show: bool = False) -> Any:
+    """Section 3: sample grid with masks + per-class counts (saved in ``<dataset>/preview/``)."""
+    from thingmask.datasets.preview import preview_dataset as _preview
+
+    preview = _preview(dataset, Path(dataset.root) / "preview", seed=config.seed, show=show)
+    log.info("instances and images per class:\n%s", preview.table)
+    return preview
+
+
+def start_run(config: Config, run_dir: str | Path = "") -> Path:
+    """A new run folder (``outputs/<run_name>-<YYYYmmdd-HHMMSS>``) holding the resolved config.
+
+    ``run_dir`` given (e.g. by `thingmask demo`, which saves the executed notebook there) is used
+    as is. Re-running the cell with the same ``run_dir`` reuses the folder.
+    """
+    path = Path(run_dir) if run_dir else config.new_run_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    config.save_yaml(path / "config.yaml")
+    log.info("run folder: %s", path)
+    return path
+
+
+def train(config: Config, dataset: PreparedDataset, run_dir: Path,
+          hooks: Sequence[Any] = (), resume_from: Path | None = None) -> dict[str, Any]:
+    """Section 4: train the configured engine; a no-op in zero-training mode."""
+    if config.zero_training:
+        log.info("zero_training=True: using a COCO-pretrained model, no training")
+        return {}
+    return get_engine(config.engine).train(config, dataset, run_dir, hooks=hooks,
+                                           resume_from=resume_from)
+
+
+def evaluate(config: Config, dataset: PreparedDataset, run_dir: Path) -> dict[str, Any]:
+    """Section 5: box/mask AP on the val split (written to ``run_dir/eval.json``)."""
+    if config.zero_training:
+        log.info("zero_training=True: COCO classes differ from the dataset's; skipping AP")
+        return {}
+    return get_engine(config.engine).evaluate(config, dataset, run_dir)
+
+
+def load_predictor(config: Config, run_dir: Path | None) -> Predictor:
+    """The predictor of a trained run (engine read from its ``model_meta.json``) or, with
+    ``zero_training``, a COCO-pretrained one. Display things are checked against its classes."""
+    if config.zero_training:
+        predictor = get_engine(config.engine).load_predictor(config, None)
+        config.check_classes(COCO_CLASSES)
+        return predictor
+    if run_dir is None:
+        raise ValueError("load_predictor: run_dir is required unless zero_training=True")
+    engine = read_model_meta(run_dir)["engine"]
+    predictor = get_engine(engine).load_predictor(config, run_dir)
+    config.check_classes(predictor.class_names)
+    return predictor
+
+
+def latest_run(config: Config) -> Path:
+    """The newest folder under ``output_dir`` holding a trained model."""
+    runs = sorted((p.parent for p in Path(config.output_dir).glob("*/model_meta.json")),
+                  key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"no trained run under {config.output_dir}/. Train one first: "
+                                "`thingmask train --config configs/demo.yaml` or the notebook's "
+                                "section 4.")
+    return runs[-1]
+
+
+def predict_images(config: Config, dataset: PreparedDataset, predictor: Predictor,
+                   run_dir: Path, count: int = 8, show: bool = False) -> Path:
+    """Section 6: predictions for the display things only, on val images, as a grid PNG."""
+    import cv2
+
+    from thingmask.visualize import draw_instances, save_grid
+
+    coco = load_coco_json(dataset.val_json)
+    rng = np.random.default_rng(config.seed)
+    images = coco["images"]
+    chosen = [images[i] for i in sorted(rng.choice(len(images), min(count, len(images)),
+                                                   replace=False))]
+    drawn, titles = [], []
+    for info in chosen:
+        bgr = cv2.imread(str(dataset.image_root / info["file_name"]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"{dataset.image_root / info['file_name']}: unreadable image")
+        dets = keep(predictor(bgr), config.display_things)
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        drawn.append(draw_instances(rgb, dets.masks, dets.class_names,
+                                    class_names=predictor.class_names, scores=dets.scores))
+        titles.append(f"{info['file_name']}: {len(dets)} kept")
+    path = run_dir / "predictions.png"
+    save_grid(drawn, path, titles=titles, show=show)
+    return path
+
+
+def _demo_video_paths(config: Config) -> tuple[Path, Path | None]:
+    if config.video_input:
+        return Path(config.video_input), None
+    root = Path(config.dataset_dir) / "video"
+    gt = root / "demo_gt.npz"
+    return root / "demo.mp4", gt if gt.is_file() else None
+
+
+def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, Any]:
+    """Section 7: the cut-out video (and data exports) for ``config.video_input``.
+
+    With the synthetic demo video, the mean foreground IoU of the kept masks against the
+    generator's ground truth is measured frame by frame and returned as ``mean_iou``.
+    """
+    from thingmask.video import EXTENSIONS
+    from thingmask.video_job import process_many, process_video
+
+    src, gt_path = _demo_video_paths(config)
+    if src.is_dir() or any(ch in str(src) for ch in "*?["):
+        results = process_many(src, run_dir, predictor, config)
+        return {"videos": [str(r.output) for r in results]}
+    dst = (Path(config.video_output) if config.video_output
+           else run_dir / f"{src.stem}_cutout{EXTENSIONS[config.video_format]}")
+    ious: list[float] = []
+    on_frame = None
+    if gt_path is not None:
+        from thingmask.datasets.synthetic import load_video_gt
+        from thingmask.metrics import foreground_iou
+
+        gt_frames = load_video_gt(gt_path)
+        wanted = set(config.display_things)
+
+        def on_frame(index: int, frame: np.ndarray, kept: Any) -> None:
+            masks, names, _ids = gt_frames[index]
+            gt = np.zeros(frame.shape[:2], bool)
+            for mask, name in zip(masks, names, strict=True):
+                if name in wanted:
+                    gt |= mask
+            ious.append(foreground_iou(kept.union_mask(), gt))
+
+    # force: a finished output is normally skipped, but then the IoU callback would never run.
+    result = process_video(src, dst, predictor, config, on_frame=on_frame,
+                           force=on_frame is not None)
+    out: dict[str, Any] = {"video": str(result.output), "frames": result.frames}
+    if ious:
+        out["mean_iou"] = float(np.mean(ious))
+        out["min_iou"] = float(np.min(ious))
+        atomic_write_json(run_dir / "video_iou.json", {**out, "per_frame_iou": ious})
+    return out
+
+
+def summary(run_dir: Path, started: float, **figures: Any) -> str:
+    """The closing lines of a run: where things are, key figures, wall time (also JSON)."""
+    wall = time.time() - started
+    data = {"run_dir": str(run_dir), "wall_time_s": round(wall, 1), **figures}
+    atomic_write_json(run_dir / "summary.json", data)
+    lines = [f"run folder : {run_dir}", f"wall time  : {wall / 60:.1f} min ({wall:.0f} s)"]
+    lines += [f"{k:<11}: {v}" for k, v in figures.items()]
+    return "\n".join(lines)
