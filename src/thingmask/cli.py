@@ -82,9 +82,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from thingmask import pipeline
 
     config = _config(args)
+    run_dir = _run_dir(args, config)
+    if run_dir is not None:
+        from thingmask.engines import read_model_meta
+
+        read_model_meta(run_dir)  # fail before touching the dataset when there is no model
+    # An existing dataset is evaluated as it is (never regenerated under the model's feet).
     dataset = pipeline.prepare_data(config.replace(generate_synthetic=False)
                                     if Path(config.dataset_dir).is_dir() else config)
-    run_dir = _run_dir(args, config)
     print(json.dumps(pipeline.evaluate(config, dataset, run_dir), indent=2))
     return 0
 
