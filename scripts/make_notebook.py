@@ -13,6 +13,9 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from thingmask.engines.detectron2_engine import colab_install_cell
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "thingmask.ipynb"
 REPO_URL = "https://github.com/thingmask/thingmask"
 COLAB_URL = "https://colab.research.google.com/github/thingmask/thingmask/blob/main/notebooks/thingmask.ipynb"
@@ -119,17 +122,15 @@ while you are away."""),
 if "google.colab" in sys.modules and importlib.util.find_spec("thingmask") is None:
     subprocess.run(["git", "clone", "-q", "{REPO_URL}", "/content/thingmask"], check=False)
     %cd /content/thingmask
-    %pip install -q --no-deps -e . && pip install -q av pycocotools papermill
-if "google.colab" in sys.modules and engine == "detectron2":
-    from thingmask.engines.detectron2_engine import colab_install_detectron2
-    colab_install_detectron2()"""),
+    %pip install -q --no-deps -e .
+    %pip install -q av pycocotools papermill"""),
+    ("code", colab_install_cell()),
     ("code", """import logging, time
 from IPython.display import Image, Video, display
 from thingmask import colab, pipeline
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
 started = time.time()
 config = pipeline.config_from_namespace(globals())
-config = config.replace(engine=pipeline.resolve_engine(config))
 print(colab.describe_environment(config))
 drive_root = colab.ensure_drive(config)  # asks for Drive access now, not hours later"""),
     ("md", """## 3 · Dataset

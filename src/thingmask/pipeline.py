@@ -22,7 +22,7 @@ from thingmask.engines import COCO_CLASSES, Predictor, get_engine, read_model_me
 from thingmask.io_utils import atomic_write_json
 
 __all__ = ["config_from_namespace", "cut_video", "evaluate", "latest_run", "load_predictor",
-           "predict_images", "prepare_data", "preview_dataset", "resolve_engine", "start_run",
+           "predict_images", "prepare_data", "preview_dataset", "start_run",
            "summary", "train"]
 
 log = logging.getLogger(__name__)
@@ -37,19 +37,6 @@ def config_from_namespace(namespace: Mapping[str, Any]) -> Config:
     names = {f.name for f in fields(Config)}
     return Config.from_dict({k: v for k, v in namespace.items() if k in names},
                             source="global-variables cell")
-
-
-def resolve_engine(config: Config) -> str:
-    """The engine to use: ``config.engine``, or torchvision when detectron2 is not importable
-    (said clearly in the log, so a Colab run-all without the detectron2 build still finishes)."""
-    import importlib.util
-
-    if config.engine == "detectron2" and importlib.util.find_spec("detectron2") is None:
-        log.warning("engine='detectron2' but detectron2 is not installed here; using the "
-                    "torchvision engine instead. In Colab, run the set-up cell with a GPU "
-                    "runtime to build detectron2.")
-        return "torchvision"
-    return config.engine
 
 
 def prepare_data(config: Config) -> PreparedDataset:
