@@ -56,7 +56,7 @@ classes with `zero_training = True`), in any order."""),
     ("code", """# --- run ---
 run_name = "demo"                      # run folder: outputs/<run_name>-<YYYYmmdd-HHMMSS>/
 output_dir = "outputs"                 # where run folders go
-run_dir = ""                           # "" = a new timestamped folder (thingmask demo sets it)
+run_dir = ""                           # empty: a new timestamped folder (thingmask demo sets it)
 seed = 0                               # data generation, split and training seed
 device = "auto"                        # auto | cpu | cuda | mps
 # --- dataset ---
@@ -66,7 +66,7 @@ synthetic_train_images = 120           # synthetic dataset: training images
 synthetic_val_images = 24              # synthetic dataset: validation images
 synthetic_image_size = 160             # synthetic images are square, this many pixels
 synthetic_video_frames = 48            # frames of the synthetic demo video
-dataset_source = ""                    # your annotations to import ("" = none); see data/README.md
+dataset_source = ""                    # your annotations to import (empty: none); see data/README.md
 dataset_format = "auto"                # auto | coco | labelme | via | cvat | roboflow | yolo
 val_fraction = 0.2                     # share of images for validation when not split yet
 class_map = {}                         # rename/merge/drop classes, e.g. {"doggo": "dog", "junk": ""}
@@ -81,19 +81,20 @@ augmentations = ["flip_horizontal", "brightness", "contrast"]  # names, or {"nam
 iterations = 600                       # optimizer steps
 batch_size = 4                         # images per step
 learning_rate = 0.01                   # base learning rate
+optimizer = "sgd"                      # sgd | adamw (torchvision engine; adamw suits from-scratch)
 image_size = 160                       # shortest image side seen by the model (pixels)
 max_image_size = 256                   # cap on the longest side (pixels)
 checkpoint_period = 200                # checkpoint every N steps (resume after a disconnect)
 resume = True                          # continue from the newest valid checkpoint of run_name
 score_threshold = 0.5                  # drop detections below this confidence
-num_workers = 0                        # data-loader worker processes (0 = in the main process)
+num_workers = 0                        # data-loader worker processes (0: in the main process)
 # --- video and outputs ---
-video_input = ""                       # file, folder or glob ("" = the synthetic demo video)
-video_output = ""                      # "" = <run folder>/<video name>_cutout.<format>
+video_input = ""                       # file, folder or glob (empty: the synthetic demo video)
+video_output = ""                      # empty: <run folder>/<video name>_cutout.<format>
 video_format = "mp4"                   # mp4 (H.264) | webm (VP9+alpha) | mov (ProRes 4444) | png
 canvas = "black"                       # black | white | color | blur | grey | image | transparent
-canvas_color = [0, 0, 0]               # RGB when canvas = "color"
-canvas_image = ""                      # background picture when canvas = "image"
+canvas_color = [0, 0, 0]               # RGB for the "color" canvas
+canvas_image = ""                      # background picture for the "image" canvas
 keep_audio = True                      # carry the source's sound into the output
 tracking = False                       # stable ids per animal across frames
 export_csv = True                      # one CSV row per animal per frame
@@ -104,7 +105,7 @@ per_instance_clips = False             # one cropped clip per tracked animal
 # --- Colab ---
 save_to_drive = False                  # copy the run folder to Google Drive (Colab only)
 drive_folder = "MyDrive/thingmask"     # folder inside your Drive
-drive_checkpoint_period = 0            # copy checkpoints to Drive every N steps (0 = off)
+drive_checkpoint_period = 0            # copy checkpoints to Drive every N steps (0: off)
 terminate_runtime = False              # release the runtime after a verified save""",
      ["parameters"]),
     ("md", """## 2 · Set-up

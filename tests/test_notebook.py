@@ -47,6 +47,14 @@ def test_parameters_are_literals_matching_config_defaults():
     assert not differing, f"notebook values differ from Config defaults: {differing}"
 
 
+def test_papermill_can_parse_every_parameter():
+    """papermill skips (with a warning) any parameter line holding more than one '='."""
+    import papermill
+
+    inferred = set(papermill.inspect_notebook(str(NOTEBOOK)))
+    assert inferred == {f.name for f in fields(Config)} | {"run_dir"}
+
+
 def test_outputs_stripped_and_generated_from_script():
     nb = _nb()
     for cell in nb.cells:
@@ -57,14 +65,26 @@ def test_outputs_stripped_and_generated_from_script():
     assert check.returncode == 0, "run `python scripts/make_notebook.py` and commit the result"
 
 
-@pytest.mark.slow
-def test_notebook_runs_headless_with_tiny_parameters(tmp_path):
+def _engine_param(engine):
+    marks = [pytest.mark.slow]
+    if engine == "detectron2":
+        import importlib.util
+
+        marks += [pytest.mark.detectron2,
+                  pytest.mark.skipif(importlib.util.find_spec("detectron2") is None,
+                                     reason="detectron2 is not installed")]
+    return pytest.param(engine, marks=marks, id=engine)
+
+
+@pytest.mark.parametrize("engine", [_engine_param("torchvision"), _engine_param("detectron2")])
+def test_notebook_runs_headless_with_tiny_parameters(tmp_path, engine):
     """`thingmask demo` with a tiny parameter set: the whole pipeline, end to end."""
     from thingmask.cli import main
 
     out = tmp_path / "outputs"
-    code = main(["demo", "--config", str(ROOT / "configs" / "demo.yaml"),
-                 "--notebook", str(NOTEBOOK),
+    config = "demo.yaml" if engine == "torchvision" else "d2_demo.yaml"
+    code = main(["demo", "--config", str(ROOT / "configs" / config),
+                 "--notebook", str(NOTEBOOK), f"engine={engine}",
                  f"output_dir={out}", f"dataset_dir={tmp_path / 'data'}", "run_name=nbtest",
                  "iterations=4", "checkpoint_period=2", "synthetic_train_images=6",
                  "synthetic_val_images=3", "synthetic_video_frames=6", "synthetic_image_size=64",
@@ -77,6 +97,7 @@ def test_notebook_runs_headless_with_tiny_parameters(tmp_path):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     executed = nbformat.read(run / "notebook.ipynb", as_version=4)
     assert all(c.get("execution_count") for c in executed.cells if c.cell_type == "code")
+    assert json.loads((run / "model_meta.json").read_text())["engine"] == engine
     summary = json.loads((run / "summary.json").read_text())
     assert 0.0 <= summary["mean_iou"] <= 1.0
     import av

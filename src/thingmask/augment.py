@@ -74,7 +74,8 @@ def parse_augmentations(items: Iterable[Any]) -> list[AugSpec]:
         params = {**defaults, **given}
         for key, value in params.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"augmentations: {name}.{key} = {value!r}; expected a number >= 0")
+                raise ConfigError(f"augmentations: {name}.{key} = {value!r}; "
+                                  "expected a number >= 0")
         if name.startswith("flip") and params["prob"] > 1:
             raise ConfigError(f"augmentations: {name}.prob = {params['prob']}; expected 0..1")
         if "min" in params and params["min"] > params["max"]:

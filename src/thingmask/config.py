@@ -78,6 +78,7 @@ class Config:
     iterations: int = 600  # optimizer steps
     batch_size: int = 4  # images per step
     learning_rate: float = 0.01
+    optimizer: str = "sgd"  # sgd (momentum 0.9) | adamw (torchvision engine; suits from-scratch)
     image_size: int = 160  # shortest side the model sees, pixels
     max_image_size: int = 256  # longest side cap, pixels
     checkpoint_period: int = 200  # save a checkpoint every N steps
@@ -211,6 +212,7 @@ def _validate(cfg: Config) -> None:
     choice("canvas", CANVAS_MODES)
     choice("video_format", VIDEO_FORMATS)
     choice("backbone", BACKBONES)
+    choice("optimizer", ("sgd", "adamw"))
     choice("dataset_format", ("auto", "coco", "labelme", "via", "cvat", "roboflow", "yolo"))
     for key in ("synthetic_train_images", "synthetic_val_images", "synthetic_image_size",
                 "synthetic_video_frames", "iterations", "batch_size", "image_size",

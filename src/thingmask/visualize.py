@@ -42,12 +42,12 @@ def draw_instances(image_rgb: np.ndarray, masks: np.ndarray, labels: Sequence[st
     import cv2
 
     out = image_rgb.astype(np.float32).copy()
-    for i, (mask, label) in enumerate(zip(masks, labels)):
+    for mask, label in zip(masks, labels, strict=True):
         colour = np.array(class_colour(str(label), class_names), np.float32)
         out[mask] = out[mask] * (1 - alpha) + colour * alpha
     out = np.clip(out, 0, 255).astype(np.uint8)
     font_scale = max(0.3, min(out.shape[:2]) / 500)
-    for i, (mask, label) in enumerate(zip(masks, labels)):
+    for i, (mask, label) in enumerate(zip(masks, labels, strict=True)):
         if not mask.any():
             continue
         colour = class_colour(str(label), class_names)

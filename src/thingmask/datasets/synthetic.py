@@ -475,6 +475,9 @@ def render_scene(rng: np.random.Generator, size: int = 160, must_include: str | 
         thing.phase = float(rng.uniform(0, _TAU))
         thing.flaps = False
         mask = _place(rng, thing, placed, size)
+        if mask is None and not things and must_include is not None:
+            thing.x0, thing.y0 = size / 2.0, size / 2.0  # the guaranteed class always shows
+            mask = _render_thing(thing, 0.0, size, size, 0.0)[1]
         if mask is not None:
             thing.x0 += cam_x
             things.append(thing)
@@ -653,6 +656,8 @@ def generate_dataset(out_dir: str | Path, n_train: int = 120, n_val: int = 24,
     for stale in (out_dir / "images").iterdir():  # leftovers of a larger earlier generation
         if stale.name not in wanted and stale.is_file():
             stale.unlink()
+    if not (out_dir / MANIFEST).is_file():  # marks the folder as ours (generate() writes its own)
+        atomic_write_json(out_dir / MANIFEST, _manifest(n_train, n_val, image_size, seed))
     return load_prepared(out_dir)
 
 

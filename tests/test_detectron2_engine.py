@@ -1,0 +1,312 @@
+"""The detectron2 engine against a real detectron2 build (skipped where it is not installed).
+
+Trains a CPU-sized model for a few iterations on a tiny generated dataset; checks checkpoints,
+resume (also past a truncated checkpoint), evaluation, the predictor and MyTrainer's mapper.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("detectron2")
+
+from thingmask.config import Config
+from thingmask.detections import Detections, keep
+from thingmask.engines import TrainHook
+from thingmask.engines import detectron2_engine as d2e
+from thingmask.engines.checkpoints import is_valid_checkpoint
+
+pytestmark = pytest.mark.detectron2
+
+
+class InterruptedRunError(Exception):
+    """Stands in for a runtime cut off mid-training."""
+
+
+class Recorder(TrainHook):
+    def __init__(self, stop_after_checkpoint: int | None = None) -> None:
+        self.steps: list[int] = []
+        self.losses: list[dict[str, float]] = []
+        self.checkpoints: list[tuple[str, int, bool]] = []
+        self.trained: list[Path] = []
+        self.stop = stop_after_checkpoint
+
+    def after_step(self, iteration, losses):
+        self.steps.append(iteration)
+        self.losses.append(losses)
+
+    def after_checkpoint(self, checkpoint_path, iteration):
+        # Called only once the file is complete under its final name.
+        self.checkpoints.append((checkpoint_path.name, iteration,
+                                 is_valid_checkpoint(checkpoint_path)))
+        if iteration == self.stop:
+            raise InterruptedRunError
+
+    def after_train(self, run_dir):
+        self.trained.append(run_dir)
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_dataset):
+    return tiny_dataset  # conftest: 6 train + 3 val 64 px synthetic images (read-only)
+
+
+@pytest.fixture(scope="module")
+def config(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    return Config(engine="detectron2", dataset_dir=str(dataset.root), output_dir=str(out),
+                  run_name="t", device="cpu", backbone="tiny_fpn", iterations=6, batch_size=2,
+                  checkpoint_period=2, learning_rate=0.002, image_size=64, max_image_size=64,
+                  score_threshold=0.0, display_things=["cat", "bird"],
+                  augmentations=["flip_horizontal", "brightness"])
+
+
+@pytest.fixture(scope="module")
+def trained(config, dataset):
+    run_dir = Path(config.output_dir) / "t-20260101-000000"
+    recorder = Recorder()
+    result = d2e.train(config, dataset, run_dir, hooks=[recorder])
+    return run_dir, recorder, result
+
+
+def test_registration_can_run_twice_and_follows_class_changes(dataset):
+    from dataclasses import replace
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    names = (f"{dataset.name}_train", f"{dataset.name}_val")
+    assert d2e.register_dataset(dataset) == names
+    assert d2e.register_dataset(dataset) == names  # no "already registered"
+    assert MetadataCatalog.get(names[0]).thing_classes == list(dataset.class_names)
+    assert len(DatasetCatalog.get(f"{dataset.name}_val")) == 3
+    renamed = replace(dataset, class_names=("a", "b", "c"))
+    d2e.register_dataset(renamed)
+    assert MetadataCatalog.get(f"{dataset.name}_train").thing_classes == ["a", "b", "c"]
+    d2e.register_dataset(dataset)
+
+
+def test_build_cfg_bridges_the_config(config, dataset, tmp_path):
+    d2e.register_dataset(dataset)
+    cfg = d2e.build_cfg(config, dataset, tmp_path)
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3
+    assert cfg.MODEL.BACKBONE.NAME == "build_tiny_fpn_backbone" and cfg.MODEL.FPN.NORM == "GN"
+    assert cfg.MODEL.WEIGHTS == "" and cfg.MODEL.DEVICE == "cpu"
+    assert str(tmp_path) == cfg.OUTPUT_DIR
+    assert cfg.SOLVER.MAX_ITER == 6 and cfg.SOLVER.IMS_PER_BATCH == 2
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (64,) and cfg.SOLVER.STEPS == (4, 5)
+    assert json.loads(cfg.THINGMASK.AUGMENTATIONS)[1]["name"] == "brightness"
+
+
+def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_path):
+    from detectron2.data import transforms as T  # noqa: N812
+
+    from thingmask.engines.d2_trainer import MyTrainer
+
+    d2e.register_dataset(dataset)
+    custom = config.replace(augmentations=[{"name": "flip_vertical", "prob": 1.0},
+                                           {"name": "crop", "fraction": 0.5}, "rotation"])
+    mapper = MyTrainer.build_mapper(d2e.build_cfg(custom, dataset, tmp_path))
+    augs = mapper.augmentations.augs
+    assert [type(a) for a in augs] == [T.ResizeShortestEdge, T.RandomFlip, T.RandomCrop,
+                                       T.RandomRotation]
+    assert augs[1].vertical and not augs[1].horizontal and augs[1].prob == 1.0
+    assert augs[2].crop_type == "relative" and tuple(augs[2].crop_size) == (0.5, 0.5)
+    assert mapper.recompute_boxes and mapper.instance_mask_format == "bitmask"
+    # The mapper really runs on a dataset dict: the flipped, cropped image keeps its masks.
+    from detectron2.data import DatasetCatalog
+
+    out = mapper(DatasetCatalog.get(f"{dataset.name}_train")[0])
+    assert out["image"].shape[1:] == out["instances"].gt_masks.tensor.shape[1:]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_optimizer_setting_reaches_mytrainer(config, dataset, tmp_path, optimizer):
+    import torch
+
+    from thingmask.engines.d2_trainer import MyTrainer
+
+    if "optimizer" not in Config.__dataclass_fields__:
+        pytest.skip("this Config has no optimizer setting")
+    d2e.register_dataset(dataset)
+    cfg = d2e.build_cfg(config.replace(optimizer=optimizer), dataset, tmp_path)
+    opt = MyTrainer.build_optimizer(cfg, MyTrainer.build_model(cfg))
+    assert isinstance(opt, {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[optimizer])
+    assert opt.param_groups[0]["lr"] == config.learning_rate
+
+
+@pytest.mark.slow
+def test_training_writes_checkpoints_and_calls_hooks(trained):
+    run_dir, recorder, result = trained
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"model_0000001.pth", "model_0000003.pth", "model_final.pth", "last_checkpoint",
+            "d2_config.yaml", "model_meta.json"} <= names
+    assert not [n for n in names if ".part" in n]
+    meta = json.loads((run_dir / "model_meta.json").read_text())
+    assert meta["engine"] == "detectron2" and meta["class_names"] == ["cat", "bird", "leaf"]
+    assert meta["overrides"]["MODEL.BACKBONE.NAME"] == "build_tiny_fpn_backbone"
+    assert recorder.steps == [1, 2, 3, 4, 5, 6]
+    assert all("total_loss" in losses and np.isfinite(losses["total_loss"])
+               for losses in recorder.losses)
+    assert recorder.checkpoints == [("model_0000001.pth", 2, True), ("model_0000003.pth", 4, True),
+                                    ("model_final.pth", 6, True)]
+    assert recorder.trained == [run_dir]
+    assert result["start_iter"] == 0 and result["iterations"] == 6
+    assert np.isfinite(result["final_loss"])
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_with_optimizer_and_schedule(config, dataset):
+    from thingmask.engines.d2_trainer import MyTrainer
+
+    config = config.replace(run_name="cut")  # no earlier "cut-*" runs to resume from
+    run_dir = Path(config.output_dir) / "cut-20260102-000000"
+    with pytest.raises(InterruptedRunError):
+        d2e.train(config, dataset, run_dir, hooks=[Recorder(stop_after_checkpoint=4)])
+    assert (run_dir / "last_checkpoint").read_text() == "model_0000003.pth"
+    assert not (run_dir / "model_final.pth").exists()
+
+    # What resume_or_load restores: iteration, optimizer momentum, LR schedule position.
+    trainer = MyTrainer(d2e.build_cfg(config, dataset, run_dir))
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 4
+    assert trainer.optimizer.state_dict()["state"]  # momentum buffers came back
+    assert trainer.scheduler.last_epoch == 4
+
+    recorder = Recorder()
+    result = d2e.train(config, dataset, run_dir, hooks=[recorder])
+    assert result["start_iter"] == 4
+    assert recorder.steps == [5, 6]
+    assert (run_dir / "model_final.pth").is_file()
+
+
+@pytest.mark.slow
+def test_truncated_last_checkpoint_falls_back_to_the_previous_one(config, dataset, trained,
+                                                                  caplog):
+    src, _, _ = trained
+    run_dir = Path(config.output_dir) / "t-20260103-000000"
+    run_dir.mkdir()
+    shutil.copy(src / "model_0000001.pth", run_dir)
+    data = (src / "model_0000003.pth").read_bytes()
+    (run_dir / "model_0000003.pth").write_bytes(data[: len(data) // 3])  # cut-off Drive copy
+    (run_dir / "last_checkpoint").write_text("model_0000003.pth")
+    recorder = Recorder()
+    with caplog.at_level(logging.WARNING):
+        result = d2e.train(config.replace(run_name="other"), dataset, run_dir, hooks=[recorder])
+    assert "model_0000003.pth is not usable" in caplog.text
+    assert result["start_iter"] == 2
+    assert recorder.steps == [3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_resume_from_an_earlier_run_folder(config, dataset, trained):
+    src, _, _ = trained
+    run_dir = Path(config.output_dir) / "t-20260104-000000"
+    more = config.replace(iterations=8)
+    recorder = Recorder()
+    result = d2e.train(more, dataset, run_dir, hooks=[recorder])
+    # The newest valid checkpoint among t-* folders is a model_final at iteration 5 (6 steps).
+    assert result["start_iter"] == 6
+    assert recorder.steps == [7, 8]
+    assert (src / "model_final.pth").is_file()
+
+
+@pytest.mark.slow
+def test_evaluate_reports_box_and_mask_ap(config, dataset, trained):
+    run_dir, _, _ = trained
+    metrics = d2e.evaluate(config, dataset, run_dir)
+    for task in ("bbox", "segm"):
+        assert 0.0 <= metrics[task]["AP"] <= 100.0
+        assert {"AP50", "AP75", "AP-cat", "AP-bird", "AP-leaf"} <= set(metrics[task])
+    assert metrics["num_images"] == 3 and metrics["num_detections"] > 0
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert saved["segm"]["AP"] == metrics["segm"]["AP"]
+    assert (run_dir / "eval_ap.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_predictor_returns_detections_the_pipeline_accepts(config, dataset, trained, tmp_path):
+    import cv2
+
+    from thingmask.composite import Canvas, get_masked_image
+    from thingmask.video import write_video
+
+    run_dir, _, _ = trained
+    predictor = d2e.load_predictor(config, run_dir)
+    assert predictor.class_names == ("cat", "bird", "leaf")
+    image = cv2.imread(str(sorted(dataset.image_root.glob("val_*"))[0]), cv2.IMREAD_COLOR)
+    dets = predictor(image)
+    assert isinstance(dets, Detections)
+    assert dets.masks.shape[1:] == image.shape[:2] and dets.masks.dtype == bool
+    assert dets.boxes.dtype == np.float32 and dets.boxes.shape == (len(dets), 4)
+    assert set(dets.class_names) <= {"cat", "bird", "leaf"}
+    assert np.all(dets.scores >= 0.0)
+    kept = keep(dets, ["cat", "bird"])
+    frame = get_masked_image(image, kept, Canvas("black"))
+    assert frame.shape == image.shape
+    video = write_video(tmp_path / "cut.mp4", [frame, get_masked_image(image, dets, Canvas())],
+                        12)
+    assert video.stat().st_size > 0
+    with pytest.raises(TypeError, match="uint8"):
+        predictor(image.astype(np.float32))
+    strict = d2e.load_predictor(config.replace(score_threshold=1.0), run_dir)
+    assert len(strict(image)) == 0  # score_threshold reaches the model
+
+
+def test_checkpointer_refuses_pickles_that_are_not_from_the_model_zoo(tmp_path):
+    import torch
+
+    from thingmask.engines.d2_trainer import SafeCheckpointer
+
+    evil = tmp_path / "weights.pkl"
+    evil.write_bytes(b"\x80\x04N.")
+    with pytest.raises(ValueError, match="pickles"):
+        SafeCheckpointer(torch.nn.Linear(2, 2)).load(str(evil))
+
+
+def test_zero_training_offline_says_what_to_do(monkeypatch, tmp_path):
+    import iopath.common.file_io as file_io
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(file_io, "download", offline)
+    config = Config(engine="detectron2", zero_training=True, device="cpu")
+    with pytest.raises(RuntimeError, match="go online once") as err:
+        d2e.load_predictor(config, None)
+    assert "model_final_f10217.pkl" in str(err.value) and str(tmp_path / "cache") in str(err.value)
+
+
+@pytest.mark.slow
+def test_zero_training_uses_zoo_weights_copied_into_the_cache(monkeypatch, tmp_path):
+    import pickle
+
+    import iopath.common.file_io as file_io
+    from detectron2 import model_zoo
+
+    from thingmask.engines import COCO_CLASSES
+    from thingmask.engines.d2_trainer import zoo_cache_path
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(file_io, "download", offline)
+    url = model_zoo.get_checkpoint_url(d2e.DEFAULT_BASE_CONFIG)
+    cached = zoo_cache_path(url)
+    cached.parent.mkdir(parents=True)
+    # Stand-in for the official file (same format: a pickled dict; no real weights needed here).
+    cached.write_bytes(pickle.dumps({"model": {}, "__author__": "test"}))
+    config = Config(engine="detectron2", zero_training=True, device="cpu", image_size=128,
+                    max_image_size=128)
+    predictor = d2e.load_predictor(config, None)
+    assert predictor.class_names == COCO_CLASSES
+    dets = predictor(np.zeros((96, 128, 3), np.uint8))
+    assert isinstance(dets, Detections) and dets.masks.shape[1:] == (96, 128)
