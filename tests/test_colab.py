@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -18,10 +17,7 @@ from thingmask.engines.checkpoints import save_checkpoint
 
 pytestmark = pytest.mark.colab
 
-_spec = importlib.util.spec_from_file_location(
-    "fake_colab_helpers", Path(__file__).parent / "fake_colab" / "__init__.py")
-fake = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake)
+import fake_colab as fake  # noqa: E402 - tests/ is on sys.path (pytest rootdir insertion)
 
 
 @pytest.fixture(autouse=True)

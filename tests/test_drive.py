@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import importlib.util
 import json
 import logging
 from pathlib import Path
 
+import fake_colab as fake
 import pytest
 import torch
 
@@ -22,11 +22,6 @@ from thingmask.drive import (
     verify_saved,
 )
 from thingmask.engines.checkpoints import save_checkpoint
-
-_spec = importlib.util.spec_from_file_location(
-    "fake_colab_helpers", Path(__file__).parent / "fake_colab" / "__init__.py")
-fake = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake)
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["class_colour", "draw_instances", "save_grid"]
+__all__ = ["class_colour", "draw_instances", "finish_figure", "save_grid"]
 
 _PALETTE = np.array([
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -75,8 +75,6 @@ def save_grid(images_rgb: Sequence[np.ndarray], path: str | Path | None = None,
         matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from thingmask.io_utils import atomic_path
-
     n = max(1, len(images_rgb))
     cols = min(columns, n)
     rows = (n + cols - 1) // cols
@@ -88,6 +86,15 @@ def save_grid(images_rgb: Sequence[np.ndarray], path: str | Path | None = None,
         ax.imshow(img)
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
+    return finish_figure(fig, path, show)
+
+
+def finish_figure(fig, path: str | Path | None = None, show: bool = False):
+    """Save ``fig`` to ``path`` atomically (PNG) and show it inline, or close it; returns it."""
+    import matplotlib.pyplot as plt
+
+    from thingmask.io_utils import atomic_path
+
     fig.tight_layout()
     if path is not None:
         with atomic_path(path) as tmp:

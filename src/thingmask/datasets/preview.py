@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from thingmask.datasets.coco import PreparedDataset, annotation_to_mask, load_coco_json
-from thingmask.io_utils import atomic_path, atomic_write_text
+from thingmask.io_utils import atomic_write_text
+from thingmask.visualize import finish_figure
 
 __all__ = ["ClassCount", "Preview", "class_counts", "format_counts", "plot_counts",
            "preview_dataset", "sample_grid"]
@@ -115,15 +116,7 @@ def plot_counts(counts: Sequence[ClassCount], path: str | Path | None = None,
     ax.set_title("instances per class (train / val)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.margins(x=0.2)
-    fig.tight_layout()
-    if path is not None:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    if show:
-        plt.show()
-    else:
-        plt.close(fig)
-    return fig
+    return finish_figure(fig, path, show)
 
 
 def _choose(items: list[tuple[str, dict, list[dict]]], names: dict[int, str], n: int,
