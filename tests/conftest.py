@@ -24,12 +24,11 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
     return generate_dataset(root, n_train=6, n_val=3, image_size=TINY_SIZE, seed=0)
 
 
-@pytest.fixture
-def tiny_config(tmp_path: Path, tiny_dataset: PreparedDataset) -> Config:
-    """A Config that trains tiny_fpn for 4 iterations of 2 images on CPU, outputs in tmp_path."""
+def make_tiny_config(output_dir: Path, dataset: PreparedDataset) -> Config:
+    """The settings of :func:`tiny_config` with outputs in ``output_dir`` (for wider scopes)."""
     return Config(
-        run_name="tiny", output_dir=str(tmp_path / "outputs"), device="cpu", seed=0,
-        dataset_dir=str(tiny_dataset.root), generate_synthetic=False,
+        run_name="tiny", output_dir=str(output_dir), device="cpu", seed=0,
+        dataset_dir=str(dataset.root), generate_synthetic=False,
         synthetic_train_images=6, synthetic_val_images=3, synthetic_image_size=TINY_SIZE,
         synthetic_video_frames=6,
         backbone="tiny_fpn", iterations=4, batch_size=2, learning_rate=0.01,
@@ -37,3 +36,25 @@ def tiny_config(tmp_path: Path, tiny_dataset: PreparedDataset) -> Config:
         augmentations=["flip_horizontal", "brightness"], score_threshold=0.0,
         display_things=["cat", "bird"],
     )
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, tiny_dataset: PreparedDataset) -> Config:
+    """A Config that trains tiny_fpn for 4 iterations of 2 images on CPU, outputs in tmp_path."""
+    return make_tiny_config(tmp_path / "outputs", tiny_dataset)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: PreparedDataset
+                     ) -> tuple[Config, Path]:
+    """``(config, run_dir)``: the torchvision engine trained with the tiny_config settings, once.
+
+    The run folder holds checkpoints at 2 and 4, model_final.pth, model_meta.json, metrics.json
+    and loss_curve.png. Treat it as read-only (copy it before changing anything).
+    """
+    from thingmask.engines import torchvision_engine
+
+    config = make_tiny_config(tmp_path_factory.mktemp("tiny_run") / "outputs", tiny_dataset)
+    run_dir = config.new_run_dir()
+    torchvision_engine.train(config, tiny_dataset, run_dir)
+    return config, run_dir

@@ -37,20 +37,9 @@ class RecordingHook(TrainHook):
         self.finished.append(run_dir)
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, tiny_dataset):
-    """One 4-iteration training shared by the read-only tests below."""
-    from thingmask.config import Config
-
-    out = tmp_path_factory.mktemp("tv_run")
-    config = Config(run_name="tiny", output_dir=str(out), device="cpu", backbone="tiny_fpn",
-                    iterations=4, batch_size=2, image_size=64, max_image_size=64,
-                    checkpoint_period=2, resume=False, score_threshold=0.0,
-                    augmentations=["flip_horizontal", "brightness"])
-    run_dir = config.new_run_dir()
-    hook = RecordingHook()
-    metrics = tv.train(config, tiny_dataset, run_dir, hooks=[hook])
-    return config, run_dir, metrics, hook
+@pytest.fixture
+def trained_run(tiny_trained_run):
+    return tiny_trained_run  # (config, run_dir) from conftest, trained once per session
 
 
 def test_get_engine_returns_this_module():
@@ -58,7 +47,7 @@ def test_get_engine_returns_this_module():
 
 
 def test_training_writes_a_complete_run_folder(trained_run):
-    _, run_dir, metrics, hook = trained_run
+    _, run_dir = trained_run
     for name in ("model_final.pth", "model_meta.json", "metrics.json", "loss_curve.png",
                  "checkpoints/model_0000002.pth", "checkpoints/model_0000004.pth"):
         assert (run_dir / name).is_file(), name
@@ -69,15 +58,13 @@ def test_training_writes_a_complete_run_folder(trained_run):
     assert meta["norm"] == "group_norm" and meta["mask_size"] in (28, 56)
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert [h["iteration"] for h in saved["loss_history"]] == [1, 2, 3, 4]
-    assert saved["wall_time_s"] > 0 and metrics["iterations"] == 4
-    assert hook.steps == [1, 2, 3, 4]
-    assert [i for _, i in hook.checkpoints] == [2, 4] and hook.finished == [run_dir]
+    assert saved["wall_time_s"] > 0 and saved["iterations"] == 4
     state = load_checkpoint(run_dir / "checkpoints" / "model_0000002.pth")
     assert state["iteration"] == 2 and {"model", "optimizer", "scheduler"} <= set(state)
 
 
 def test_predictor_returns_detections_with_class_names(trained_run):
-    config, run_dir, _, _ = trained_run
+    config, run_dir = trained_run
     predictor = tv.load_predictor(config, run_dir)
     assert predictor.class_names == ("cat", "bird", "leaf")
     image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
@@ -99,13 +86,13 @@ def test_predictor_returns_detections_with_class_names(trained_run):
     ],
 )
 def test_predictor_rejects_bad_images(trained_run, image, error, match):
-    config, run_dir, _, _ = trained_run
+    config, run_dir = trained_run
     with pytest.raises(error, match=match):
         tv.load_predictor(config, run_dir)(image)
 
 
 def test_evaluate_writes_ap_json_and_plot(trained_run, tiny_dataset):
-    config, run_dir, _, _ = trained_run
+    config, run_dir = trained_run
     metrics = tv.evaluate(config, tiny_dataset, run_dir)
     for t in ("bbox", "segm"):
         assert {"AP", "AP50", "AP75", "AP-cat", "AP-bird", "AP-leaf"} <= set(metrics[t])
@@ -123,46 +110,43 @@ class CrashAfterFirstCheckpoint(TrainHook):
         raise KeyboardInterrupt  # the runtime dies right after the checkpoint is written
 
 
-def test_resume_continues_exactly_where_it_stopped(tiny_config, tiny_dataset):
-    full = tiny_config.new_run_dir()
-    tv.train(tiny_config, tiny_dataset, full)
-
+def test_resume_continues_exactly_where_it_stopped(tiny_config, tiny_dataset, trained_run):
     config = tiny_config.replace(run_name="crashy")
     with pytest.raises(KeyboardInterrupt):
         tv.train(config, tiny_dataset, config.new_run_dir(), hooks=[CrashAfterFirstCheckpoint()])
     second = config.new_run_dir()
-    metrics = tv.train(config.replace(resume=True), tiny_dataset, second)
+    hook = RecordingHook()
+    metrics = tv.train(config.replace(resume=True), tiny_dataset, second, hooks=[hook])
 
     assert metrics["start_iteration"] == 2 and metrics["iterations"] == 4
     assert [h["iteration"] for h in metrics["loss_history"]] == [1, 2, 3, 4]
+    assert hook.steps == [3, 4] and [i for _, i in hook.checkpoints] == [4]
+    assert hook.finished == [second]
     state = load_checkpoint(second / "checkpoints" / "model_0000004.pth")
     assert state["scheduler"]["last_epoch"] == 4  # the schedule went on from step 2
     # iteration counter, optimizer momentum, schedule, data order and sampling RNG all restored:
-    # 2 + 2 resumed steps give the same weights as 4 unbroken ones
-    a, b = _weights(full), _weights(second)
+    # 2 + 2 resumed steps give the same weights as 4 unbroken ones (same settings)
+    a, b = _weights(trained_run[1]), _weights(second)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
-def test_truncated_checkpoint_is_skipped(tiny_config, tiny_dataset):
-    run = tiny_config.new_run_dir()
-    tv.train(tiny_config, tiny_dataset, run)
+def test_truncated_checkpoint_is_skipped(tiny_config, tiny_dataset, trained_run):
+    run = Path(tiny_config.output_dir) / "tiny-20000101-000000"
+    shutil.copytree(trained_run[1], run)
     newest = run / "checkpoints" / "model_0000004.pth"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a cut-off sync
-    cfg = tiny_config.replace(iterations=5, resume=True)
+    cfg = tiny_config.replace(iterations=3, resume=True)
     metrics = tv.train(cfg, tiny_dataset, cfg.new_run_dir())
-    assert metrics["start_iteration"] == 2
+    assert metrics["start_iteration"] == 2 and metrics["iterations"] == 3
 
 
-def test_resume_from_an_explicit_checkpoint_of_other_classes_is_an_error(tiny_config,
-                                                                           tiny_dataset,
-                                                                           tmp_path):
-    run = tiny_config.replace(iterations=2).new_run_dir()
-    tv.train(tiny_config.replace(iterations=2), tiny_dataset, run)
+def test_resume_from_a_checkpoint_of_other_classes_is_an_error(tiny_config, tiny_dataset,
+                                                                trained_run, tmp_path):
     one_class = _single_class_copy(tiny_dataset, tmp_path / "one", "bird")
     with pytest.raises(ValueError, match=r"resume_from.*class_names was"):
         tv.train(tiny_config, one_class, tiny_config.new_run_dir(),
-                 resume_from=run / "checkpoints" / "model_0000002.pth")
+                 resume_from=trained_run[1] / "checkpoints" / "model_0000002.pth")
 
 
 def _single_class_copy(dataset, dest: Path, keep_name: str):
