@@ -56,9 +56,11 @@ def test_training_writes_a_complete_run_folder(trained_run):
     assert meta["engine"] == "torchvision" and meta["class_names"] == ["cat", "bird", "leaf"]
     assert meta["backbone"] == "tiny_fpn" and meta["image_size"] == 64
     assert meta["norm"] == "group_norm" and meta["mask_size"] in (28, 56)
+    assert meta["mask_threshold"] in tv.MASK_THRESHOLDS  # calibrated on the validation split
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert [h["iteration"] for h in saved["loss_history"]] == [1, 2, 3, 4]
     assert saved["wall_time_s"] > 0 and saved["iterations"] == 4
+    assert set(saved["mask_threshold_val_iou"]) == {str(t) for t in tv.MASK_THRESHOLDS}
     state = load_checkpoint(run_dir / "checkpoints" / "model_0000002.pth")
     assert state["iteration"] == 2 and {"model", "optimizer", "scheduler"} <= set(state)
 
@@ -234,9 +236,18 @@ def test_unavailable_device_is_a_clear_error(name, monkeypatch):
     assert str(tv.resolve_device("auto")) == "cpu"
 
 
-@pytest.mark.parametrize("backbone", ["resnet18_fpn", "mobilenet_v3_fpn", "resnet50_fpn"])
-def test_other_backbones_build_and_run_a_forward_pass(backbone):
-    model = tv.build_model(backbone, 2, 64, 64).eval()
+@pytest.mark.parametrize(("backbone", "mask_size"),
+                         [("resnet18_fpn", None), ("mobilenet_v3_fpn", None),
+                          ("resnet50_fpn", None), ("tiny_fpn", 56)])
+def test_other_architectures_train_and_predict(backbone, mask_size):
+    model = tv.build_model(backbone, 2, 64, 64, mask_size=mask_size)
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 10:40, 12:50] = 1
+    target = {"boxes": torch.tensor([[12.0, 10.0, 50.0, 40.0]]), "labels": torch.tensor([1]),
+              "masks": masks}
+    losses = model.train()([torch.rand(3, 64, 64)], [target])
+    assert all(torch.isfinite(v) for v in losses.values()) and "loss_mask" in losses
     with torch.inference_mode():
-        out = model([torch.rand(3, 64, 64)])
+        out = model.eval()([torch.rand(3, 64, 64)])
     assert set(out[0]) == {"boxes", "labels", "scores", "masks"}
+    assert model.thingmask_mask_size == (mask_size or 28)

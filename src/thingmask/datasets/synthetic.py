@@ -50,7 +50,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("cat", "bird", "leaf")  # category id = index + 1
-GENERATOR_VERSION = 1  # bump when the rendering changes: cached datasets are then regenerated
+GENERATOR_VERSION = 4  # bump when the rendering changes: cached datasets are then regenerated
 MANIFEST = "synthetic_manifest.json"
 VIDEO_NAME = "demo.mp4"
 VIDEO_GT_NAME = "demo_gt.npz"
@@ -155,11 +155,11 @@ def _cat_parts(pose: float) -> list[tuple[str, list[np.ndarray]]]:
     swing = 0.08 * (pose - 0.5)
     tail_tip = (-0.78, -0.35 - 0.25 * pose)
     parts = [
-        ("tail", _stroke(_bezier((-0.42, -0.02), (-0.75, 0.05), tail_tip), 0.055)),
-        ("leg", _stroke(np.array([[-0.30, 0.10], [-0.30 + swing, 0.42]]), 0.055)),
-        ("leg", _stroke(np.array([[-0.16, 0.12], [-0.16 - swing, 0.42]]), 0.055)),
-        ("leg", _stroke(np.array([[0.20, 0.12], [0.20 - swing, 0.42]]), 0.055)),
-        ("leg", _stroke(np.array([[0.33, 0.10], [0.33 + swing, 0.42]]), 0.055)),
+        ("tail", _stroke(_bezier((-0.42, -0.02), (-0.75, 0.05), tail_tip), 0.065)),
+        ("leg", _stroke(np.array([[-0.30, 0.10], [-0.30 + swing, 0.42]]), 0.065)),
+        ("leg", _stroke(np.array([[-0.16, 0.12], [-0.16 - swing, 0.42]]), 0.065)),
+        ("leg", _stroke(np.array([[0.20, 0.12], [0.20 - swing, 0.42]]), 0.065)),
+        ("leg", _stroke(np.array([[0.33, 0.10], [0.33 + swing, 0.42]]), 0.065)),
         ("body", [_ellipse(0.0, 0.0, 0.47, 0.24)]),
         ("ear", [np.array([[0.44, -0.32], [0.47, -0.58], [0.58, -0.38]]),
                  np.array([[0.62, -0.40], [0.74, -0.57], [0.75, -0.32]])]),
@@ -177,7 +177,7 @@ def _bird_parts(wing: float) -> list[tuple[str, list[np.ndarray]]]:
                                 [-0.25, -0.12 - 0.6 * lift]])]),
         ("body", [_ellipse(0.0, 0.0, 0.40, 0.21, rot=-0.15)]),
         ("head", [_ellipse(0.36, -0.19, 0.15, 0.14)]),
-        ("beak", [np.array([[0.47, -0.25], [0.66, -0.17], [0.47, -0.12]])]),
+        ("beak", [np.array([[0.47, -0.26], [0.68, -0.17], [0.47, -0.10]])]),
         ("wing", [np.array([[-0.22, -0.02], [0.16, -0.06],
                             [-0.02 - 0.15 * wing, -0.05 - 0.9 * lift],
                             [-0.32, -0.05 - 0.7 * lift]])]),
@@ -509,12 +509,12 @@ def render_video(n_frames: int, size: int = 160, seed: int = 0, fps: float = 12.
     things: list[Thing] = []
     # (class, x, y as fractions of the frame, speed in units of the pan speed; the camera moves
     # right, so speed 1 keeps pace with it, 0 sits still in the world and drifts out to the left)
-    layout = [("leaf", 0.15, 0.3, 0.2), ("cat", 0.22, 0.72, 1.3), ("bird", 0.75, 0.25, 0.0),
-              ("cat", 1.05, 0.55, -0.6), ("bird", 0.05, 0.2, 2.2), ("leaf", 0.7, 0.85, 0.5)]
+    layout = [("leaf", 0.15, 0.3, 0.2), ("cat", 0.22, 0.74, 1.0), ("bird", 0.75, 0.27, 0.0),
+              ("cat", 1.1, 0.62, -0.4), ("bird", 0.05, 0.12, 2.2), ("leaf", 0.7, 0.88, 0.5)]
     for name, fx, fy, speed in layout:
         thing = _random_thing(rng, name, size, world_w)
         if name != "leaf":
-            thing.length = float(size * rng.uniform(0.3, 0.42))
+            thing.length = float(size * rng.uniform(0.36, 0.46))
         thing.x0 = float(fx * size + rng.uniform(-0.05, 0.05) * size)
         thing.y0 = float(fy * size)
         thing.angle = float(rng.normal(0.0, 0.15))
