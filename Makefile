@@ -21,12 +21,13 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/thingmask demo --config configs/demo.yaml
 
-test: $(STAMP)
-	$(PY) -m ruff check src tests scripts
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests scripts
+	$(PY) -m ruff format --check src tests scripts
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) scripts/benchmark.py

@@ -47,8 +47,9 @@ def three_animals(h: int, w: int, t: int = 0) -> Detections:
         cx, cy, r = (0.25 + 0.25 * k) * w + 3 * t, 0.5 * h, 0.12 * h
         masks[k] = (xx - cx) ** 2 / (1.6 * r) ** 2 + (yy - cy) ** 2 / r**2 <= 1
         boxes.append([cx - 1.6 * r, cy - r, cx + 1.6 * r, cy + r])
-    return Detections(masks=masks, boxes=boxes, class_names=["cat", "cat", "bird"],
-                      scores=[0.9, 0.8, 0.7])
+    return Detections(
+        masks=masks, boxes=boxes, class_names=["cat", "cat", "bird"], scores=[0.9, 0.8, 0.7]
+    )
 
 
 def bench_composite(h: int, w: int, repeats: int) -> None:
@@ -69,9 +70,15 @@ def bench_composite(h: int, w: int, repeats: int) -> None:
 def bench_encode(h: int, w: int, frames: int, tmp: Path) -> None:
     """Writer speed on realistic input: cut-out frames (black canvas / transparent)."""
     sources = [synthetic_frame(h, w, seed=i) for i in range(4)]
-    cutouts = {alpha: [get_masked_image(sources[i % 4], three_animals(h, w, i),
-                                        Canvas("transparent" if alpha else "black"))
-                       for i in range(8)] for alpha in (False, True)}
+    cutouts = {
+        alpha: [
+            get_masked_image(
+                sources[i % 4], three_animals(h, w, i), Canvas("transparent" if alpha else "black")
+            )
+            for i in range(8)
+        ]
+        for alpha in (False, True)
+    }
     print(f"\nencoding cut-out frames, {w}x{h}:")
     for fmt, alpha in (("mp4", False), ("webm", True), ("mov", True)):
         n = frames if fmt == "mp4" else max(4, frames // 3)
@@ -81,8 +88,10 @@ def bench_encode(h: int, w: int, frames: int, tmp: Path) -> None:
                 writer.write(cutouts[alpha][i % 8])
         dt = time.perf_counter() - t0
         size = (tmp / f"enc.{fmt}").stat().st_size / 1e6
-        print(f"  {fmt:5s} {writer.describe()['codec']:36s} {n / dt:7.1f} fps  ({n} frames, "
-              f"{size:.1f} MB)")
+        print(
+            f"  {fmt:5s} {writer.describe()['codec']:36s} {n / dt:7.1f} fps  ({n} frames, "
+            f"{size:.1f} MB)"
+        )
 
 
 CHILD = """
@@ -120,22 +129,36 @@ def bench_memory(h: int, w: int, frames: int, tmp: Path) -> None:
     print(f"\nstreaming memory, process_video at {w}x{h} (fresh process each):")
     rows = []
     for n in (frames, 10 * frames):
-        video = write_video(tmp / f"in_{n}.mp4",
-                            (synthetic_frame(h, w, seed=i % 4) for i in range(n)), 30)
-        code = CHILD.format(src=str(ROOT / "src"), scripts=str(ROOT / "scripts"),
-                            video=str(video), out=str(tmp / f"out_{n}.mp4"))
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        video = write_video(
+            tmp / f"in_{n}.mp4", (synthetic_frame(h, w, seed=i % 4) for i in range(n)), 30
+        )
+        code = CHILD.format(
+            src=str(ROOT / "src"),
+            scripts=str(ROOT / "scripts"),
+            video=str(video),
+            out=str(tmp / f"out_{n}.mp4"),
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
         stats = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(stats)
         growth = stats["rss_mb"] - stats["baseline_mb"]
-        print(f"  {n:5d} frames: peak RSS {stats['rss_mb']:7.1f} MB (imports "
-              f"{stats['baseline_mb']:.1f} MB + job {growth:.1f} MB), {stats['fps']:6.1f} fps "
-              "(fake predictor)")
+        print(
+            f"  {n:5d} frames: peak RSS {stats['rss_mb']:7.1f} MB (imports "
+            f"{stats['baseline_mb']:.1f} MB + job {growth:.1f} MB), {stats['fps']:6.1f} fps "
+            "(fake predictor)"
+        )
     ratio = rows[1]["rss_mb"] / rows[0]["rss_mb"]
     job = [max(r["rss_mb"] - r["baseline_mb"], 1e-3) for r in rows]
-    print(f"  peak RSS ratio 10x / 1x: {ratio:.3f} (target <= 1.1); job-only growth ratio "
-          f"{job[1] / job[0]:.2f}")
+    print(
+        f"  peak RSS ratio 10x / 1x: {ratio:.3f} (target <= 1.1); job-only growth ratio "
+        f"{job[1] / job[0]:.2f}"
+    )
 
 
 def main() -> None:

@@ -21,16 +21,25 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {"torchvision": ROOT / "configs" / "demo.yaml",
-           "detectron2": ROOT / "configs" / "d2_demo.yaml"}
+CONFIGS = {
+    "torchvision": ROOT / "configs" / "demo.yaml",
+    "detectron2": ROOT / "configs" / "d2_demo.yaml",
+}
 
 
 def run_engine(engine: str, out_dir: Path) -> dict:
     from thingmask import pipeline
     from thingmask.config import load_config
 
-    config = load_config(CONFIGS[engine], {"engine": engine, "output_dir": str(out_dir),
-                                           "run_name": f"bench-{engine}", "resume": False})
+    config = load_config(
+        CONFIGS[engine],
+        {
+            "engine": engine,
+            "output_dir": str(out_dir),
+            "run_name": f"bench-{engine}",
+            "resume": False,
+        },
+    )
     started = time.time()
     dataset = pipeline.prepare_data(config)
     run_dir = pipeline.start_run(config)
@@ -42,16 +51,24 @@ def run_engine(engine: str, out_dir: Path) -> dict:
     t0 = time.time()
     video = pipeline.cut_video(config, predictor, run_dir)
     video_s = time.time() - t0
-    return {"engine": engine, "iterations": config.iterations, "train_s": round(train_s, 1),
-            "video_s": round(video_s, 1), "total_s": round(time.time() - started, 1),
-            "mask_AP": ap.get("segm", {}).get("AP"), "box_AP": ap.get("bbox", {}).get("AP"),
-            "mean_iou": round(video.get("mean_iou", float("nan")), 4), "run_dir": str(run_dir)}
+    return {
+        "engine": engine,
+        "iterations": config.iterations,
+        "train_s": round(train_s, 1),
+        "video_s": round(video_s, 1),
+        "total_s": round(time.time() - started, 1),
+        "mask_AP": ap.get("segm", {}).get("AP"),
+        "box_AP": ap.get("bbox", {}).get("AP"),
+        "mean_iou": round(video.get("mean_iou", float("nan")), 4),
+        "run_dir": str(run_dir),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engines", nargs="+", default=["torchvision", "detectron2"],
-                        choices=sorted(CONFIGS))
+    parser.add_argument(
+        "--engines", nargs="+", default=["torchvision", "detectron2"], choices=sorted(CONFIGS)
+    )
     parser.add_argument("--output", default=str(ROOT / "outputs" / "benchmark"))
     parser.add_argument("--skip-video", action="store_true")
     args = parser.parse_args()
@@ -63,16 +80,25 @@ def main() -> int:
             continue
         rows.append(run_engine(engine, Path(args.output)))
     if rows:
-        keys = ["engine", "iterations", "train_s", "video_s", "total_s", "box_AP", "mask_AP",
-                "mean_iou"]
+        keys = [
+            "engine",
+            "iterations",
+            "train_s",
+            "video_s",
+            "total_s",
+            "box_AP",
+            "mask_AP",
+            "mean_iou",
+        ]
         print("\n" + " | ".join(f"{k:>10}" for k in keys))
         for row in rows:
             print(" | ".join(f"{row[k]!s:>10}" for k in keys))
         print("(mean_iou: foreground IoU of the cut-out vs ground truth; target >= 0.85)")
         print(json.dumps(rows, indent=2))
     if not args.skip_video:
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_video.py"), "--quick"],
-                       check=True)
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "bench_video.py"), "--quick"], check=True
+        )
     return 0
 
 

@@ -72,23 +72,39 @@ def main(argv: list[str] | None = None) -> int:
             dets = keep(predictor(frame.image), config.display_things)
             preds.append(dets.union_mask())
     iou, per_frame = video_foreground_iou(preds, gt, config.display_things, per_frame=True)
-    f_scores = [boundary_f(p, gt_foreground(m, n, config.display_things))
-                for p, (m, n, _) in zip(preds, gt, strict=True)]
+    f_scores = [
+        boundary_f(p, gt_foreground(m, n, config.display_things))
+        for p, (m, n, _) in zip(preds, gt, strict=True)
+    ]
     video_s = time.perf_counter() - t3
 
     summary = {
         "run_dir": str(run_dir),
-        "settings": {k: getattr(config, k) for k in (
-            "backbone", "iterations", "batch_size", "learning_rate", "optimizer", "image_size",
-            "synthetic_train_images", "synthetic_image_size", "augmentations")},
+        "settings": {
+            k: getattr(config, k)
+            for k in (
+                "backbone",
+                "iterations",
+                "batch_size",
+                "learning_rate",
+                "optimizer",
+                "image_size",
+                "synthetic_train_images",
+                "synthetic_image_size",
+                "augmentations",
+            )
+        },
         "generate_s": round(gen_s, 1),
         "train_wall_s": None if train_s is None else round(train_s, 1),
         "train_cpu_s": None if train_cpu is None else round(train_cpu, 1),
-        "eval_s": round(eval_s, 1), "video_predict_s": round(video_s, 1),
+        "eval_s": round(eval_s, 1),
+        "video_predict_s": round(video_s, 1),
         "total_cpu_s": round(_cpu_seconds() - c0, 1),
-        "val_box_AP": round(ev["bbox"]["AP"], 2), "val_mask_AP": round(ev["segm"]["AP"], 2),
-        "val_mask_AP_per_class": {k: round(v, 2) for k, v in ev["segm"].items()
-                                  if k.startswith("AP-")},
+        "val_box_AP": round(ev["bbox"]["AP"], 2),
+        "val_mask_AP": round(ev["segm"]["AP"], 2),
+        "val_mask_AP_per_class": {
+            k: round(v, 2) for k, v in ev["segm"].items() if k.startswith("AP-")
+        },
         "video_foreground_iou": round(iou, 4),
         "video_iou_min_frame": round(float(np.min(per_frame)), 4),
         "video_boundary_f": round(float(np.mean(f_scores)), 4),

@@ -21,7 +21,9 @@ REPO_URL = "https://github.com/thingmask/thingmask"
 COLAB_URL = "https://colab.research.google.com/github/thingmask/thingmask/blob/main/notebooks/thingmask.ipynb"
 
 CELLS: list[tuple[str, str] | tuple[str, str, list[str]]] = [
-    ("md", f"""# thingmask — keep only the animals you choose
+    (
+        "md",
+        f"""# thingmask — keep only the animals you choose
 
 [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({COLAB_URL})
 
@@ -43,8 +45,11 @@ and headless (`make demo` executes it with papermill on `configs/demo.yaml`).
 | 6 | inference on images: only the display things |
 | 7 | video: frame-by-frame cut-out onto a blank canvas + per-animal data |
 | 8 | save to Google Drive (timestamped, verified) |
-| 9 | summary, then (opt-in) release the Colab runtime |"""),
-    ("md", """## 1 · Global variables
+| 9 | summary, then (opt-in) release the Colab runtime |""",
+    ),
+    (
+        "md",
+        """## 1 · Global variables
 
 Every setting of the run lives here, as plain literals (no code, no derived values), so papermill
 can replace them and so you can see at a glance what a run did. The next cell turns them into a
@@ -52,8 +57,11 @@ validated, frozen `Config`: a wrong type, an unknown canvas or a display thing t
 of the dataset stops the run with one message naming the setting and the valid choices.
 
 *Class names, never ids*: `display_things` lists names from your dataset (or from COCO's 80
-classes with `zero_training = True`), in any order."""),
-    ("code", """# --- run ---
+classes with `zero_training = True`), in any order.""",
+    ),
+    (
+        "code",
+        """# --- run ---
 run_name = "demo"                      # run folder: outputs/<run_name>-<YYYYmmdd-HHMMSS>/
 output_dir = "outputs"                 # where run folders go
 run_dir = ""                           # empty: a new timestamped folder (thingmask demo sets it)
@@ -107,8 +115,11 @@ save_to_drive = False                  # copy the run folder to Google Drive (Co
 drive_folder = "MyDrive/thingmask"     # folder inside your Drive
 drive_checkpoint_period = 0            # copy checkpoints to Drive every N steps (0: off)
 terminate_runtime = False              # release the runtime after a verified save""",
-     ["parameters"]),
-    ("md", """## 2 · Set-up
+        ["parameters"],
+    ),
+    (
+        "md",
+        """## 2 · Set-up
 
 In **Colab** the next cell clones thingmask and installs what Colab lacks, *without* touching
 Colab's own torch. With `engine = "detectron2"` it also builds detectron2 from its git
@@ -118,23 +129,32 @@ repository at a pinned commit (about 5 minutes on a GPU runtime). Locally the ce
 The cell after it says where the notebook runs and whether a GPU is attached. For a GPU in Colab:
 *Runtime → Change runtime type → T4 GPU → Save*, then *Runtime → Run all*. With
 `save_to_drive = True` Colab asks for Drive access right here, at the start, not hours later
-while you are away."""),
-    ("code", f"""import importlib.util, subprocess, sys
+while you are away.""",
+    ),
+    (
+        "code",
+        f"""import importlib.util, subprocess, sys
 if "google.colab" in sys.modules and importlib.util.find_spec("thingmask") is None:
     subprocess.run(["git", "clone", "-q", "{REPO_URL}", "/content/thingmask"], check=False)
     %cd /content/thingmask
     %pip install -q --no-deps -e .
-    %pip install -q av pycocotools papermill"""),
+    %pip install -q av pycocotools papermill""",
+    ),
     ("code", colab_install_cell()),
-    ("code", """import logging, time
+    (
+        "code",
+        """import logging, time
 from IPython.display import Image, Video, display
 from thingmask import colab, pipeline
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
 started = time.time()
 config = pipeline.config_from_namespace(globals())
 print(colab.describe_environment(config))
-drive_root = colab.ensure_drive(config)  # asks for Drive access now, not hours later"""),
-    ("md", """## 3 · Dataset
+drive_root = colab.ensure_drive(config)  # asks for Drive access now, not hours later""",
+    ),
+    (
+        "md",
+        """## 3 · Dataset
 
 The model learns from a **COCO instance-segmentation** dataset: `train.json`, `val.json` and an
 `images/` folder. With `generate_synthetic = True` thingmask draws one: cats and birds (the
@@ -146,16 +166,28 @@ to the export and `generate_synthetic = False`. `prepare` detects the format, co
 validates it (missing images, EXIF rotation, CVAT's all-crowd masks, Roboflow's extra parent
 class, polygons with fewer than 3 points, …) and splits it so every class is in both splits.
 **Errors** stop the run with the fix; **warnings** are reported and the run goes on. The
-walk-through is in `data/README.md`."""),
-    ("code", """dataset = pipeline.prepare_data(config)
-print(f"{dataset.root}: classes {list(dataset.class_names)}")"""),
-    ("md", """### A look at the samples
+walk-through is in `data/README.md`.""",
+    ),
+    (
+        "code",
+        """dataset = pipeline.prepare_data(config)
+print(f"{dataset.root}: classes {list(dataset.class_names)}")""",
+    ),
+    (
+        "md",
+        """### A look at the samples
 
 Masks and class names drawn on a few training images, and how many instances each class has.
-A class with far fewer instances than the others is the first thing to fix by annotating more."""),
-    ("code", """preview = pipeline.preview_dataset(config, dataset, show=True)
-print(preview.table)"""),
-    ("md", """## 4 · Training
+A class with far fewer instances than the others is the first thing to fix by annotating more.""",
+    ),
+    (
+        "code",
+        """preview = pipeline.preview_dataset(config, dataset, show=True)
+print(preview.table)""",
+    ),
+    (
+        "md",
+        """## 4 · Training
 
 `engine = "torchvision"` trains torchvision's Mask R-CNN (runs on CPU, CUDA and Apple MPS).
 `engine = "detectron2"` registers the dataset with detectron2 (safe to re-run) and trains with
@@ -165,56 +197,90 @@ section 1. Both engines take the classes from the dataset, write checkpoints eve
 `run_name` instead of starting over. Colab ends idle or long sessions: with
 `drive_checkpoint_period > 0` each checkpoint is also copied to Drive (verified), and a new
 runtime running this notebook continues from the newest valid one there; checkpoints cut short
-by a disconnect are skipped."""),
-    ("code", """run_dir = pipeline.start_run(config, run_dir)
+by a disconnect are skipped.""",
+    ),
+    (
+        "code",
+        """run_dir = pipeline.start_run(config, run_dir)
 hooks, resume_from = colab.training_hooks(config, run_dir)
 print(f"resuming from {resume_from}" if resume_from else "starting fresh (or from a local checkpoint)")
 metrics = pipeline.train(config, dataset, run_dir, hooks=hooks, resume_from=resume_from)
 if (run_dir / "loss_curve.png").is_file():
-    display(Image(str(run_dir / "loss_curve.png")))"""),
-    ("md", """## 5 · Evaluation
+    display(Image(str(run_dir / "loss_curve.png")))""",
+    ),
+    (
+        "md",
+        """## 5 · Evaluation
 
 COCO box and mask average precision on the validation split, overall and per class
 (`eval.json` and `eval_ap.png` in the run folder). AP50 above ~0.8 on the synthetic data means
-the cut-outs will look clean."""),
-    ("code", """ap = pipeline.evaluate(config, dataset, run_dir)
+the cut-outs will look clean.""",
+    ),
+    (
+        "code",
+        """ap = pipeline.evaluate(config, dataset, run_dir)
 if (run_dir / "eval_ap.png").is_file():
-    display(Image(str(run_dir / "eval_ap.png")))"""),
-    ("md", """## 6 · Inference on images — display things only
+    display(Image(str(run_dir / "eval_ap.png")))""",
+    ),
+    (
+        "md",
+        """## 6 · Inference on images — display things only
 
 The trained model finds every class it knows; only the `display_things` are kept (a pure filter
-on the detections, any number of classes, any order)."""),
-    ("code", """predictor = pipeline.load_predictor(config, run_dir)
-grid = pipeline.predict_images(config, dataset, predictor, run_dir, show=True)"""),
-    ("md", """## 7 · Video: frame-by-frame cut-out
+on the detections, any number of classes, any order).""",
+    ),
+    (
+        "code",
+        """predictor = pipeline.load_predictor(config, run_dir)
+grid = pipeline.predict_images(config, dataset, predictor, run_dir, show=True)""",
+    ),
+    (
+        "md",
+        """## 7 · Video: frame-by-frame cut-out
 
 Each frame is decoded (rotation applied, timestamps kept), the kept animals' pixels are copied
 onto the canvas, and the frame is encoded into a browser-playable H.264 MP4 (or a transparent
 WebM / ProRes / PNG sequence). Memory stays flat however long the video is. With the synthetic
-video, the cut-out is scored against the ground truth (mean foreground IoU)."""),
-    ("code", """video = pipeline.cut_video(config, predictor, run_dir)
+video, the cut-out is scored against the ground truth (mean foreground IoU).""",
+    ),
+    (
+        "code",
+        """video = pipeline.cut_video(config, predictor, run_dir)
 print({k: v for k, v in video.items() if k != "videos"})
 if str(video.get("video", "")).endswith((".mp4", ".webm")):
-    display(Video(video["video"], embed=True, html_attributes="controls loop muted autoplay"))"""),
-    ("md", """## 8 · Save to Google Drive
+    display(Video(video["video"], embed=True, html_attributes="controls loop muted autoplay"))""",
+    ),
+    (
+        "md",
+        """## 8 · Save to Google Drive
 
 In Colab with `save_to_drive = True`, the run folder (model, resolved config, metrics, plots,
 videos) is copied to `<drive_folder>/<run folder name>/`, then every file is verified (size and
 SHA-256, and the model loads) before the save counts; `saved.json` is written last, so a Drive
 folder without it is incomplete. Earlier runs are never overwritten. A full Drive stops run-all
 here with a link to free space, so the runtime is never released after a failed save.
-Elsewhere this cell only says it skipped."""),
-    ("code", """saved = colab.save_run_to_drive(config, run_dir)
-print(saved or "not saved to Drive (save_to_drive=False or not in Colab)")"""),
-    ("md", """## 9 · Summary and walk-away
+Elsewhere this cell only says it skipped.""",
+    ),
+    (
+        "code",
+        """saved = colab.save_run_to_drive(config, run_dir)
+print(saved or "not saved to Drive (save_to_drive=False or not in Colab)")""",
+    ),
+    (
+        "md",
+        """## 9 · Summary and walk-away
 
 The summary says where everything is. With `terminate_runtime = True` the very last cell
 releases the Colab runtime, so no compute credits are spent idle — but only in Colab, after a
 verified save, with nothing failed, once Drive has finished uploading and browser downloads are
 done. Any failing cell stops *Run all* with an error, so this cell never runs after a failure;
-otherwise it leaves the runtime up and says why."""),
-    ("code", """print(pipeline.summary(run_dir, started, mean_iou=video.get("mean_iou"),
-                       mask_AP=ap.get("segm", {}).get("AP"), drive=saved))"""),
+otherwise it leaves the runtime up and says why.""",
+    ),
+    (
+        "code",
+        """print(pipeline.summary(run_dir, started, mean_iou=video.get("mean_iou"),
+                       mask_AP=ap.get("segm", {}).get("AP"), drive=saved))""",
+    ),
     ("code", """print(colab.finish(config, saved))"""),
 ]
 

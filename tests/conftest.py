@@ -27,13 +27,26 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
 def make_tiny_config(output_dir: Path, dataset: PreparedDataset) -> Config:
     """The settings of :func:`tiny_config` with outputs in ``output_dir`` (for wider scopes)."""
     return Config(
-        run_name="tiny", output_dir=str(output_dir), device="cpu", seed=0,
-        dataset_dir=str(dataset.root), generate_synthetic=False,
-        synthetic_train_images=6, synthetic_val_images=3, synthetic_image_size=TINY_SIZE,
+        run_name="tiny",
+        output_dir=str(output_dir),
+        device="cpu",
+        seed=0,
+        dataset_dir=str(dataset.root),
+        generate_synthetic=False,
+        synthetic_train_images=6,
+        synthetic_val_images=3,
+        synthetic_image_size=TINY_SIZE,
         synthetic_video_frames=6,
-        backbone="tiny_fpn", iterations=4, batch_size=2, learning_rate=0.01,
-        image_size=TINY_SIZE, max_image_size=TINY_SIZE, checkpoint_period=2, resume=False,
-        augmentations=["flip_horizontal", "brightness"], score_threshold=0.0,
+        backbone="tiny_fpn",
+        iterations=4,
+        batch_size=2,
+        learning_rate=0.01,
+        image_size=TINY_SIZE,
+        max_image_size=TINY_SIZE,
+        checkpoint_period=2,
+        resume=False,
+        augmentations=["flip_horizontal", "brightness"],
+        score_threshold=0.0,
         display_things=["cat", "bird"],
     )
 
@@ -45,8 +58,9 @@ def tiny_config(tmp_path: Path, tiny_dataset: PreparedDataset) -> Config:
 
 
 @pytest.fixture(scope="session")
-def tiny_trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: PreparedDataset
-                     ) -> tuple[Config, Path]:
+def tiny_trained_run(
+    tmp_path_factory: pytest.TempPathFactory, tiny_dataset: PreparedDataset
+) -> tuple[Config, Path]:
     """``(config, run_dir)``: the torchvision engine trained with the tiny_config settings, once.
 
     The run folder holds checkpoints at 2 and 4, model_final.pth, model_meta.json, metrics.json

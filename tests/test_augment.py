@@ -53,6 +53,10 @@ def test_flip_mirrors_mask_and_image_together():
     image[:, 0] = 255
     masks = np.zeros((1, 4, 6), bool)
     masks[0, :, 0] = True
-    out, out_masks = apply_numpy(parse_augmentations([{"name": "flip_horizontal", "prob": 1}]),
-                                 image, masks, np.random.default_rng(0))
+    out, out_masks = apply_numpy(
+        parse_augmentations([{"name": "flip_horizontal", "prob": 1}]),
+        image,
+        masks,
+        np.random.default_rng(0),
+    )
     assert out[:, 5].min() == 255 and out_masks[0, :, 5].all() and not out_masks[0, :, 0].any()

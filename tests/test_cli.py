@@ -13,8 +13,15 @@ from thingmask.cli import build_parser, main
 
 def test_subcommands_mirror_the_notebook_sections():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) >= {"demo", "generate", "prepare", "train", "evaluate", "predict",
-                                "video"}
+    assert set(sub.choices) >= {
+        "demo",
+        "generate",
+        "prepare",
+        "train",
+        "evaluate",
+        "predict",
+        "video",
+    }
 
 
 @pytest.mark.parametrize(
@@ -24,16 +31,26 @@ def test_subcommands_mirror_the_notebook_sections():
         (["train", "iterations=abc"], "iterations: got 'abc'; expected an integer"),
         (["train", "canvas=pink"], "canvas: got 'pink'"),
         (["train", "iteration=5"], "did you mean 'iterations'"),
-        (["train", "generate_synthetic=false", "dataset_dir={tmp}/nothing"],
-         "dataset_dir {tmp}/nothing does not exist"),
-        (["train", "generate_synthetic=false", "dataset_dir={tmp}/empty"],
-         "train.json: no annotations"),
-        (["evaluate", "--run", "{tmp}", "generate_synthetic=false", "dataset_dir={tmp}/empty"],
-         "no trained model here"),
-        (["predict", "{tmp}/nope.png", "--output", "{tmp}/o", "--run", "{tmp}"],
-         "no trained model here"),
-        (["video", "{tmp}/missing.mp4", "--output", "{tmp}/o", "--run", "{tmp}"],
-         "no trained model here"),
+        (
+            ["train", "generate_synthetic=false", "dataset_dir={tmp}/nothing"],
+            "dataset_dir {tmp}/nothing does not exist",
+        ),
+        (
+            ["train", "generate_synthetic=false", "dataset_dir={tmp}/empty"],
+            "train.json: no annotations",
+        ),
+        (
+            ["evaluate", "--run", "{tmp}", "generate_synthetic=false", "dataset_dir={tmp}/empty"],
+            "no trained model here",
+        ),
+        (
+            ["predict", "{tmp}/nope.png", "--output", "{tmp}/o", "--run", "{tmp}"],
+            "no trained model here",
+        ),
+        (
+            ["video", "{tmp}/missing.mp4", "--output", "{tmp}/o", "--run", "{tmp}"],
+            "no trained model here",
+        ),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path, capsys, caplog, argv, expected):
@@ -51,6 +68,10 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys, caplog, argv, expected
 
 
 def test_console_script_help_runs():
-    out = subprocess.run([sys.executable, "-m", "thingmask.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "thingmask.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "demo" in out and "prepare" in out and "video" in out

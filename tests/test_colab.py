@@ -39,8 +39,12 @@ def gc(monkeypatch):
 
 
 def make_config(tmp_path: Path, **kw) -> Config:
-    values = {"run_name": "demo", "output_dir": str(tmp_path / "outputs"),
-              "save_to_drive": True, "terminate_runtime": True}
+    values = {
+        "run_name": "demo",
+        "output_dir": str(tmp_path / "outputs"),
+        "save_to_drive": True,
+        "terminate_runtime": True,
+    }
     return Config(**{**values, **kw})
 
 
@@ -107,12 +111,15 @@ def test_mount_failure_is_a_drive_error_with_the_faq_hint(tmp_path, gc):
     assert "flush_and_unmount()" in str(info.value)
 
 
-@pytest.mark.parametrize(("folder", "expected"), [
-    ("MyDrive/thingmask", "MNT/MyDrive/thingmask"),
-    ("My Drive/runs", "MNT/MyDrive/runs"),
-    ("/data/share", "/data/share"),
-    ("MyDrive/../etc", ConfigError),
-])
+@pytest.mark.parametrize(
+    ("folder", "expected"),
+    [
+        ("MyDrive/thingmask", "MNT/MyDrive/thingmask"),
+        ("My Drive/runs", "MNT/MyDrive/runs"),
+        ("/data/share", "/data/share"),
+        ("MyDrive/../etc", ConfigError),
+    ],
+)
 def test_drive_dir(folder, expected):
     config = Config(drive_folder=folder)
     if isinstance(expected, type):
@@ -138,14 +145,17 @@ def test_release_when_opted_in_and_all_saves_verified(tmp_path, gc):
     assert "runtime" in colab.SESSION.summary() and "failures   : none" in colab.SESSION.summary()
 
 
-@pytest.mark.parametrize(("case", "reason"), [
-    ("not_opted_in", "terminate_runtime is False"),
-    ("failure", "failure(s) recorded"),
-    ("no_save", "nothing was saved"),
-    ("damaged_after_save", "different from the saved hash"),
-    ("unverified", "is not verified"),
-    ("flush_fails", "Drive flush failed"),
-])
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("not_opted_in", "terminate_runtime is False"),
+        ("failure", "failure(s) recorded"),
+        ("no_save", "nothing was saved"),
+        ("damaged_after_save", "different from the saved hash"),
+        ("unverified", "is not verified"),
+        ("flush_fails", "Drive flush failed"),
+    ],
+)
 def test_release_is_refused(tmp_path, gc, case, reason):
     config, result = saved_in_colab(tmp_path, gc, terminate_runtime=case != "not_opted_in")
     saves = [result]
@@ -157,8 +167,16 @@ def test_release_is_refused(tmp_path, gc, case, reason):
     elif case == "damaged_after_save":
         (result.destination / "metrics.json").write_text("{}")
     elif case == "unverified":
-        saves = [drive.SaveResult(result.source, result.destination, result.files,
-                                  result.manifest, 0.0, verified=False)]
+        saves = [
+            drive.SaveResult(
+                result.source,
+                result.destination,
+                result.files,
+                result.manifest,
+                0.0,
+                verified=False,
+            )
+        ]
         colab.SESSION.saves.clear()
     elif case == "flush_fails":
         gc.fail("drive.flush_and_unmount", ValueError("flush_and_unmount failed"))
@@ -187,8 +205,11 @@ def test_run_log_step_records_and_reraises(tmp_path, gc):
 
 def test_save_failure_is_recorded(tmp_path, gc, monkeypatch):
     config = make_config(tmp_path)
-    monkeypatch.setattr(drive, "_copy_file", fake.flaky_copy(
-        drive._copy_file, errors={"model_final.pth": [fake.quota_error()] * 9}))
+    monkeypatch.setattr(
+        drive,
+        "_copy_file",
+        fake.flaky_copy(drive._copy_file, errors={"model_final.pth": [fake.quota_error()] * 9}),
+    )
     with pytest.raises(DriveError, match="Drive is full"):
         colab.save_run_to_drive(config, make_run(config), mount_point=tmp_path / "mnt")
     assert colab.SESSION.failures and "Drive is full" in colab.SESSION.failures[0]
@@ -198,8 +219,9 @@ def test_save_failure_is_recorded(tmp_path, gc, monkeypatch):
 def test_download_wrapper_tracks_completion(tmp_path, gc, monkeypatch):
     targets = [{"jupyter.widget"}, {"jupyter.widget", "download_1"}]
     monkeypatch.setattr(colab, "_comm_targets", lambda: targets[0])
-    monkeypatch.setattr(gc.files, "download", lambda name: (gc.record("files.download", name),
-                                                            targets.pop(0)))
+    monkeypatch.setattr(
+        gc.files, "download", lambda name: (gc.record("files.download", name), targets.pop(0))
+    )
     file = tmp_path / "cut.mp4"
     file.write_bytes(b"x" * 10)
     record = colab.download(file)
@@ -223,8 +245,9 @@ def test_unobservable_download_counts_as_pending_until_waited(tmp_path, gc):
 def test_download_in_flight_delays_release_until_done(tmp_path, gc, clean_state):
     config, result = saved_in_colab(tmp_path, gc)
     polls = iter([["dl"], ["dl"], ["dl"], []])
-    message = colab.finish(config, result, downloads_in_flight=lambda: next(polls),
-                           grace_s=7.0, poll_s=1.0)
+    message = colab.finish(
+        config, result, downloads_in_flight=lambda: next(polls), grace_s=7.0, poll_s=1.0
+    )
     assert "will be released once the browser download" in message
     assert colab.wait_for_release(timeout=10) == "Runtime released."
     assert gc.names()[-1] == "runtime.unassign" and gc.names().count("runtime.unassign") == 1
@@ -235,8 +258,14 @@ def test_download_in_flight_delays_release_until_done(tmp_path, gc, clean_state)
 def test_download_that_never_finishes_blocks_release(tmp_path, gc, background):
     config, result = saved_in_colab(tmp_path, gc)
     item = colab.Download(tmp_path / "big.mp4", 10, 0.0, ("download_x",))
-    message = colab.finish(config, result, downloads_in_flight=lambda: [item],
-                           max_wait_s=5.0, poll_s=1.0, background=background)
+    message = colab.finish(
+        config,
+        result,
+        downloads_in_flight=lambda: [item],
+        max_wait_s=5.0,
+        poll_s=1.0,
+        background=background,
+    )
     outcome = colab.wait_for_release(timeout=10) if background else message
     assert "left running" in outcome and "download" in outcome
     assert "runtime.unassign" not in gc.names()
@@ -261,10 +290,10 @@ def test_training_hooks_resume_from_drive_on_a_fresh_runtime(tmp_path, gc):
     (hook,) = hooks
     assert isinstance(hook, drive.DriveCheckpointHook) and hook.last_copied == 299
 
-    local = save_checkpoint({"model": {"w": torch.ones(2)}, "iteration": 499},
-                            run / "checkpoints" / "model_0000499.pth")
-    _, again = colab.training_hooks(config.replace(drive_checkpoint_period=0), run,
-                                    mount_point=mnt)
+    local = save_checkpoint(
+        {"model": {"w": torch.ones(2)}, "iteration": 499}, run / "checkpoints" / "model_0000499.pth"
+    )
+    _, again = colab.training_hooks(config.replace(drive_checkpoint_period=0), run, mount_point=mnt)
     assert again == local  # the local checkpoint is further along than Drive's
     _, none = colab.training_hooks(config.replace(resume=False), run, mount_point=mnt)
     assert none is None

@@ -25,8 +25,12 @@ def detections() -> Detections:
     masks = np.zeros((2, H, W), bool)
     masks[0, 5:15, 5:20] = True
     masks[1, 20:35, 30:55] = True
-    return Detections(masks=masks, boxes=[[5, 5, 20, 15], [30, 20, 55, 35]],
-                      class_names=["cat", "bird"], scores=[0.9, 0.8])
+    return Detections(
+        masks=masks,
+        boxes=[[5, 5, 20, 15], [30, 20, 55, 35]],
+        class_names=["cat", "bird"],
+        scores=[0.9, 0.8],
+    )
 
 
 BACKGROUND = np.zeros((10, 10, 3), np.uint8)
@@ -49,25 +53,36 @@ def _expect_color(img, out, outside):  # canvas_color is RGB (10, 20, 250): BGR 
 def _expect_grey(img, out, outside):
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(int)
     o = out[outside].astype(int)
-    return np.all(o[:, 0] == o[:, 1]) and np.all(o[:, 1] == o[:, 2]) and \
-        np.abs(o[:, 0] - grey[outside]).max() <= 1
+    return (
+        np.all(o[:, 0] == o[:, 1])
+        and np.all(o[:, 1] == o[:, 2])
+        and np.abs(o[:, 0] - grey[outside]).max() <= 1
+    )
 
 
 def _expect_blur(img, out, outside):  # far smoother than the noise frame, same mean colour
     corner_in, corner_out = img[25:, :25].astype(int), out[25:, :25].astype(int)
-    return (np.abs(np.diff(corner_out, axis=1)).mean()
-            < 0.2 * np.abs(np.diff(corner_in, axis=1)).mean()
-            and abs(corner_out.mean() - corner_in.mean()) < 10)
+    return (
+        np.abs(np.diff(corner_out, axis=1)).mean() < 0.2 * np.abs(np.diff(corner_in, axis=1)).mean()
+        and abs(corner_out.mean() - corner_in.mean()) < 10
+    )
 
 
 def _expect_image(img, out, outside):
     return np.all(out[outside] == (0, 200, 0))
 
 
-@pytest.mark.parametrize("mode, check", [
-    ("black", _expect_black), ("white", _expect_white), ("color", _expect_color),
-    ("grey", _expect_grey), ("blur", _expect_blur), ("image", _expect_image),
-])
+@pytest.mark.parametrize(
+    "mode, check",
+    [
+        ("black", _expect_black),
+        ("white", _expect_white),
+        ("color", _expect_color),
+        ("grey", _expect_grey),
+        ("blur", _expect_blur),
+        ("image", _expect_image),
+    ],
+)
 def test_canvas_modes(mode: str, check) -> None:
     img, dets = frame(), detections()
     img_before, masks_before = img.copy(), dets.masks.copy()
@@ -128,23 +143,29 @@ def test_image_canvas_is_resized_to_each_frame_size() -> None:
     assert np.all(get_masked_image(img, Detections.empty(H, W), canvas) == (0, 200, 0))
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"mode": "sepia"}, "canvas"),
-    ({"mode": "color", "color_rgb": (0, 0, 300)}, "canvas_color"),
-    ({"mode": "color", "color_rgb": (0, 0)}, "canvas_color"),
-    ({"mode": "image"}, "canvas_image"),
-    ({"mode": "blur", "blur_strength": 0}, "blur_strength"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"mode": "sepia"}, "canvas"),
+        ({"mode": "color", "color_rgb": (0, 0, 300)}, "canvas_color"),
+        ({"mode": "color", "color_rgb": (0, 0)}, "canvas_color"),
+        ({"mode": "image"}, "canvas_image"),
+        ({"mode": "blur", "blur_strength": 0}, "blur_strength"),
+    ],
+)
 def test_canvas_rejects_bad_settings(kwargs, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         Canvas(**kwargs)
 
 
-@pytest.mark.parametrize("image, dets, error", [
-    (np.zeros((H, W), np.uint8), detections(), "uint8 BGR"),
-    (np.zeros((H, W, 3), np.float32), detections(), "uint8 BGR"),
-    (np.zeros((H + 1, W, 3), np.uint8), detections(), "detections are for"),
-])
+@pytest.mark.parametrize(
+    "image, dets, error",
+    [
+        (np.zeros((H, W), np.uint8), detections(), "uint8 BGR"),
+        (np.zeros((H, W, 3), np.float32), detections(), "uint8 BGR"),
+        (np.zeros((H + 1, W, 3), np.uint8), detections(), "detections are for"),
+    ],
+)
 def test_get_masked_image_rejects_bad_input(image, dets, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         get_masked_image(image, dets, Canvas("black"))

@@ -28,10 +28,14 @@ from thingmask.config import Config, ConfigError, load_config, parse_overrides
         ({"run_name": "my run/1"}, r"run_name: .*names a folder"),
         ({"max_image_size": 10}, r"max_image_size: got 10; expected >= image_size"),
         ({"augmentations": ["twirl"]}, r"unknown augmentation 'twirl'.*flip_horizontal"),
-        ({"augmentations": [{"name": "brightness", "amount": 2}]},
-         r"no parameter\(s\) \['amount'\]"),
-        ({"augmentations": "flip_horizontal"},
-         r"augmentations: got 'flip_horizontal'; expected a list"),
+        (
+            {"augmentations": [{"name": "brightness", "amount": 2}]},
+            r"no parameter\(s\) \['amount'\]",
+        ),
+        (
+            {"augmentations": "flip_horizontal"},
+            r"augmentations: got 'flip_horizontal'; expected a list",
+        ),
         ({"class_map": {"doggo": 3}}, r"class_map: .*mapping of names to names"),
         ({"device": "tpu"}, r"device: got 'tpu'; expected one of"),
     ],
@@ -42,8 +46,11 @@ def test_bad_settings_name_key_value_and_fix(changes, expected):
 
 
 def test_unknown_key_suggests_closest():
-    with pytest.raises(ConfigError, match=r"unknown setting\(s\) 'iteration' \(did you mean "
-                                          r"'iterations'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown setting\(s\) 'iteration' \(did you mean "
+        r"'iterations'\?\)",
+    ):
         Config.from_dict({"iteration": 5})
 
 
@@ -55,8 +62,9 @@ def test_defaults_valid_frozen_and_int_accepted_for_float():
 
 
 def test_yaml_round_trip(tmp_path):
-    cfg = Config(display_things=["bird"], augmentations=["flip_vertical",
-                                                       {"name": "rotation", "angle": 5}])
+    cfg = Config(
+        display_things=["bird"], augmentations=["flip_vertical", {"name": "rotation", "angle": 5}]
+    )
     path = cfg.save_yaml(tmp_path / "config.yaml")
     assert load_config(path) == cfg
     assert not list(tmp_path.glob("*.part*"))  # written via a temporary name
@@ -76,10 +84,15 @@ def test_load_config_errors_name_the_file(tmp_path):
 
 
 def test_overrides_parse_yaml_values():
-    over = parse_overrides(["iterations=7", "display_things=[cat, dog]", "pretrained=true",
-                            "video_input="])
-    assert over == {"iterations": 7, "display_things": ["cat", "dog"], "pretrained": True,
-                    "video_input": ""}
+    over = parse_overrides(
+        ["iterations=7", "display_things=[cat, dog]", "pretrained=true", "video_input="]
+    )
+    assert over == {
+        "iterations": 7,
+        "display_things": ["cat", "dog"],
+        "pretrained": True,
+        "video_input": "",
+    }
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_overrides(["iterations"])
 
@@ -87,8 +100,11 @@ def test_overrides_parse_yaml_values():
 def test_check_classes_lists_valid_choices():
     cfg = Config(display_things=["cat", "zebra"])
     cfg.check_classes(["cat", "zebra", "leaf"])
-    with pytest.raises(ConfigError, match=r"\['zebra'\] are not classes.*Valid choices: "
-                                          r"\['cat', 'bird'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"\['zebra'\] are not classes.*Valid choices: "
+        r"\['cat', 'bird'\]",
+    ):
         cfg.check_classes(["cat", "bird"])
 
 

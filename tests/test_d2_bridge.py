@@ -19,15 +19,28 @@ from thingmask.engines.checkpoints import save_checkpoint
 
 
 def _dataset(tmp_path: Path, names=("cat", "bird", "leaf")) -> PreparedDataset:
-    return PreparedDataset(name="toy", root=tmp_path, train_json=tmp_path / "train.json",
-                           val_json=tmp_path / "val.json", image_root=tmp_path / "images",
-                           class_names=tuple(names))
+    return PreparedDataset(
+        name="toy",
+        root=tmp_path,
+        train_json=tmp_path / "train.json",
+        val_json=tmp_path / "val.json",
+        image_root=tmp_path / "images",
+        class_names=tuple(names),
+    )
 
 
 def test_overrides_for_scratch_training_follow_the_config(tmp_path):
-    config = Config(iterations=300, batch_size=2, learning_rate=0.005, image_size=160,
-                    max_image_size=200, checkpoint_period=50, num_workers=1, seed=7,
-                    score_threshold=0.3)
+    config = Config(
+        iterations=300,
+        batch_size=2,
+        learning_rate=0.005,
+        image_size=160,
+        max_image_size=200,
+        checkpoint_period=50,
+        num_workers=1,
+        seed=7,
+        score_threshold=0.3,
+    )
     ov = d2e.cfg_overrides(config, _dataset(tmp_path))
     assert ov["MODEL.ROI_HEADS.NUM_CLASSES"] == 3
     assert ov["DATASETS.TRAIN"] == ["toy_train"] and ov["DATASETS.TEST"] == ["toy_val"]
@@ -56,8 +69,11 @@ def test_overrides_for_scratch_training_follow_the_config(tmp_path):
 
 @pytest.mark.parametrize(
     ("backbone", "name", "depth", "fpn_channels"),
-    [("resnet50_fpn", None, 50, None), ("resnet18_fpn", None, 18, None),
-     ("tiny_fpn", "build_tiny_fpn_backbone", None, 64)],
+    [
+        ("resnet50_fpn", None, 50, None),
+        ("resnet18_fpn", None, 18, None),
+        ("tiny_fpn", "build_tiny_fpn_backbone", None, 64),
+    ],
 )
 def test_backbone_selects_the_network(tmp_path, backbone, name, depth, fpn_channels):
     ov = d2e.cfg_overrides(Config(backbone=backbone), _dataset(tmp_path))
@@ -85,10 +101,19 @@ def test_zero_training_uses_coco_classes():
     ("changes", "with_dataset", "match"),
     [
         ({"backbone": "mobilenet_v3_fpn"}, True, "backbone: got 'mobilenet_v3_fpn'"),
-        ({"d2_base_config": "new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py"}, True,
-         "LazyConfig .py files are not supported"),
-        ({"zero_training": True, "d2_base_config": "LVISv0.5-InstanceSegmentation/"
-          "mask_rcnn_R_50_FPN_1x.yaml"}, False, "zero_training needs a COCO"),
+        (
+            {"d2_base_config": "new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py"},
+            True,
+            "LazyConfig .py files are not supported",
+        ),
+        (
+            {
+                "zero_training": True,
+                "d2_base_config": "LVISv0.5-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+            },
+            False,
+            "zero_training needs a COCO",
+        ),
     ],
 )
 def test_overrides_reject_what_detectron2_cannot_do(tmp_path, changes, with_dataset, match):
@@ -96,8 +121,9 @@ def test_overrides_reject_what_detectron2_cannot_do(tmp_path, changes, with_data
         d2e.cfg_overrides(Config(**changes), _dataset(tmp_path) if with_dataset else None)
 
 
-@pytest.mark.parametrize(("iterations", "steps"),
-                         [(600, [420, 540]), (10, [7, 9]), (3, [2]), (1, [])])
+@pytest.mark.parametrize(
+    ("iterations", "steps"), [(600, [420, 540]), (10, [7, 9]), (3, [2]), (1, [])]
+)
 def test_solver_steps_lie_inside_the_schedule(iterations, steps):
     assert d2e._solver_steps(iterations) == steps
 
@@ -117,21 +143,33 @@ def test_augmentation_names_are_checked_with_the_config(augmentations, match):
 
 
 def test_apply_overrides_sets_nested_keys_and_keeps_tuples():
-    cfg = {"SOLVER": {"STEPS": (1, 2), "BASE_LR": 0.02},
-           "MODEL": {"ANCHOR_GENERATOR": {"SIZES": ((32,), (64,))}}}
-    d2e.apply_overrides(cfg, {"SOLVER.STEPS": [5, 9], "SOLVER.BASE_LR": 0.001,
-                              "MODEL.ANCHOR_GENERATOR.SIZES": [[16], [32]]})
+    cfg = {
+        "SOLVER": {"STEPS": (1, 2), "BASE_LR": 0.02},
+        "MODEL": {"ANCHOR_GENERATOR": {"SIZES": ((32,), (64,))}},
+    }
+    d2e.apply_overrides(
+        cfg,
+        {
+            "SOLVER.STEPS": [5, 9],
+            "SOLVER.BASE_LR": 0.001,
+            "MODEL.ANCHOR_GENERATOR.SIZES": [[16], [32]],
+        },
+    )
     assert cfg["SOLVER"] == {"STEPS": (5, 9), "BASE_LR": 0.001}
     assert cfg["MODEL"]["ANCHOR_GENERATOR"]["SIZES"] == ((16,), (32,))
     with pytest.raises(KeyError, match=r"SOLVER\.BASE_RL"):
         d2e.apply_overrides(cfg, {"SOLVER.BASE_RL": 0.1})
 
 
-@pytest.mark.parametrize(("installed", "engine", "expected"),
-                         [(False, "detectron2", "torchvision"), (True, "detectron2", "detectron2"),
-                          (False, "torchvision", "torchvision")])
-def test_resolve_engine_falls_back_to_torchvision(monkeypatch, caplog, installed, engine,
-                                                  expected):
+@pytest.mark.parametrize(
+    ("installed", "engine", "expected"),
+    [
+        (False, "detectron2", "torchvision"),
+        (True, "detectron2", "detectron2"),
+        (False, "torchvision", "torchvision"),
+    ],
+)
+def test_resolve_engine_falls_back_to_torchvision(monkeypatch, caplog, installed, engine, expected):
     monkeypatch.setattr(d2e, "available", lambda: installed)
     with caplog.at_level(logging.WARNING):
         assert d2e.resolve_engine(Config(engine=engine)) == expected
@@ -156,6 +194,7 @@ def test_no_predictions_mean_zero_ap_in_the_shared_layout():
 
 
 # --- resume: which checkpoint a run continues from --------------------------------------------
+
 
 def _ckpt(path: Path, iteration: int) -> Path:
     return save_checkpoint({"model": {"w": iteration}, "iteration": iteration}, path)
@@ -208,8 +247,9 @@ def test_resume_from_an_explicit_file(tmp_path):
     src = _ckpt(drive / "model_0000099.pth", 99)
     run = tmp_path / "run"
     run.mkdir()
-    assert d2e.prepare_resume(Config(resume=False), run, resume_from=src) == \
-        run / "model_0000099.pth"
+    assert (
+        d2e.prepare_resume(Config(resume=False), run, resume_from=src) == run / "model_0000099.pth"
+    )
 
 
 @pytest.mark.parametrize(
@@ -235,8 +275,10 @@ def test_resume_prefers_the_run_folders_own_checkpoint(tmp_path):
     run.mkdir()
     _ckpt(earlier / "model_0000099.pth", 99)
     _ckpt(run / "model_0000009.pth", 9)
-    assert d2e.prepare_resume(Config(output_dir=str(out), run_name="demo"), run) == \
-        run / "model_0000009.pth"
+    assert (
+        d2e.prepare_resume(Config(output_dir=str(out), run_name="demo"), run)
+        == run / "model_0000009.pth"
+    )
 
 
 def test_resume_skips_runs_with_other_model_settings(tmp_path, caplog):

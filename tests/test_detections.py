@@ -13,8 +13,13 @@ def make(names, h=8, w=10):
     masks = np.zeros((n, h, w), bool)
     for i in range(n):
         masks[i, i % h, : i + 1] = True
-    return Detections(masks=masks, boxes=np.arange(4 * n, dtype=np.float32).reshape(n, 4),
-                      class_names=names, scores=np.linspace(0.5, 1.0, n), track_ids=range(n))
+    return Detections(
+        masks=masks,
+        boxes=np.arange(4 * n, dtype=np.float32).reshape(n, 4),
+        class_names=names,
+        scores=np.linspace(0.5, 1.0, n),
+        track_ids=range(n),
+    )
 
 
 @pytest.mark.parametrize(
@@ -64,8 +69,12 @@ def test_keep_rejects_a_bare_string():
     ],
 )
 def test_detections_validates_shapes(kwargs, error, match):
-    base = {"masks": np.zeros((1, 4, 4), bool), "boxes": [[0, 0, 1, 1]], "class_names": ["cat"],
-            "scores": [0.9]}
+    base = {
+        "masks": np.zeros((1, 4, 4), bool),
+        "boxes": [[0, 0, 1, 1]],
+        "class_names": ["cat"],
+        "scores": [0.9],
+    }
     with pytest.raises(error, match=match):
         Detections(**{**base, **kwargs})
 

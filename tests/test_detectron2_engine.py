@@ -44,8 +44,9 @@ class Recorder(TrainHook):
 
     def after_checkpoint(self, checkpoint_path, iteration):
         # Called only once the file is complete under its final name.
-        self.checkpoints.append((checkpoint_path.name, iteration,
-                                 is_valid_checkpoint(checkpoint_path)))
+        self.checkpoints.append(
+            (checkpoint_path.name, iteration, is_valid_checkpoint(checkpoint_path))
+        )
         if iteration == self.stop:
             raise InterruptedRunError
 
@@ -61,11 +62,23 @@ def dataset(tiny_dataset):
 @pytest.fixture(scope="module")
 def config(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("outputs")
-    return Config(engine="detectron2", dataset_dir=str(dataset.root), output_dir=str(out),
-                  run_name="t", device="cpu", backbone="tiny_fpn", iterations=6, batch_size=2,
-                  checkpoint_period=2, learning_rate=0.002, image_size=64, max_image_size=64,
-                  score_threshold=0.0, display_things=["cat", "bird"],
-                  augmentations=["flip_horizontal", "brightness"])
+    return Config(
+        engine="detectron2",
+        dataset_dir=str(dataset.root),
+        output_dir=str(out),
+        run_name="t",
+        device="cpu",
+        backbone="tiny_fpn",
+        iterations=6,
+        batch_size=2,
+        checkpoint_period=2,
+        learning_rate=0.002,
+        image_size=64,
+        max_image_size=64,
+        score_threshold=0.0,
+        display_things=["cat", "bird"],
+        augmentations=["flip_horizontal", "brightness"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +123,21 @@ def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_pat
     from thingmask.engines.d2_trainer import MyTrainer
 
     d2e.register_dataset(dataset)
-    custom = config.replace(augmentations=[{"name": "flip_vertical", "prob": 1.0},
-                                           {"name": "crop", "fraction": 0.5}, "rotation"])
+    custom = config.replace(
+        augmentations=[
+            {"name": "flip_vertical", "prob": 1.0},
+            {"name": "crop", "fraction": 0.5},
+            "rotation",
+        ]
+    )
     mapper = MyTrainer.build_mapper(d2e.build_cfg(custom, dataset, tmp_path))
     augs = mapper.augmentations.augs
-    assert [type(a) for a in augs] == [T.ResizeShortestEdge, T.RandomFlip, T.RandomCrop,
-                                       T.RandomRotation]
+    assert [type(a) for a in augs] == [
+        T.ResizeShortestEdge,
+        T.RandomFlip,
+        T.RandomCrop,
+        T.RandomRotation,
+    ]
     assert augs[1].vertical and not augs[1].horizontal and augs[1].prob == 1.0
     assert augs[2].crop_type == "relative" and tuple(augs[2].crop_size) == (0.5, 0.5)
     assert mapper.recompute_boxes and mapper.instance_mask_format == "bitmask"
@@ -145,17 +167,27 @@ def test_optimizer_setting_reaches_mytrainer(config, dataset, tmp_path, optimize
 def test_training_writes_checkpoints_and_calls_hooks(trained):
     run_dir, recorder, result = trained
     names = {p.name for p in run_dir.iterdir()}
-    assert {"model_0000001.pth", "model_0000003.pth", "model_final.pth", "last_checkpoint",
-            "d2_config.yaml", "model_meta.json"} <= names
+    assert {
+        "model_0000001.pth",
+        "model_0000003.pth",
+        "model_final.pth",
+        "last_checkpoint",
+        "d2_config.yaml",
+        "model_meta.json",
+    } <= names
     assert not [n for n in names if ".part" in n]
     meta = json.loads((run_dir / "model_meta.json").read_text())
     assert meta["engine"] == "detectron2" and meta["class_names"] == ["cat", "bird", "leaf"]
     assert meta["overrides"]["MODEL.BACKBONE.NAME"] == "build_tiny_fpn_backbone"
     assert recorder.steps == [1, 2, 3, 4, 5, 6]
-    assert all("total_loss" in losses and np.isfinite(losses["total_loss"])
-               for losses in recorder.losses)
-    assert recorder.checkpoints == [("model_0000001.pth", 2, True), ("model_0000003.pth", 4, True),
-                                    ("model_final.pth", 6, True)]
+    assert all(
+        "total_loss" in losses and np.isfinite(losses["total_loss"]) for losses in recorder.losses
+    )
+    assert recorder.checkpoints == [
+        ("model_0000001.pth", 2, True),
+        ("model_0000003.pth", 4, True),
+        ("model_final.pth", 6, True),
+    ]
     assert recorder.trained == [run_dir]
     assert result["start_iter"] == 0 and result["iterations"] == 6
     assert np.isfinite(result["final_loss"])
@@ -187,8 +219,7 @@ def test_interrupted_training_resumes_with_optimizer_and_schedule(config, datase
 
 
 @pytest.mark.slow
-def test_truncated_last_checkpoint_falls_back_to_the_previous_one(config, dataset, trained,
-                                                                  caplog):
+def test_truncated_last_checkpoint_falls_back_to_the_previous_one(config, dataset, trained, caplog):
     src, _, _ = trained
     run_dir = Path(config.output_dir) / "t-20260103-000000"
     run_dir.mkdir()
@@ -250,8 +281,7 @@ def test_predictor_returns_detections_the_pipeline_accepts(config, dataset, trai
     kept = keep(dets, ["cat", "bird"])
     frame = get_masked_image(image, kept, Canvas("black"))
     assert frame.shape == image.shape
-    video = write_video(tmp_path / "cut.mp4", [frame, get_masked_image(image, dets, Canvas())],
-                        12)
+    video = write_video(tmp_path / "cut.mp4", [frame, get_masked_image(image, dets, Canvas())], 12)
     assert video.stat().st_size > 0
     with pytest.raises(TypeError, match="uint8"):
         predictor(image.astype(np.float32))
@@ -304,8 +334,9 @@ def test_zero_training_uses_zoo_weights_copied_into_the_cache(monkeypatch, tmp_p
     cached.parent.mkdir(parents=True)
     # Stand-in for the official file (same format: a pickled dict; no real weights needed here).
     cached.write_bytes(pickle.dumps({"model": {}, "__author__": "test"}))
-    config = Config(engine="detectron2", zero_training=True, device="cpu", image_size=128,
-                    max_image_size=128)
+    config = Config(
+        engine="detectron2", zero_training=True, device="cpu", image_size=128, max_image_size=128
+    )
     predictor = d2e.load_predictor(config, None)
     assert predictor.class_names == COCO_CLASSES
     dets = predictor(np.zeros((96, 128, 3), np.uint8))

@@ -47,8 +47,9 @@ def make_run(root: Path, name: str = "demo-20240102-030405") -> Path:
     (run / "plots" / "loss.png").write_bytes(b"\x89PNG fake" * 100)
     (run / "demo_cutout.mp4").write_bytes(bytes(range(256)) * 40)
     (run / ".model.x1.part.pth").write_bytes(b"half-written")
-    save_checkpoint({"model": _tiny_state(), "iteration": 199}, run / "checkpoints" /
-                    "model_0000199.pth")
+    save_checkpoint(
+        {"model": _tiny_state(), "iteration": 199}, run / "checkpoints" / "model_0000199.pth"
+    )
     return run
 
 
@@ -61,13 +62,19 @@ def test_save_run_copies_verifies_and_writes_manifest_last(tmp_path, monkeypatch
     order: list[str] = []
     monkeypatch.setattr(drive, "_copy_file", fake.flaky_copy(drive._copy_file, log=order))
     real_manifest = drive._write_manifest
-    monkeypatch.setattr(drive, "_write_manifest",
-                        lambda p, d: (order.append(p.name), real_manifest(p, d)))
+    monkeypatch.setattr(
+        drive, "_write_manifest", lambda p, d: (order.append(p.name), real_manifest(p, d))
+    )
     result = save_run(run, tmp_path / "drive")
 
     assert result.destination == tmp_path / "drive" / run.name
-    expected = ["config.yaml", "demo_cutout.mp4", "metrics.json", "model_final.pth",
-                "plots/loss.png"]
+    expected = [
+        "config.yaml",
+        "demo_cutout.mp4",
+        "metrics.json",
+        "model_final.pth",
+        "plots/loss.png",
+    ]
     assert [f.path for f in result.files] == expected  # no checkpoints/, no .part files
     for rec in result.files:
         assert sha(result.destination / rec.path) == sha(run / rec.path) == rec.sha256
@@ -80,16 +87,21 @@ def test_save_run_copies_verifies_and_writes_manifest_last(tmp_path, monkeypatch
 
 def test_save_run_includes_checkpoints_and_patterns_on_request(tmp_path):
     run = make_run(tmp_path)
-    result = save_run(run, tmp_path / "drive", include=("*.pth", "*.yaml"),
-                      include_checkpoints=True)
-    assert [f.path for f in result.files] == ["checkpoints/model_0000199.pth", "config.yaml",
-                                              "model_final.pth"]
+    result = save_run(
+        run, tmp_path / "drive", include=("*.pth", "*.yaml"), include_checkpoints=True
+    )
+    assert [f.path for f in result.files] == [
+        "checkpoints/model_0000199.pth",
+        "config.yaml",
+        "model_final.pth",
+    ]
 
 
 def test_corrupted_copy_is_detected_and_retried(tmp_path, monkeypatch, no_sleep):
     run = make_run(tmp_path)
-    monkeypatch.setattr(drive, "_copy_file",
-                        fake.flaky_copy(drive._copy_file, corrupt={"model_final.pth": 1}))
+    monkeypatch.setattr(
+        drive, "_copy_file", fake.flaky_copy(drive._copy_file, corrupt={"model_final.pth": 1})
+    )
     result = save_run(run, tmp_path / "drive", backoff=0.5)
     assert sha(result.destination / "model_final.pth") == sha(run / "model_final.pth")
     assert no_sleep == [0.5]
@@ -97,8 +109,9 @@ def test_corrupted_copy_is_detected_and_retried(tmp_path, monkeypatch, no_sleep)
 
 def test_copy_that_never_verifies_is_an_error_and_not_marked_saved(tmp_path, monkeypatch):
     run = make_run(tmp_path)
-    monkeypatch.setattr(drive, "_copy_file",
-                        fake.flaky_copy(drive._copy_file, corrupt={"metrics.json": 99}))
+    monkeypatch.setattr(
+        drive, "_copy_file", fake.flaky_copy(drive._copy_file, corrupt={"metrics.json": 99})
+    )
     with pytest.raises(DriveError, match="did not verify after 4 attempts"):
         save_run(run, tmp_path / "drive")
     dest = tmp_path / "drive" / run.name
@@ -106,17 +119,24 @@ def test_copy_that_never_verifies_is_an_error_and_not_marked_saved(tmp_path, mon
     assert verify_saved(dest) and "incomplete" in verify_saved(dest)[0]
 
 
-@pytest.mark.parametrize(("err", "hint"), [
-    (errno.ENOSPC, "Drive is full"),
-    (errno.EDQUOT, "Drive is full"),
-    (errno.EIO, "Drive I/O error"),
-    (errno.EACCES, "could not write"),
-])
-def test_persistent_os_error_retried_with_backoff_then_explained(tmp_path, monkeypatch,
-                                                                 no_sleep, err, hint):
+@pytest.mark.parametrize(
+    ("err", "hint"),
+    [
+        (errno.ENOSPC, "Drive is full"),
+        (errno.EDQUOT, "Drive is full"),
+        (errno.EIO, "Drive I/O error"),
+        (errno.EACCES, "could not write"),
+    ],
+)
+def test_persistent_os_error_retried_with_backoff_then_explained(
+    tmp_path, monkeypatch, no_sleep, err, hint
+):
     run = make_run(tmp_path)
-    monkeypatch.setattr(drive, "_copy_file", fake.flaky_copy(
-        drive._copy_file, errors={"demo_cutout.mp4": [OSError(err, "boom")] * 10}))
+    monkeypatch.setattr(
+        drive,
+        "_copy_file",
+        fake.flaky_copy(drive._copy_file, errors={"demo_cutout.mp4": [OSError(err, "boom")] * 10}),
+    )
     with pytest.raises(DriveError, match=hint) as info:
         save_run(run, tmp_path / "drive", retries=3, backoff=1.0)
     assert "https://drive.google.com/settings/storage" in str(info.value)
@@ -125,8 +145,11 @@ def test_persistent_os_error_retried_with_backoff_then_explained(tmp_path, monke
 
 def test_transient_quota_error_recovers(tmp_path, monkeypatch, no_sleep):
     run = make_run(tmp_path)
-    monkeypatch.setattr(drive, "_copy_file", fake.flaky_copy(
-        drive._copy_file, errors={"demo_cutout.mp4": [fake.quota_error()]}))
+    monkeypatch.setattr(
+        drive,
+        "_copy_file",
+        fake.flaky_copy(drive._copy_file, errors={"demo_cutout.mp4": [fake.quota_error()]}),
+    )
     result = save_run(run, tmp_path / "drive", backoff=3.0)
     assert verify_saved(result.destination) == [] and no_sleep == [3.0]
 
@@ -174,18 +197,18 @@ def test_verify_saved_detects_later_damage(tmp_path):
 
 
 # --- checkpoints -------------------------------------------------------------------------------
-@pytest.mark.parametrize(("period", "copied"), [
-    (0, []),
-    (200, [200, 400, 600, 800, 1000, 1200]),
-    (500, [600, 1000]),
-    (1000, [1000]),
-])
+@pytest.mark.parametrize(
+    ("period", "copied"),
+    [(0, []), (200, [200, 400, 600, 800, 1000, 1200]), (500, [600, 1000]), (1000, [1000])],
+)
 def test_checkpoint_hook_copies_only_every_period(tmp_path, period, copied):
     run = make_run(tmp_path)
     hook = DriveCheckpointHook(tmp_path / "drive", run, period, keep_last=0)
     for it in range(200, 1201, 200):
-        path = save_checkpoint({"model": _tiny_state(), "iteration": it},
-                               run / "checkpoints" / f"model_{it - 1:07d}.pth")
+        path = save_checkpoint(
+            {"model": _tiny_state(), "iteration": it},
+            run / "checkpoints" / f"model_{it - 1:07d}.pth",
+        )
         hook.after_step(it, {"loss": 1.0})
         hook.after_checkpoint(path, it)
     assert [p.name for p in hook.copied] == [f"model_{it - 1:07d}.pth" for it in copied]
@@ -198,20 +221,26 @@ def test_checkpoint_hook_keeps_last_and_shares_the_run_folder_with_the_save(tmp_
     run = make_run(tmp_path)
     hook = DriveCheckpointHook(tmp_path / "drive", run, 200, keep_last=2)
     for it in (200, 400, 600):
-        path = save_checkpoint({"model": _tiny_state(), "iteration": it},
-                               run / "checkpoints" / f"model_{it:07d}.pth")
+        path = save_checkpoint(
+            {"model": _tiny_state(), "iteration": it}, run / "checkpoints" / f"model_{it:07d}.pth"
+        )
         hook.after_checkpoint(path, it)
     folder = tmp_path / "drive" / run.name / "checkpoints"
-    assert sorted(p.name for p in folder.glob("*.pth")) == ["model_0000400.pth",
-                                                           "model_0000600.pth"]
+    assert sorted(p.name for p in folder.glob("*.pth")) == [
+        "model_0000400.pth",
+        "model_0000600.pth",
+    ]
     result = save_run(run, tmp_path / "drive")  # same folder: it is this run's, not complete
     assert result.destination == folder.parent
 
 
 def test_checkpoint_hook_failure_is_recorded_not_raised(tmp_path, monkeypatch):
     run = make_run(tmp_path)
-    monkeypatch.setattr(drive, "_copy_file", fake.flaky_copy(
-        drive._copy_file, errors={"model_0000199.pth": [fake.quota_error()] * 10}))
+    monkeypatch.setattr(
+        drive,
+        "_copy_file",
+        fake.flaky_copy(drive._copy_file, errors={"model_0000199.pth": [fake.quota_error()] * 10}),
+    )
     seen: list[str] = []
     hook = DriveCheckpointHook(tmp_path / "drive", run, 100, on_failure=seen.append)
     hook.after_checkpoint(run / "checkpoints" / "model_0000199.pth", 200)
@@ -231,8 +260,10 @@ def test_resume_picks_newest_valid_checkpoint_and_skips_truncated(tmp_path, capl
     root = tmp_path / "drive"
 
     def ckpt(folder: str, it: int) -> Path:
-        return save_checkpoint({"model": _tiny_state(it), "iteration": it},
-                               root / folder / "checkpoints" / f"model_{it:07d}.pth")
+        return save_checkpoint(
+            {"model": _tiny_state(it), "iteration": it},
+            root / folder / "checkpoints" / f"model_{it:07d}.pth",
+        )
 
     ckpt("demo-20240101-120000", 199)
     good = ckpt("demo-20240102-090000", 399)

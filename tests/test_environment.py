@@ -16,8 +16,12 @@ def test_torchvision_nms_operator_is_registered():
 def test_pinned_versions_match_requirements():
     from pathlib import Path
 
-    pins = dict(line.split("==") for line in
-                (Path(__file__).resolve().parents[1] / "requirements.txt").read_text().splitlines()
-                if line.startswith(("torch==", "torchvision==")))
+    pins = dict(
+        line.split("==")
+        for line in (Path(__file__).resolve().parents[1] / "requirements.txt")
+        .read_text()
+        .splitlines()
+        if line.startswith(("torch==", "torchvision=="))
+    )
     assert torch.__version__.split("+")[0] == pins["torch"]
     assert torchvision.__version__.split("+")[0] == pins["torchvision"]

@@ -27,12 +27,16 @@ H, W = 48, 64
 
 def frame_dets(t: int, tracked: bool = True) -> Detections:
     masks = np.zeros((2, H, W), bool)
-    masks[0, 10:20, 2 + t:12 + t] = True  # 10 x 10 cat moving right
+    masks[0, 10:20, 2 + t : 12 + t] = True  # 10 x 10 cat moving right
     masks[1, 30:40, 40:52] = True  # 10 x 12 bird, still
     masks[1, 30:32, 40:44] = False  # not a full rectangle: centroid != box centre
-    return Detections(masks=masks, boxes=[[2 + t, 10, 12 + t, 20], [40, 30, 52, 40]],
-                      class_names=["cat", "bird"], scores=[0.9, 0.75],
-                      track_ids=[1, 2] if tracked else None)
+    return Detections(
+        masks=masks,
+        boxes=[[2 + t, 10, 12 + t, 20], [40, 30, 52, 40]],
+        class_names=["cat", "bird"],
+        scores=[0.9, 0.75],
+        track_ids=[1, 2] if tracked else None,
+    )
 
 
 def test_instance_stats_matches_numpy() -> None:

@@ -64,12 +64,20 @@ def save_image(path: Path, i: int, fmt: str = "PNG") -> None:
 
 
 def expected(names: list[str]) -> list[tuple[str, str, np.ndarray]]:
-    return [(name, cls, gt_mask(shape)) for name, objs in zip(names, SCENE, strict=True)
-            for cls, shape in objs]
+    return [
+        (name, cls, gt_mask(shape))
+        for name, objs in zip(names, SCENE, strict=True)
+        for cls, shape in objs
+    ]
 
 
-def coco_dict(names: list[str], cat_ids: dict[str, int], start_id: int = 1,
-              rle_crowd: bool = False, parent: str | None = None) -> dict:
+def coco_dict(
+    names: list[str],
+    cat_ids: dict[str, int],
+    start_id: int = 1,
+    rle_crowd: bool = False,
+    parent: str | None = None,
+) -> dict:
     images, anns = [], []
     for k, (name, objs) in enumerate(zip(names, SCENE, strict=True)):
         img_id = start_id + k
@@ -94,11 +102,18 @@ def coco_dict(names: list[str], cat_ids: dict[str, int], start_id: int = 1,
             else:
                 seg = [shape_polygon(shape)]
                 extra = {"iscrowd": 0}
-            anns.append({"id": len(anns) + start_id, "image_id": img_id,
-                         "category_id": cat_ids[cls], "segmentation": seg,
-                         "bbox": [0, 0, 1, 1], "area": 1.0, **extra})
-    cats = [{"id": i, "name": n, "supercategory": parent or "animal"}
-            for n, i in cat_ids.items()]
+            anns.append(
+                {
+                    "id": len(anns) + start_id,
+                    "image_id": img_id,
+                    "category_id": cat_ids[cls],
+                    "segmentation": seg,
+                    "bbox": [0, 0, 1, 1],
+                    "area": 1.0,
+                    **extra,
+                }
+            )
+    cats = [{"id": i, "name": n, "supercategory": parent or "animal"} for n, i in cat_ids.items()]
     if parent:
         cats.insert(0, {"id": 0, "name": parent, "supercategory": "none"})
     return {"images": images, "annotations": anns, "categories": cats}
@@ -109,8 +124,9 @@ def build_coco(tmp: Path):
     names = [f"img{i}.png" for i in range(len(SCENE))]
     for i, n in enumerate(names):
         save_image(tmp / "src" / "images" / n, i)
-    (tmp / "src" / "annotations.json").write_text(json.dumps(
-        coco_dict(names, {"cat": 1, "bird": 2, "dog": 3})))
+    (tmp / "src" / "annotations.json").write_text(
+        json.dumps(coco_dict(names, {"cat": 1, "bird": 2, "dog": 3}))
+    )
     return tmp / "src", "coco", expected(names), {}
 
 
@@ -118,10 +134,15 @@ def build_coco_noncontiguous(tmp: Path):
     names = [f"img{i}.png" for i in range(len(SCENE))]
     for i, n in enumerate(names):
         save_image(tmp / "src" / n, i)
-    (tmp / "src" / "instances.json").write_text(json.dumps(
-        coco_dict(names, {"cat": 3, "bird": 7, "dog": 12}, start_id=100)))
-    return tmp / "src", "coco", expected(names), {"classes": ("cat", "bird", "dog"),
-                                                    "rules": {"category-ids-remapped"}}
+    (tmp / "src" / "instances.json").write_text(
+        json.dumps(coco_dict(names, {"cat": 3, "bird": 7, "dog": 12}, start_id=100))
+    )
+    return (
+        tmp / "src",
+        "coco",
+        expected(names),
+        {"classes": ("cat", "bird", "dog"), "rules": {"category-ids-remapped"}},
+    )
 
 
 def build_cvat(tmp: Path):
@@ -129,8 +150,9 @@ def build_cvat(tmp: Path):
     for i, n in enumerate(names):
         save_image(tmp / "src" / "images" / n, i)
     (tmp / "src" / "annotations").mkdir(parents=True)
-    (tmp / "src" / "annotations" / "instances_default.json").write_text(json.dumps(
-        coco_dict(names, {"cat": 1, "bird": 2, "dog": 3}, rle_crowd=True)))
+    (tmp / "src" / "annotations" / "instances_default.json").write_text(
+        json.dumps(coco_dict(names, {"cat": 1, "bird": 2, "dog": 3}, rle_crowd=True))
+    )
     return tmp / "src", "cvat", expected(names), {"rules": {"crowd-converted"}}
 
 
@@ -142,29 +164,49 @@ def build_roboflow(tmp: Path):
     full = coco_dict(names, {"bird": 1, "cat": 2, "dog": 3}, start_id=0, parent="animals-x")
     for split in ("train", "valid"):
         keep = {img["id"] for img, s in zip(full["images"], split_of, strict=True) if s == split}
-        part = {"images": [i for i in full["images"] if i["id"] in keep],
-                "annotations": [a for a in full["annotations"] if a["image_id"] in keep],
-                "categories": full["categories"]}
+        part = {
+            "images": [i for i in full["images"] if i["id"] in keep],
+            "annotations": [a for a in full["annotations"] if a["image_id"] in keep],
+            "categories": full["categories"],
+        }
         (tmp / "src" / split / "_annotations.coco.json").write_text(json.dumps(part))
     (tmp / "src" / "README.roboflow.txt").write_text("exported from roboflow")
-    return tmp / "src", "roboflow", expected(names), {
-        "classes": ("bird", "cat", "dog"), "rules": {"category-parent"},
-        "split": {n: ("val" if s == "valid" else s) for n, s in zip(names, split_of, strict=True)}}
+    return (
+        tmp / "src",
+        "roboflow",
+        expected(names),
+        {
+            "classes": ("bird", "cat", "dog"),
+            "rules": {"category-parent"},
+            "split": {
+                n: ("val" if s == "valid" else s) for n, s in zip(names, split_of, strict=True)
+            },
+        },
+    )
 
 
 def _labelme_shape(cls, shape):
     kind, *args = shape
     if kind == "poly":
         pts = np.array(args[0], float).reshape(-1, 2).tolist()
-        return {"label": cls, "points": pts, "shape_type": "polygon", "group_id": None,
-                "flags": {}}
+        return {"label": cls, "points": pts, "shape_type": "polygon", "group_id": None, "flags": {}}
     if kind == "rect":
         x1, y1, x2, y2 = args
-        return {"label": cls, "points": [[x1, y1], [x2, y2]], "shape_type": "rectangle",
-                "group_id": None, "flags": {}}
+        return {
+            "label": cls,
+            "points": [[x1, y1], [x2, y2]],
+            "shape_type": "rectangle",
+            "group_id": None,
+            "flags": {},
+        }
     cx, cy, r = args
-    return {"label": cls, "points": [[cx, cy], [cx + r, cy]], "shape_type": "circle",
-            "group_id": None, "flags": {}}
+    return {
+        "label": cls,
+        "points": [[cx, cy], [cx + r, cy]],
+        "shape_type": "circle",
+        "group_id": None,
+        "flags": {},
+    }
 
 
 def build_labelme(tmp: Path):
@@ -172,18 +214,29 @@ def build_labelme(tmp: Path):
     for i, (name, objs) in enumerate(zip(names, SCENE, strict=True)):
         img_path = tmp / "src" / name
         save_image(img_path, i)
-        doc = {"version": "5.4.1", "flags": {}, "shapes": [_labelme_shape(c, s) for c, s in objs],
-               "imagePath": img_path.name, "imageData": None, "imageHeight": H,
-               "imageWidth": W}
+        doc = {
+            "version": "5.4.1",
+            "flags": {},
+            "shapes": [_labelme_shape(c, s) for c, s in objs],
+            "imagePath": img_path.name,
+            "imageData": None,
+            "imageHeight": H,
+            "imageWidth": W,
+        }
         if i == 3:  # imageData only: the file itself is gone
             doc["imageData"] = base64.b64encode(img_path.read_bytes()).decode()
             img_path.unlink()
         if i == 1:  # a stray line shape: skipped with a warning
-            doc["shapes"].append({"label": "cat", "points": [[1, 1], [5, 5]],
-                                  "shape_type": "line", "group_id": None})
+            doc["shapes"].append(
+                {"label": "cat", "points": [[1, 1], [5, 5]], "shape_type": "line", "group_id": None}
+            )
         img_path.with_suffix(".json").write_text(json.dumps(doc))
-    return tmp / "src", "labelme", expected([n.split("/")[1] for n in names]), {
-        "rules": {"labelme-shape-unsupported", "labelme-image-embedded"}}
+    return (
+        tmp / "src",
+        "labelme",
+        expected([n.split("/")[1] for n in names]),
+        {"rules": {"labelme-shape-unsupported", "labelme-image-embedded"}},
+    )
 
 
 def _via_region(cls, shape):
@@ -208,11 +261,20 @@ def build_via(tmp: Path):
         regions = [_via_region(c, s) for c, s in objs]
         if i % 2:  # VIA 1 style: regions as {"0": ..., "1": ...}
             regions = {str(k): r for k, r in enumerate(regions)}
-        meta[f"{name}1234"] = {"filename": name, "size": 1234, "regions": regions,
-                               "file_attributes": {}}
-    project = {"_via_settings": {}, "_via_img_metadata": meta,
-               "_via_attributes": {"region": {"species": {"type": "dropdown"},
-                                              "note": {"type": "text"}}, "file": {}}}
+        meta[f"{name}1234"] = {
+            "filename": name,
+            "size": 1234,
+            "regions": regions,
+            "file_attributes": {},
+        }
+    project = {
+        "_via_settings": {},
+        "_via_img_metadata": meta,
+        "_via_attributes": {
+            "region": {"species": {"type": "dropdown"}, "note": {"type": "text"}},
+            "file": {},
+        },
+    }
     (tmp / "src" / "via_project.json").write_text(json.dumps(project))
     return tmp / "src", "via", expected(names), {}
 
@@ -233,11 +295,15 @@ def build_yolo(tmp: Path):
         label = tmp / "src" / "labels" / split_of[i] / f"img{i}.txt"
         label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text("\n".join(lines) + "\n")
-    (tmp / "src" / "data.yaml").write_text("train: images/train\nval: images/val\nnc: 3\n"
-                                           "names: ['cat', 'bird', 'dog']\n")
-    return tmp / "src", "yolo", expected(names), {
-        "classes": ("cat", "bird", "dog"),
-        "split": dict(zip(names, split_of, strict=True))}
+    (tmp / "src" / "data.yaml").write_text(
+        "train: images/train\nval: images/val\nnc: 3\nnames: ['cat', 'bird', 'dog']\n"
+    )
+    return (
+        tmp / "src",
+        "yolo",
+        expected(names),
+        {"classes": ("cat", "bird", "dog"), "split": dict(zip(names, split_of, strict=True))},
+    )
 
 
 def build_yolo_roboflow(tmp: Path):
@@ -247,8 +313,9 @@ def build_yolo_roboflow(tmp: Path):
         for kind in ("images", "labels"):
             (source / split).mkdir(exist_ok=True)
             (source / kind / split).rename(source / split / kind)
-    (source / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\n"
-                                      "names:\n  0: cat\n  1: bird\n  2: dog\n")
+    (source / "data.yaml").write_text(
+        "train: ../train/images\nval: ../valid/images\nnames:\n  0: cat\n  1: bird\n  2: dog\n"
+    )
     return source, fmt, want, checks
 
 
@@ -275,8 +342,9 @@ def load_output(out: Path):
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]]))
             assert (out / "images" / img["file_name"]).is_file()
             found[Path(img["file_name"]).name] = (
-                split, [(names[a["category_id"]], coco.annToMask(a).astype(bool), a)
-                        for a in anns])
+                split,
+                [(names[a["category_id"]], coco.annToMask(a).astype(bool), a) for a in anns],
+            )
     return found
 
 
@@ -340,12 +408,20 @@ def test_exif_rotated_jpeg_is_written_upright(tmp_path):
     stored.save(src / "phone.jpg", "JPEG", exif=exif.tobytes(), quality=95)
     assert ImageOps.exif_transpose(Image.open(src / "phone.jpg")).size == (W, H)
     shapes = [_labelme_shape(c, s) for c, s in SCENE[0]]
-    (src / "phone.json").write_text(json.dumps({"shapes": shapes, "imagePath": "phone.jpg",
-                                                "imageWidth": W, "imageHeight": H}))
+    (src / "phone.json").write_text(
+        json.dumps({"shapes": shapes, "imagePath": "phone.jpg", "imageWidth": W, "imageHeight": H})
+    )
     save_image(src / "other.png", 1)
-    (src / "other.json").write_text(json.dumps({
-        "shapes": [_labelme_shape(c, s) for c, s in SCENE[1]], "imagePath": "other.png",
-        "imageWidth": W, "imageHeight": H}))
+    (src / "other.json").write_text(
+        json.dumps(
+            {
+                "shapes": [_labelme_shape(c, s) for c, s in SCENE[1]],
+                "imagePath": "other.png",
+                "imageWidth": W,
+                "imageHeight": H,
+            }
+        )
+    )
     result = prepare_dataset(src, tmp_path / "out", val_fraction=0.5)
     assert result.ok, result.report.text()
     notes = [i for i in result.report.issues if i.rule == "image-exif-rotation"]
@@ -370,11 +446,17 @@ def test_exif_annotated_on_stored_pixels_drops_the_tag(tmp_path):
     stored.save(src / "p.jpg", "JPEG", exif=exif.tobytes(), quality=95)
     save_image(src / "q.png", 1)
     poly = [4.0, 4.0, 40.0, 4.0, 40.0, 60.0]
-    data = {"images": [{"id": 1, "file_name": "p.jpg", "width": H, "height": W},
-                       {"id": 2, "file_name": "q.png", "width": W, "height": H}],
-            "annotations": [{"id": 1, "image_id": i, "category_id": 1, "segmentation": [poly],
-                             "iscrowd": 0} for i in (1, 2)],
-            "categories": [{"id": 1, "name": "cat"}]}
+    data = {
+        "images": [
+            {"id": 1, "file_name": "p.jpg", "width": H, "height": W},
+            {"id": 2, "file_name": "q.png", "width": W, "height": H},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": i, "category_id": 1, "segmentation": [poly], "iscrowd": 0}
+            for i in (1, 2)
+        ],
+        "categories": [{"id": 1, "name": "cat"}],
+    }
     (src / "ann.json").write_text(json.dumps(data))
     result = prepare_dataset(src, tmp_path / "out")
     assert result.ok, result.report.text()
@@ -392,8 +474,12 @@ def test_via_without_attributes_uses_default_class(tmp_path):
         for i in idx:
             save_image(tmp_path / "balloon" / split / f"b{i}.png", i)
             regions = [dict(_via_region("x", s), region_attributes={}) for _, s in SCENE[i]]
-            meta[f"b{i}.png99"] = {"filename": f"b{i}.png", "size": 99, "regions": regions,
-                                   "file_attributes": {}}
+            meta[f"b{i}.png99"] = {
+                "filename": f"b{i}.png",
+                "size": 99,
+                "regions": regions,
+                "file_attributes": {},
+            }
         (tmp_path / "balloon" / split / "via_region_data.json").write_text(json.dumps(meta))
     result = prepare_dataset(tmp_path / "balloon", tmp_path / "out", default_class="balloon")
     assert result.ok, result.report.text()
@@ -404,8 +490,9 @@ def test_via_without_attributes_uses_default_class(tmp_path):
 
 def test_via_class_attribute_option(tmp_path):
     source, *_ = build_via(tmp_path)
-    result = prepare_dataset(source, tmp_path / "out", class_attribute="note",
-                             default_class="animal")
+    result = prepare_dataset(
+        source, tmp_path / "out", class_attribute="note", default_class="animal"
+    )
     assert result.ok
     assert result.dataset.class_names == ("animal",)
     assert "via-no-class" in result.report.rules("warning")
@@ -415,17 +502,31 @@ def test_labelme_group_id_makes_one_instance(tmp_path):
     src = tmp_path / "src"
     save_image(src / "a.png", 0)
     save_image(src / "b.png", 1)
-    left = {"label": "cat", "points": [[2, 2], [20, 2], [20, 40], [2, 40]],
-            "shape_type": "polygon", "group_id": 1}
+    left = {
+        "label": "cat",
+        "points": [[2, 2], [20, 2], [20, 40], [2, 40]],
+        "shape_type": "polygon",
+        "group_id": 1,
+    }
     right = dict(left, points=[[40, 2], [60, 2], [60, 40], [40, 40]])
     for name in ("a", "b"):
-        (src / f"{name}.json").write_text(json.dumps({
-            "shapes": [left, right], "imagePath": f"{name}.png", "imageWidth": W,
-            "imageHeight": H}))
+        (src / f"{name}.json").write_text(
+            json.dumps(
+                {
+                    "shapes": [left, right],
+                    "imagePath": f"{name}.png",
+                    "imageWidth": W,
+                    "imageHeight": H,
+                }
+            )
+        )
     result = prepare_dataset(src, tmp_path / "out")
     assert result.ok
-    anns = [a for s in ("train", "val")
-            for a in json.loads((tmp_path / "out" / f"{s}.json").read_text())["annotations"]]
+    anns = [
+        a
+        for s in ("train", "val")
+        for a in json.loads((tmp_path / "out" / f"{s}.json").read_text())["annotations"]
+    ]
     assert len(anns) == 2 and all(len(a["segmentation"]) == 2 for a in anns)
 
 
@@ -435,12 +536,19 @@ def test_labelme_mask_shape_becomes_rle(tmp_path):
     crop[2:8, 3:9] = 255
     buf = io.BytesIO()
     Image.fromarray(crop).save(buf, "PNG")
-    shape = {"label": "cat", "points": [[10, 20], [21, 29]], "shape_type": "mask",
-             "mask": base64.b64encode(buf.getvalue()).decode()}
+    shape = {
+        "label": "cat",
+        "points": [[10, 20], [21, 29]],
+        "shape_type": "mask",
+        "mask": base64.b64encode(buf.getvalue()).decode(),
+    }
     for name in ("a", "b"):
         save_image(src / f"{name}.png", 0)
-        (src / f"{name}.json").write_text(json.dumps({
-            "shapes": [shape], "imagePath": f"{name}.png", "imageWidth": W, "imageHeight": H}))
+        (src / f"{name}.json").write_text(
+            json.dumps(
+                {"shapes": [shape], "imagePath": f"{name}.png", "imageWidth": W, "imageHeight": H}
+            )
+        )
     result = prepare_dataset(src, tmp_path / "out")
     assert result.ok, result.report.text()
     found = load_output(tmp_path / "out")
@@ -465,16 +573,31 @@ def test_yolo_box_line_becomes_rectangle_with_warning(tmp_path):
     assert iou(found["i0.png"][1][0][1], want) > 0.95
 
 
-@pytest.mark.parametrize(("layout", "fmt"), [
-    ({"a/_annotations.coco.json": "{}"}, "roboflow"),
-    ({"data.yaml": "names: [a]"}, "yolo"),
-    ({"annotations/instances_default.json": json.dumps(
-        {"images": [], "annotations": [], "categories": []})}, "cvat"),
-    ({"x.json": json.dumps({"shapes": [], "imagePath": "x.png"})}, "labelme"),
-    ({"train/via_region_data.json": json.dumps({"a.jpg1": {"filename": "a.jpg",
-                                                           "regions": []}})}, "via"),
-    ({"ann.json": json.dumps({"images": [], "annotations": [], "categories": []})}, "coco"),
-])
+@pytest.mark.parametrize(
+    ("layout", "fmt"),
+    [
+        ({"a/_annotations.coco.json": "{}"}, "roboflow"),
+        ({"data.yaml": "names: [a]"}, "yolo"),
+        (
+            {
+                "annotations/instances_default.json": json.dumps(
+                    {"images": [], "annotations": [], "categories": []}
+                )
+            },
+            "cvat",
+        ),
+        ({"x.json": json.dumps({"shapes": [], "imagePath": "x.png"})}, "labelme"),
+        (
+            {
+                "train/via_region_data.json": json.dumps(
+                    {"a.jpg1": {"filename": "a.jpg", "regions": []}}
+                )
+            },
+            "via",
+        ),
+        ({"ann.json": json.dumps({"images": [], "annotations": [], "categories": []})}, "coco"),
+    ],
+)
 def test_detect_format(tmp_path, layout, fmt):
     for rel, text in layout.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -492,17 +615,25 @@ def test_detect_format_explains_unknown(tmp_path):
 
 def test_circle_polygon_is_close_to_the_circle():
     poly = circle_polygon(32, 24, 15)
-    area = 0.5 * abs(sum(poly[i] * poly[(i + 3) % len(poly)] - poly[(i + 2) % len(poly)]
-                         * poly[i + 1] for i in range(0, len(poly), 2)))
-    assert area == pytest.approx(math.pi * 15 ** 2, rel=0.01)
+    area = 0.5 * abs(
+        sum(
+            poly[i] * poly[(i + 3) % len(poly)] - poly[(i + 2) % len(poly)] * poly[i + 1]
+            for i in range(0, len(poly), 2)
+        )
+    )
+    assert area == pytest.approx(math.pi * 15**2, rel=0.01)
 
 
 def _labelme_beside_images(tmp: Path) -> Path:
     """JSON files in ann/, images in images/, imagePath written on Windows."""
     for i in range(2):
         save_image(tmp / "proj" / "images" / f"x{i}.png", i)
-        doc = {"shapes": [_labelme_shape(c, s) for c, s in SCENE[i]],
-               "imagePath": f"..\\images\\x{i}.png", "imageWidth": W, "imageHeight": H}
+        doc = {
+            "shapes": [_labelme_shape(c, s) for c, s in SCENE[i]],
+            "imagePath": f"..\\images\\x{i}.png",
+            "imageWidth": W,
+            "imageHeight": H,
+        }
         (tmp / "proj" / "ann").mkdir(parents=True, exist_ok=True)
         (tmp / "proj" / "ann" / f"x{i}.json").write_text(json.dumps(doc))
     return tmp / "proj"
@@ -512,7 +643,9 @@ def test_labelme_image_path_with_dotdot_inside_the_source(tmp_path):
     result = prepare_dataset(_labelme_beside_images(tmp_path), tmp_path / "out")
     assert result.ok, result.report.text()
     assert sorted(p.name for p in (tmp_path / "out" / "images").rglob("*.png")) == [
-        "x0.png", "x1.png"]
+        "x0.png",
+        "x1.png",
+    ]
 
 
 def test_labelme_image_path_leaving_the_source_is_refused(tmp_path):

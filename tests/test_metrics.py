@@ -74,12 +74,7 @@ def test_mean_foreground_iou():
 
 
 @pytest.mark.parametrize(
-    ("pred", "gt", "expected"),
-    [
-        (EMPTY, EMPTY, 1.0),
-        (EMPTY, LEFT, 0.0),
-        (LEFT, LEFT, 1.0),
-    ],
+    ("pred", "gt", "expected"), [(EMPTY, EMPTY, 1.0), (EMPTY, LEFT, 0.0), (LEFT, LEFT, 1.0)]
 )
 def test_boundary_f_edges(pred, gt, expected):
     assert boundary_f(pred, gt) == pytest.approx(expected)
@@ -102,8 +97,10 @@ def test_gt_foreground_keeps_display_things_only():
 
 
 def test_video_foreground_iou_ignores_distractors_in_gt():
-    gt = [(np.stack([LEFT, RIGHT]), ["cat", "leaf"], np.array([1, 2])),
-          (np.zeros((0, 10, 10), bool), [], np.zeros(0, np.int64))]
+    gt = [
+        (np.stack([LEFT, RIGHT]), ["cat", "leaf"], np.array([1, 2])),
+        (np.zeros((0, 10, 10), bool), [], np.zeros(0, np.int64)),
+    ]
     mean, per_frame = video_foreground_iou([LEFT, EMPTY], gt, ["cat"], per_frame=True)
     assert per_frame == [1.0, 1.0] and mean == 1.0
     # cutting out the leaf too is penalised

@@ -60,8 +60,9 @@ def test_outputs_stripped_and_generated_from_script():
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None
-    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_notebook.py"),
-                            "--check"], capture_output=True)
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_notebook.py"), "--check"], capture_output=True
+    )
     assert check.returncode == 0, "run `python scripts/make_notebook.py` and commit the result"
 
 
@@ -70,9 +71,12 @@ def _engine_param(engine):
     if engine == "detectron2":
         import importlib.util
 
-        marks += [pytest.mark.detectron2,
-                  pytest.mark.skipif(importlib.util.find_spec("detectron2") is None,
-                                     reason="detectron2 is not installed")]
+        marks += [
+            pytest.mark.detectron2,
+            pytest.mark.skipif(
+                importlib.util.find_spec("detectron2") is None, reason="detectron2 is not installed"
+            ),
+        ]
     return pytest.param(engine, marks=marks, id=engine)
 
 
@@ -83,17 +87,42 @@ def test_notebook_runs_headless_with_tiny_parameters(tmp_path, engine):
 
     out = tmp_path / "outputs"
     config = "demo.yaml" if engine == "torchvision" else "d2_demo.yaml"
-    code = main(["demo", "--config", str(ROOT / "configs" / config),
-                 "--notebook", str(NOTEBOOK), f"engine={engine}",
-                 f"output_dir={out}", f"dataset_dir={tmp_path / 'data'}", "run_name=nbtest",
-                 "iterations=4", "checkpoint_period=2", "synthetic_train_images=6",
-                 "synthetic_val_images=3", "synthetic_video_frames=6", "synthetic_image_size=64",
-                 "image_size=64", "max_image_size=64", "batch_size=2", "score_threshold=0.0"])
+    code = main(
+        [
+            "demo",
+            "--config",
+            str(ROOT / "configs" / config),
+            "--notebook",
+            str(NOTEBOOK),
+            f"engine={engine}",
+            f"output_dir={out}",
+            f"dataset_dir={tmp_path / 'data'}",
+            "run_name=nbtest",
+            "iterations=4",
+            "checkpoint_period=2",
+            "synthetic_train_images=6",
+            "synthetic_val_images=3",
+            "synthetic_video_frames=6",
+            "synthetic_image_size=64",
+            "image_size=64",
+            "max_image_size=64",
+            "batch_size=2",
+            "score_threshold=0.0",
+        ]
+    )
     assert code == 0
     (run,) = list(out.glob("nbtest-*"))
-    for name in ("notebook.ipynb", "config.yaml", "model_meta.json", "model_final.pth",
-                 "metrics.json", "loss_curve.png", "predictions.png", "summary.json",
-                 "demo_cutout.mp4"):
+    for name in (
+        "notebook.ipynb",
+        "config.yaml",
+        "model_meta.json",
+        "model_final.pth",
+        "metrics.json",
+        "loss_curve.png",
+        "predictions.png",
+        "summary.json",
+        "demo_cutout.mp4",
+    ):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     executed = nbformat.read(run / "notebook.ipynb", as_version=4)
     assert all(c.get("execution_count") for c in executed.cells if c.cell_type == "code")

@@ -27,8 +27,14 @@ W, H = 40, 30
 TRI = [4.0, 4.0, 30.0, 6.0, 12.0, 26.0]
 
 
-def write_coco(src: Path, n: int = 6, *, missing: bool = False, empty_image: bool = False,
-               names: list[str] | None = None) -> Path:
+def write_coco(
+    src: Path,
+    n: int = 6,
+    *,
+    missing: bool = False,
+    empty_image: bool = False,
+    names: list[str] | None = None,
+) -> Path:
     """``n`` images alternating cat/bird (+ a cat everywhere) as plain COCO."""
     names = names or [f"img{i}.png" for i in range(n)]
     images, anns = [], []
@@ -40,13 +46,28 @@ def write_coco(src: Path, n: int = 6, *, missing: bool = False, empty_image: boo
         images.append({"id": i + 1, "file_name": name, "width": W, "height": H})
         if empty_image and i == n - 1:
             continue
-        anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1,
-                     "segmentation": [TRI], "iscrowd": 0})
-        anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1 + i % 2 + 1,
-                     "segmentation": [[20, 10, 38, 10, 38, 28, 20, 28]], "iscrowd": 0})
+        anns.append(
+            {
+                "id": len(anns) + 1,
+                "image_id": i + 1,
+                "category_id": 1,
+                "segmentation": [TRI],
+                "iscrowd": 0,
+            }
+        )
+        anns.append(
+            {
+                "id": len(anns) + 1,
+                "image_id": i + 1,
+                "category_id": 1 + i % 2 + 1,
+                "segmentation": [[20, 10, 38, 10, 38, 28, 20, 28]],
+                "iscrowd": 0,
+            }
+        )
     cats = [{"id": 1, "name": "cat"}, {"id": 2, "name": "bird"}, {"id": 3, "name": "doggo"}]
-    (src / "annotations.json").write_text(json.dumps(
-        {"images": images, "annotations": anns, "categories": cats}))
+    (src / "annotations.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats})
+    )
     return src
 
 
@@ -108,8 +129,10 @@ def test_names_are_sanitised_and_subfolders_kept(tmp_path):
     write_coco(tmp_path / "src", n=4, names=names)
     result = prepare_dataset(tmp_path / "src", tmp_path / "out")
     assert result.ok, result.report.text()
-    got = sorted(p.relative_to(tmp_path / "out" / "images").as_posix()
-                 for p in (tmp_path / "out" / "images").rglob("*.png"))
+    got = sorted(
+        p.relative_to(tmp_path / "out" / "images").as_posix()
+        for p in (tmp_path / "out" / "images").rglob("*.png")
+    )
     assert got == ["b2/x.png", "b2/ünïcode_2_.png", "batch_1/a_b-1.png", "batch_1/a_b.png"]
 
 
@@ -142,9 +165,13 @@ def test_prepare_in_place_on_a_prepared_folder(tmp_path):
 
 def test_prepare_from_config(tmp_path):
     write_coco(tmp_path / "src")
-    config = Config(dataset_source=str(tmp_path / "src"), dataset_dir=str(tmp_path / "out"),
-                    generate_synthetic=False, class_map={"doggo": ""},
-                    display_things=["cat"])
+    config = Config(
+        dataset_source=str(tmp_path / "src"),
+        dataset_dir=str(tmp_path / "out"),
+        generate_synthetic=False,
+        class_map={"doggo": ""},
+        display_things=["cat"],
+    )
     result = prepare_from_config(config)
     assert result.ok
     assert result.dataset.class_names == ("cat", "bird")
@@ -191,9 +218,21 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 
 def test_cli_options_map_drop_split_overrides(tmp_path, capsys):
     write_coco(tmp_path / "src", n=10)
-    code = cli(tmp_path / "src", "--output", tmp_path / "out", "--map", "doggo=dog",
-               "--drop", "bird", "--val-fraction", "0.3", "--seed", "3",
-               "--set", "display_things=[cat, dog]")
+    code = cli(
+        tmp_path / "src",
+        "--output",
+        tmp_path / "out",
+        "--map",
+        "doggo=dog",
+        "--drop",
+        "bird",
+        "--val-fraction",
+        "0.3",
+        "--seed",
+        "3",
+        "--set",
+        "display_things=[cat, dog]",
+    )
     assert code == 0, capsys.readouterr().out
     ds = load_prepared(tmp_path / "out")
     assert ds.class_names == ("cat", "dog")
@@ -202,15 +241,18 @@ def test_cli_options_map_drop_split_overrides(tmp_path, capsys):
     assert "display-things-absent" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--output", "OUT"], "no source"),
-    (["SRC"], "--output DIR is required"),
-    (["SRC", "--output", "OUT", "--map", "nonsense"], "expected OLD=NEW"),
-    (["SRC", "--output", "OUT", "--val-fraction", "2"], "between 0 and 1"),
-    (["SRC", "iterations=-1", "--output", "OUT"], "iterations"),
-    (["SRC", "--output", "OUT", "--set", "iterations=-1"], "iterations"),
-    (["SRC", "OTHER", "--output", "OUT"], "one source expected"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--output", "OUT"], "no source"),
+        (["SRC"], "--output DIR is required"),
+        (["SRC", "--output", "OUT", "--map", "nonsense"], "expected OLD=NEW"),
+        (["SRC", "--output", "OUT", "--val-fraction", "2"], "between 0 and 1"),
+        (["SRC", "iterations=-1", "--output", "OUT"], "iterations"),
+        (["SRC", "--output", "OUT", "--set", "iterations=-1"], "iterations"),
+        (["SRC", "OTHER", "--output", "OUT"], "one source expected"),
+    ],
+)
 def test_cli_usage_errors(tmp_path, capsys, argv, message):
     (tmp_path / "OTHER").mkdir()
     write_coco(tmp_path / "SRC")
@@ -229,8 +271,18 @@ def test_cli_format_error_is_reported(tmp_path, capsys):
 def test_wired_into_thingmask_cli(tmp_path, capsys):
     cli_mod = pytest.importorskip("thingmask.cli")
     write_coco(tmp_path / "src")
-    code = cli_mod.main(["prepare", str(tmp_path / "src"), "display_things=[cat]", "--output",
-                         str(tmp_path / "out"), "--no-preview", "--set", "seed=3"])
+    code = cli_mod.main(
+        [
+            "prepare",
+            str(tmp_path / "src"),
+            "display_things=[cat]",
+            "--output",
+            str(tmp_path / "out"),
+            "--no-preview",
+            "--set",
+            "seed=3",
+        ]
+    )
     assert code == 0, capsys.readouterr()
     load_prepared(tmp_path / "out")
 

@@ -19,8 +19,7 @@ def labelled(seed: int, n: int = 60) -> list[set[str]]:
     rng = random.Random(seed)
     classes = ["cat", "bird", "dog", "fox", "owl"]
     weights = [0.6, 0.4, 0.2, 0.1, 0.05]
-    out = [{c for c, w in zip(classes, weights, strict=True) if rng.random() < w}
-           for _ in range(n)]
+    out = [{c for c, w in zip(classes, weights, strict=True) if rng.random() < w} for _ in range(n)]
     for s in out:
         s.discard("rare")
     out[7].add("rare")
@@ -56,12 +55,15 @@ def test_deterministic_by_seed():
     assert a != stratified_split(labels, 0.2, seed=12)
 
 
-@pytest.mark.parametrize(("labels", "want"), [
-    ([], []),
-    ([{"cat"}], ["train"]),
-    ([{"cat"}, {"cat"}], None),  # one each, in some order
-    ([set(), set(), set()], None),
-])
+@pytest.mark.parametrize(
+    ("labels", "want"),
+    [
+        ([], []),
+        ([{"cat"}], ["train"]),
+        ([{"cat"}, {"cat"}], None),  # one each, in some order
+        ([set(), set(), set()], None),
+    ],
+)
 def test_small_inputs(labels, want):
     out = stratified_split(labels, 0.2, 0)
     if want is not None:
@@ -76,8 +78,11 @@ def test_bad_fraction_is_explained():
 
 
 @settings(max_examples=60, deadline=None)
-@given(labels=st.lists(st.sets(st.sampled_from("abcde"), max_size=3), min_size=2, max_size=40),
-       fraction=st.floats(0.05, 0.95), seed=st.integers(0, 2 ** 16))
+@given(
+    labels=st.lists(st.sets(st.sampled_from("abcde"), max_size=3), min_size=2, max_size=40),
+    fraction=st.floats(0.05, 0.95),
+    seed=st.integers(0, 2**16),
+)
 def test_split_properties(labels, fraction, seed):
     out = stratified_split(labels, fraction, seed)
     assert len(out) == len(labels) and set(out) <= {"train", "val"}
@@ -98,8 +103,11 @@ def test_existing_split_is_kept():
 
 
 def test_test_split_joins_val():
-    samples = [sample("a", ["cat"], "train"), sample("b", ["cat"], "train"),
-               sample("c", ["cat"], "test")]
+    samples = [
+        sample("a", ["cat"], "train"),
+        sample("b", ["cat"], "train"),
+        sample("c", ["cat"], "test"),
+    ]
     report = Report()
     assert assign_splits(samples, 0.2, 0, report) == ["train", "train", "val"]
     assert "split-test-merged" in report.rules("info")
@@ -121,18 +129,29 @@ def test_unsplit_images_join_an_existing_split():
 
 
 def test_class_missing_from_a_split_is_reported():
-    samples = [sample("a", ["cat"], "train"), sample("b", ["cat", "dog"], "train"),
-               sample("c", ["cat"], "val")]
+    samples = [
+        sample("a", ["cat"], "train"),
+        sample("b", ["cat", "dog"], "train"),
+        sample("c", ["cat"], "val"),
+    ]
     report = Report()
     assign_splits(samples, 0.2, 0, report)
     texts = [i.message for i in report.warnings if i.rule == "split-class-missing"]
-    assert texts == ["has no validation image (1 in train, too few to split), so its AP "
-                     "cannot be measured"]
+    assert texts == [
+        "has no validation image (1 in train, too few to split), so its AP cannot be measured"
+    ]
 
 
-@pytest.mark.parametrize(("parts", "want"), [
-    (("images", "train"), "train"), (("valid",), "val"), (("Validation", "x"), "val"),
-    (("test",), "test"), (("batch1",), None), ((), None),
-])
+@pytest.mark.parametrize(
+    ("parts", "want"),
+    [
+        (("images", "train"), "train"),
+        (("valid",), "val"),
+        (("Validation", "x"), "val"),
+        (("test",), "test"),
+        (("batch1",), None),
+        ((), None),
+    ],
+)
 def test_split_of_path(parts, want):
     assert split_of_path(parts) == want

@@ -46,15 +46,17 @@ def test_same_seed_gives_identical_files(tmp_path, tiny_dataset):
     for rel in ("train.json", "val.json", "images/train_00000.jpg", "images/val_00002.jpg"):
         assert (again.root / rel).read_bytes() == (tiny_dataset.root / rel).read_bytes(), rel
     other = generate_dataset(tmp_path / "other", n_train=6, n_val=3, image_size=64, seed=1)
-    assert (other.root / "train.json").read_bytes() != (tiny_dataset.root / "train.json"
-                                                         ).read_bytes()
+    assert (other.root / "train.json").read_bytes() != (
+        tiny_dataset.root / "train.json"
+    ).read_bytes()
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_every_class_in_both_splits_with_valid_annotations(tiny_dataset, split):
     data = load_coco_json(tiny_dataset.root / f"{split}.json")
     assert [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])] == list(
-        CLASS_NAMES)
+        CLASS_NAMES
+    )
     assert {a["category_id"] for a in data["annotations"]} == {1, 2, 3}
     sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
     for ann in data["annotations"]:
@@ -71,8 +73,9 @@ def test_polygons_reproduce_the_rendered_masks(tiny_dataset):
     # Re-render each training scene exactly as the generator does and compare with the json.
     data = load_coco_json(tiny_dataset.train_json)
     for i, image in enumerate(sorted(data["images"], key=lambda im: im["id"])):
-        _, masks, names = render_scene(np.random.default_rng([0, 1, i]), 64,
-                                       must_include=CLASS_NAMES[i % 3])
+        _, masks, names = render_scene(
+            np.random.default_rng([0, 1, i]), 64, must_include=CLASS_NAMES[i % 3]
+        )
         anns = [a for a in data["annotations"] if a["image_id"] == image["id"]]
         assert [CLASS_NAMES[a["category_id"] - 1] for a in anns] == names
         for ann, mask in zip(anns, masks, strict=True):
@@ -86,9 +89,16 @@ def test_mask_to_polygons_round_trip_is_exact_for_solid_shapes(seed):
 
     rng = np.random.default_rng(seed)
     m = np.zeros((50, 60), np.uint8)
-    cv2.ellipse(m, (int(rng.integers(10, 50)), int(rng.integers(10, 40))),
-                (int(rng.integers(3, 20)), int(rng.integers(3, 20))), float(rng.uniform(0, 180)),
-                0, 360, 1, -1)
+    cv2.ellipse(
+        m,
+        (int(rng.integers(10, 50)), int(rng.integers(10, 40))),
+        (int(rng.integers(3, 20)), int(rng.integers(3, 20))),
+        float(rng.uniform(0, 180)),
+        0,
+        360,
+        1,
+        -1,
+    )
     m[rng.integers(0, 50), :5] = 1  # a separate thin piece: several polygons
     polys = mask_to_polygons(m.astype(bool))
     back = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, 50, 60)))

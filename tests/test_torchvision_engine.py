@@ -48,8 +48,14 @@ def test_get_engine_returns_this_module():
 
 def test_training_writes_a_complete_run_folder(trained_run):
     _, run_dir = trained_run
-    for name in ("model_final.pth", "model_meta.json", "metrics.json", "loss_curve.png",
-                 "checkpoints/model_0000002.pth", "checkpoints/model_0000004.pth"):
+    for name in (
+        "model_final.pth",
+        "model_meta.json",
+        "metrics.json",
+        "loss_curve.png",
+        "checkpoints/model_0000002.pth",
+        "checkpoints/model_0000004.pth",
+    ):
         assert (run_dir / name).is_file(), name
     assert not list(run_dir.rglob("*.part*"))  # every write completed and renamed
     meta = json.loads((run_dir / "model_meta.json").read_text())
@@ -143,12 +149,17 @@ def test_truncated_checkpoint_is_skipped(tiny_config, tiny_dataset, trained_run)
     assert metrics["start_iteration"] == 2 and metrics["iterations"] == 3
 
 
-def test_resume_from_a_checkpoint_of_other_classes_is_an_error(tiny_config, tiny_dataset,
-                                                                trained_run, tmp_path):
+def test_resume_from_a_checkpoint_of_other_classes_is_an_error(
+    tiny_config, tiny_dataset, trained_run, tmp_path
+):
     one_class = _single_class_copy(tiny_dataset, tmp_path / "one", "bird")
     with pytest.raises(ValueError, match=r"resume_from.*class_names was"):
-        tv.train(tiny_config, one_class, tiny_config.new_run_dir(),
-                 resume_from=trained_run[1] / "checkpoints" / "model_0000002.pth")
+        tv.train(
+            tiny_config,
+            one_class,
+            tiny_config.new_run_dir(),
+            resume_from=trained_run[1] / "checkpoints" / "model_0000002.pth",
+        )
 
 
 def _single_class_copy(dataset, dest: Path, keep_name: str):
@@ -157,8 +168,11 @@ def _single_class_copy(dataset, dest: Path, keep_name: str):
         data = json.loads((dest / split).read_text())
         old = {c["id"]: c["name"] for c in data["categories"]}
         data["categories"] = [{"id": 1, "name": keep_name}]
-        data["annotations"] = [dict(a, category_id=1) for a in data["annotations"]
-                               if old[a["category_id"]] == keep_name]
+        data["annotations"] = [
+            dict(a, category_id=1)
+            for a in data["annotations"]
+            if old[a["category_id"]] == keep_name
+        ]
         (dest / split).write_text(json.dumps(data))
     return load_prepared(dest)
 
@@ -176,19 +190,23 @@ def test_one_class_dataset_trains_without_code_change(tiny_config, tiny_dataset,
 
 
 def test_unknown_augmentation_is_a_clear_error(tiny_dataset):
-    data = tv.CocoInstances(tiny_dataset.train_json, tiny_dataset.image_root,
-                            tiny_dataset.class_names)
+    data = tv.CocoInstances(
+        tiny_dataset.train_json, tiny_dataset.image_root, tiny_dataset.class_names
+    )
     with pytest.raises(ConfigError, match=r"unknown augmentation 'flip_sideways'.*flip_horizontal"):
         tv.TrainSamples(data, ["flip_sideways"], seed=0, total=4)
 
 
 def test_training_samples_are_deterministic_and_consistent(tiny_dataset):
-    data = tv.CocoInstances(tiny_dataset.train_json, tiny_dataset.image_root,
-                            tiny_dataset.class_names)
-    samples = tv.TrainSamples(data, ["flip_horizontal", {"name": "crop", "fraction": 0.6}],
-                              seed=0, total=12)
-    later = tv.TrainSamples(data, ["flip_horizontal", {"name": "crop", "fraction": 0.6}],
-                            seed=0, total=12, start=5)
+    data = tv.CocoInstances(
+        tiny_dataset.train_json, tiny_dataset.image_root, tiny_dataset.class_names
+    )
+    samples = tv.TrainSamples(
+        data, ["flip_horizontal", {"name": "crop", "fraction": 0.6}], seed=0, total=12
+    )
+    later = tv.TrainSamples(
+        data, ["flip_horizontal", {"name": "crop", "fraction": 0.6}], seed=0, total=12, start=5
+    )
     for p in range(12):
         image, target = samples[p]
         assert image.dtype == torch.float32 and image.shape[0] == 3
@@ -220,8 +238,11 @@ def test_zero_training_offline_says_what_to_do(monkeypatch, tiny_config):
 def test_pretrained_offline_warns_and_trains_from_scratch(monkeypatch, caplog):
     from torchvision.models._api import WeightsEnum
 
-    monkeypatch.setattr(WeightsEnum, "get_state_dict",
-                        lambda self, *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(
+        WeightsEnum,
+        "get_state_dict",
+        lambda self, *a, **k: (_ for _ in ()).throw(OSError("offline")),
+    )
     model = tv.build_model("resnet18_fpn", 2, 64, 64, pretrained=True)
     assert model.thingmask_norm == "group_norm"
     assert "from scratch" in caplog.text
@@ -236,15 +257,19 @@ def test_unavailable_device_is_a_clear_error(name, monkeypatch):
     assert str(tv.resolve_device("auto")) == "cpu"
 
 
-@pytest.mark.parametrize(("backbone", "mask_size"),
-                         [("resnet18_fpn", None), ("mobilenet_v3_fpn", None),
-                          ("resnet50_fpn", None), ("tiny_fpn", 56)])
+@pytest.mark.parametrize(
+    ("backbone", "mask_size"),
+    [("resnet18_fpn", None), ("mobilenet_v3_fpn", None), ("resnet50_fpn", None), ("tiny_fpn", 56)],
+)
 def test_other_architectures_train_and_predict(backbone, mask_size):
     model = tv.build_model(backbone, 2, 64, 64, mask_size=mask_size)
     masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
     masks[0, 10:40, 12:50] = 1
-    target = {"boxes": torch.tensor([[12.0, 10.0, 50.0, 40.0]]), "labels": torch.tensor([1]),
-              "masks": masks}
+    target = {
+        "boxes": torch.tensor([[12.0, 10.0, 50.0, 40.0]]),
+        "labels": torch.tensor([1]),
+        "masks": masks,
+    }
     losses = model.train()([torch.rand(3, 64, 64)], [target])
     assert all(torch.isfinite(v) for v in losses.values()) and "loss_mask" in losses
     with torch.inference_mode():

@@ -14,9 +14,13 @@ H, W = 60, 120
 def dets(boxes: list[tuple[float, float, float, float]], names: list[str]) -> Detections:
     masks = np.zeros((len(boxes), H, W), bool)
     for k, (x1, y1, x2, y2) in enumerate(boxes):
-        masks[k, int(y1):int(y2), int(x1):int(x2)] = True
-    return Detections(masks=masks, boxes=np.array(boxes, np.float32).reshape(-1, 4),
-                      class_names=names, scores=np.ones(len(boxes)))
+        masks[k, int(y1) : int(y2), int(x1) : int(x2)] = True
+    return Detections(
+        masks=masks,
+        boxes=np.array(boxes, np.float32).reshape(-1, 4),
+        class_names=names,
+        scores=np.ones(len(boxes)),
+    )
 
 
 def test_box_iou() -> None:

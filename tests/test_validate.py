@@ -33,8 +33,9 @@ SQUARE = [5.0, 5.0, 25.0, 5.0, 25.0, 25.0, 5.0, 25.0]
 def base() -> dict:
     """Three images, cat on all three, bird on two: valid, no issue but notes."""
     return {
-        "images": [{"id": i, "file_name": f"im{i}.png", "width": W, "height": H}
-                   for i in (1, 2, 3)],
+        "images": [
+            {"id": i, "file_name": f"im{i}.png", "width": W, "height": H} for i in (1, 2, 3)
+        ],
         "annotations": [
             {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [SQUARE], "iscrowd": 0},
             {"id": 2, "image_id": 2, "category_id": 1, "segmentation": [SQUARE], "iscrowd": 0},
@@ -42,8 +43,10 @@ def base() -> dict:
             {"id": 4, "image_id": 1, "category_id": 2, "segmentation": [SQUARE], "iscrowd": 0},
             {"id": 5, "image_id": 2, "category_id": 2, "segmentation": [SQUARE], "iscrowd": 0},
         ],
-        "categories": [{"id": 1, "name": "cat", "supercategory": "animal"},
-                       {"id": 2, "name": "bird", "supercategory": "animal"}],
+        "categories": [
+            {"id": 1, "name": "cat", "supercategory": "animal"},
+            {"id": 2, "name": "bird", "supercategory": "animal"},
+        ],
     }
 
 
@@ -63,6 +66,7 @@ def _set(path, value):
         for k in keys:
             obj = obj[k]
         obj[last] = value
+
     return mutate
 
 
@@ -129,78 +133,242 @@ def _dup_cat_name(data, root):
 
 CASES = [
     # id, mutation, options, severity, rule, text in the message/fix
-    ("missing-image", _set(["images", 0, "file_name"], "nope.png"), {}, "error",
-     "image-missing", "no such file"),
+    (
+        "missing-image",
+        _set(["images", 0, "file_name"], "nope.png"),
+        {},
+        "error",
+        "image-missing",
+        "no such file",
+    ),
     ("unreadable-image", _unreadable, {}, "error", "image-unreadable", "cannot be decoded"),
-    ("size-mismatch", _set(["images", 0, "width"], 100), {}, "error", "image-size-mismatch",
-     "annotations say 100x30, the file is 40x30"),
-    ("absolute-path", _set(["images", 0, "file_name"], "/etc/passwd"), {}, "error",
-     "file-name-unsafe", "absolute path"),
-    ("windows-absolute", _set(["images", 0, "file_name"], "C:\\data\\im1.png"), {}, "error",
-     "file-name-unsafe", "absolute path"),
+    (
+        "size-mismatch",
+        _set(["images", 0, "width"], 100),
+        {},
+        "error",
+        "image-size-mismatch",
+        "annotations say 100x30, the file is 40x30",
+    ),
+    (
+        "absolute-path",
+        _set(["images", 0, "file_name"], "/etc/passwd"),
+        {},
+        "error",
+        "file-name-unsafe",
+        "absolute path",
+    ),
+    (
+        "windows-absolute",
+        _set(["images", 0, "file_name"], "C:\\data\\im1.png"),
+        {},
+        "error",
+        "file-name-unsafe",
+        "absolute path",
+    ),
     ("dotdot", _dotdot, {}, "error", "file-name-unsafe", "contains '..'"),
     ("symlink-outside", _symlink, {}, "error", "file-name-unsafe", "resolves outside"),
-    ("url", _set(["images", 0, "file_name"], "http://x/im1.png"), {}, "error",
-     "file-name-unsafe", "URL"),
-    ("unknown-category", _set(["annotations", 0, "category_id"], 99), {}, "error",
-     "annotation-unknown-category", "category_id 99 is not in the categories [1, 2]"),
-    ("unknown-image", _set(["annotations", 0, "image_id"], 42), {}, "error",
-     "annotation-unknown-image", "image_id 42"),
+    (
+        "url",
+        _set(["images", 0, "file_name"], "http://x/im1.png"),
+        {},
+        "error",
+        "file-name-unsafe",
+        "URL",
+    ),
+    (
+        "unknown-category",
+        _set(["annotations", 0, "category_id"], 99),
+        {},
+        "error",
+        "annotation-unknown-category",
+        "category_id 99 is not in the categories [1, 2]",
+    ),
+    (
+        "unknown-image",
+        _set(["annotations", 0, "image_id"], 42),
+        {},
+        "error",
+        "annotation-unknown-image",
+        "image_id 42",
+    ),
     ("duplicate-image-id", _dup_image, {}, "error", "image-duplicate-id", "used by two images"),
-    ("duplicate-file", _set(["images", 1, "file_name"], "im1.png"), {}, "error",
-     "image-duplicate-file", "same file is also image 1"),
-    ("duplicate-annotation-id", _dup_ann, {}, "warning", "annotation-duplicate-id",
-     "Renumbered"),
-    ("two-points", _set(["annotations", 0, "segmentation"], [[1, 1, 9, 9]]), {}, "warning",
-     "polygon-degenerate", "has 2 point(s); a polygon needs 3"),
-    ("zero-area", _set(["annotations", 0, "segmentation"], [[1, 1, 5, 5, 9, 9]]), {},
-     "warning", "polygon-degenerate", "zero area"),
-    ("odd-coordinates", _set(["annotations", 0, "segmentation"], [[*SQUARE, 3.0]]), {},
-     "warning", "polygon-degenerate", "odd number"),
-    ("nan-coordinate", _set(["annotations", 0, "segmentation"], [[math.nan, 1, 9, 9, 1, 9]]),
-     {}, "warning", "polygon-degenerate", "NaN"),
-    ("partly-outside", _set(["annotations", 0, "segmentation"], [[30, 5, 60, 5, 60, 25, 30, 25]]),
-     {}, "warning", "annotation-outside-image", "Clipped to the image border"),
-    ("bbox-partly-outside", _set(["annotations", 0, "bbox"], [-10, 5, 30, 20]), {}, "warning",
-     "annotation-outside-image", "extends beyond the 40x30 image"),
-    ("fully-outside", _set(["annotations", 0, "segmentation"], [[50, 5, 60, 5, 60, 25]]), {},
-     "error", "annotation-outside-image", "entirely outside the 40x30 image"),
-    ("bbox-fully-outside", _set(["annotations", 0, "bbox"], [100, 100, 5, 5]), {}, "error",
-     "annotation-outside-image", "entirely outside"),
-    ("no-mask", _set(["annotations", 0, "segmentation"], []), {}, "warning",
-     "segmentation-missing", "instance segmentation needs a mask"),
-    ("rle-size", _set(["annotations", 0, "segmentation"], {"size": [10, 10], "counts": [100]}),
-     {}, "error", "rle-size-mismatch", "RLE size [10, 10]"),
-    ("rle-counts", _set(["annotations", 0, "segmentation"], {"size": [H, W], "counts": [5, 7]}),
-     {}, "error", "rle-invalid", "summing to height*width = 1200"),
-    ("rle-string", _set(["annotations", 0, "segmentation"], {"size": [H, W], "counts": "~~~"}),
-     {}, "error", "rle-invalid", "malformed"),
+    (
+        "duplicate-file",
+        _set(["images", 1, "file_name"], "im1.png"),
+        {},
+        "error",
+        "image-duplicate-file",
+        "same file is also image 1",
+    ),
+    ("duplicate-annotation-id", _dup_ann, {}, "warning", "annotation-duplicate-id", "Renumbered"),
+    (
+        "two-points",
+        _set(["annotations", 0, "segmentation"], [[1, 1, 9, 9]]),
+        {},
+        "warning",
+        "polygon-degenerate",
+        "has 2 point(s); a polygon needs 3",
+    ),
+    (
+        "zero-area",
+        _set(["annotations", 0, "segmentation"], [[1, 1, 5, 5, 9, 9]]),
+        {},
+        "warning",
+        "polygon-degenerate",
+        "zero area",
+    ),
+    (
+        "odd-coordinates",
+        _set(["annotations", 0, "segmentation"], [[*SQUARE, 3.0]]),
+        {},
+        "warning",
+        "polygon-degenerate",
+        "odd number",
+    ),
+    (
+        "nan-coordinate",
+        _set(["annotations", 0, "segmentation"], [[math.nan, 1, 9, 9, 1, 9]]),
+        {},
+        "warning",
+        "polygon-degenerate",
+        "NaN",
+    ),
+    (
+        "partly-outside",
+        _set(["annotations", 0, "segmentation"], [[30, 5, 60, 5, 60, 25, 30, 25]]),
+        {},
+        "warning",
+        "annotation-outside-image",
+        "Clipped to the image border",
+    ),
+    (
+        "bbox-partly-outside",
+        _set(["annotations", 0, "bbox"], [-10, 5, 30, 20]),
+        {},
+        "warning",
+        "annotation-outside-image",
+        "extends beyond the 40x30 image",
+    ),
+    (
+        "fully-outside",
+        _set(["annotations", 0, "segmentation"], [[50, 5, 60, 5, 60, 25]]),
+        {},
+        "error",
+        "annotation-outside-image",
+        "entirely outside the 40x30 image",
+    ),
+    (
+        "bbox-fully-outside",
+        _set(["annotations", 0, "bbox"], [100, 100, 5, 5]),
+        {},
+        "error",
+        "annotation-outside-image",
+        "entirely outside",
+    ),
+    (
+        "no-mask",
+        _set(["annotations", 0, "segmentation"], []),
+        {},
+        "warning",
+        "segmentation-missing",
+        "instance segmentation needs a mask",
+    ),
+    (
+        "rle-size",
+        _set(["annotations", 0, "segmentation"], {"size": [10, 10], "counts": [100]}),
+        {},
+        "error",
+        "rle-size-mismatch",
+        "RLE size [10, 10]",
+    ),
+    (
+        "rle-counts",
+        _set(["annotations", 0, "segmentation"], {"size": [H, W], "counts": [5, 7]}),
+        {},
+        "error",
+        "rle-invalid",
+        "summing to height*width = 1200",
+    ),
+    (
+        "rle-string",
+        _set(["annotations", 0, "segmentation"], {"size": [H, W], "counts": "~~~"}),
+        {},
+        "error",
+        "rle-invalid",
+        "malformed",
+    ),
     ("empty-category", _empty_cat, {}, "warning", "category-empty", "no annotation uses"),
-    ("empty-category-own-super", _empty_self_super, {}, "warning", "category-empty",
-     "no annotation uses"),
-    ("no-annotations-on-image", _no_anns, {}, "warning", "image-no-annotations",
-     "background-only"),
+    (
+        "empty-category-own-super",
+        _empty_self_super,
+        {},
+        "warning",
+        "category-empty",
+        "no annotation uses",
+    ),
+    ("no-annotations-on-image", _no_anns, {}, "warning", "image-no-annotations", "background-only"),
     ("all-crowd-converted", _crowd, {}, "warning", "crowd-converted", "5 of 5 annotations"),
-    ("all-crowd-kept", _crowd, {"convert_crowd": False}, "error", "crowd-all",
-     "train on nothing"),
+    ("all-crowd-kept", _crowd, {"convert_crowd": False}, "error", "crowd-all", "train on nothing"),
     ("parent-category", _parent, {}, "info", "category-parent", "parent category"),
-    ("display-things-absent", lambda d, r: None, {"display_things": ["cat", "dog"]},
-     "warning", "display-things-absent", "'dog' is not a class"),
-    ("non-contiguous-ids", _noncontiguous, {}, "info", "category-ids-remapped",
-     "'cat' 11->1"),
-    ("class-map-typo", lambda d, r: None, {"class_map": {"brid": "bird"}}, "warning",
-     "class-map-unknown", "did you mean 'bird'"),
+    (
+        "display-things-absent",
+        lambda d, r: None,
+        {"display_things": ["cat", "dog"]},
+        "warning",
+        "display-things-absent",
+        "'dog' is not a class",
+    ),
+    ("non-contiguous-ids", _noncontiguous, {}, "info", "category-ids-remapped", "'cat' 11->1"),
+    (
+        "class-map-typo",
+        lambda d, r: None,
+        {"class_map": {"brid": "bird"}},
+        "warning",
+        "class-map-unknown",
+        "did you mean 'bird'",
+    ),
     ("nothing-to-train", _all_dropped, {}, "error", "no-annotations", "nothing to train on"),
-    ("nan-width", _set(["images", 0, "width"], math.nan), {}, "error", "image-size-invalid",
-     "positive whole numbers"),
-    ("string-image-id", _set(["images", 0, "id"], "1"), {}, "error", "image-record-invalid",
-     "not an integer"),
-    ("category-without-name", _set(["categories", 0, "name"], ""), {}, "error",
-     "category-invalid", "non-empty name"),
-    ("duplicate-category-name", _dup_cat_name, {}, "warning", "category-duplicate-name",
-     "Merged into one class"),
-    ("bad-iscrowd", _set(["annotations", 0, "iscrowd"], "yes"), {}, "warning",
-     "annotation-invalid", "iscrowd"),
+    (
+        "nan-width",
+        _set(["images", 0, "width"], math.nan),
+        {},
+        "error",
+        "image-size-invalid",
+        "positive whole numbers",
+    ),
+    (
+        "string-image-id",
+        _set(["images", 0, "id"], "1"),
+        {},
+        "error",
+        "image-record-invalid",
+        "not an integer",
+    ),
+    (
+        "category-without-name",
+        _set(["categories", 0, "name"], ""),
+        {},
+        "error",
+        "category-invalid",
+        "non-empty name",
+    ),
+    (
+        "duplicate-category-name",
+        _dup_cat_name,
+        {},
+        "warning",
+        "category-duplicate-name",
+        "Merged into one class",
+    ),
+    (
+        "bad-iscrowd",
+        _set(["annotations", 0, "iscrowd"], "yes"),
+        {},
+        "warning",
+        "annotation-invalid",
+        "iscrowd",
+    ),
 ]
 
 
@@ -210,8 +378,11 @@ def test_base_is_clean(root):
     assert names == ["cat", "bird"] and len(samples) == 3
 
 
-@pytest.mark.parametrize(("mutate", "options", "severity", "rule", "text"),
-                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("mutate", "options", "severity", "rule", "text"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
 def test_rule(root, mutate, options, severity, rule, text):
     data = base()
     mutate(data, root)
@@ -219,8 +390,11 @@ def test_rule(root, mutate, options, severity, rule, text):
     hits = [i for i in report.issues if i.rule == rule and i.severity == severity]
     assert hits, report.text()
     assert any(text in (i.message + " " + i.fix) for i in hits), report.text()
-    assert all(i.where or i.rule in ("crowd-converted", "crowd-all", "no-annotations",
-                                     "category-ids-remapped") for i in hits)
+    assert all(
+        i.where
+        or i.rule in ("crowd-converted", "crowd-all", "no-annotations", "category-ids-remapped")
+        for i in hits
+    )
     assert all(i.fix for i in hits if i.severity != "info")  # every problem says what to do
     assert report.ok == (severity != "error")
 
@@ -230,8 +404,9 @@ def test_outside_file_is_never_opened(root, monkeypatch):
 
     opened = []
     real_open = PIL.Image.open
-    monkeypatch.setattr(PIL.Image, "open", lambda fp, *a, **k: opened.append(str(fp))
-                        or real_open(fp, *a, **k))
+    monkeypatch.setattr(
+        PIL.Image, "open", lambda fp, *a, **k: opened.append(str(fp)) or real_open(fp, *a, **k)
+    )
     data = base()
     _dotdot(data, root)
     validate_coco(data, root)
@@ -251,8 +426,9 @@ def test_crowd_conversion_resets_iscrowd(root):
     data = base()
     _crowd(data, root)
     samples, _, _ = validate_coco(data, root)
-    assert all(i.iscrowd == 0 and isinstance(i.segmentation, dict)
-               for s in samples for i in s.instances)
+    assert all(
+        i.iscrowd == 0 and isinstance(i.segmentation, dict) for s in samples for i in s.instances
+    )
 
 
 def test_roboflow_parent_id_0_without_supercategory_link(root):
@@ -263,18 +439,21 @@ def test_roboflow_parent_id_0_without_supercategory_link(root):
 
 
 # --- EXIF: which size is right -------------------------------------------------------------------
-@pytest.mark.parametrize(("annotated", "stored", "orientation", "fix", "size", "verdict"), [
-    ((40, 30), (40, 30), 1, "copy", (40, 30), "ok"),
-    (None, (40, 30), 1, "copy", (40, 30), "filled"),
-    ((30, 40), (40, 30), 1, "copy", None, "mismatch"),
-    ((30, 40), (40, 30), 6, "transpose", (30, 40), "display"),
-    ((30, 40), (40, 30), 8, "transpose", (30, 40), "display"),
-    ((40, 30), (40, 30), 6, "strip-exif", (40, 30), "stored"),
-    ((40, 30), (40, 30), 3, "transpose", (40, 30), "ambiguous"),
-    ((50, 50), (50, 50), 6, "transpose", (50, 50), "ambiguous"),
-    (None, (40, 30), 6, "transpose", (30, 40), "ambiguous"),
-    ((64, 48), (40, 30), 6, "copy", None, "mismatch"),
-])
+@pytest.mark.parametrize(
+    ("annotated", "stored", "orientation", "fix", "size", "verdict"),
+    [
+        ((40, 30), (40, 30), 1, "copy", (40, 30), "ok"),
+        (None, (40, 30), 1, "copy", (40, 30), "filled"),
+        ((30, 40), (40, 30), 1, "copy", None, "mismatch"),
+        ((30, 40), (40, 30), 6, "transpose", (30, 40), "display"),
+        ((30, 40), (40, 30), 8, "transpose", (30, 40), "display"),
+        ((40, 30), (40, 30), 6, "strip-exif", (40, 30), "stored"),
+        ((40, 30), (40, 30), 3, "transpose", (40, 30), "ambiguous"),
+        ((50, 50), (50, 50), 6, "transpose", (50, 50), "ambiguous"),
+        (None, (40, 30), 6, "transpose", (30, 40), "ambiguous"),
+        ((64, 48), (40, 30), 6, "copy", None, "mismatch"),
+    ],
+)
 def test_orientation_decision(annotated, stored, orientation, fix, size, verdict):
     assert orientation_decision(annotated, stored, orientation) == (fix, size, verdict)
 
@@ -291,11 +470,23 @@ def test_mismatch_message_names_the_rotated_size(tmp_path):
 
 
 # --- small pure helpers --------------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "ok"), [
-    ("a.jpg", "a.jpg"), ("sub/a.jpg", "sub/a.jpg"), ("sub\\a.jpg", "sub/a.jpg"),
-    ("./a.jpg", "a.jpg"), ("/a.jpg", None), ("../a.jpg", None), ("a/../../b.jpg", None),
-    ("C:/x/a.jpg", None), ("", None), (None, None), (5, None), ("a\x00.jpg", None),
-])
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("a.jpg", "a.jpg"),
+        ("sub/a.jpg", "sub/a.jpg"),
+        ("sub\\a.jpg", "sub/a.jpg"),
+        ("./a.jpg", "a.jpg"),
+        ("/a.jpg", None),
+        ("../a.jpg", None),
+        ("a/../../b.jpg", None),
+        ("C:/x/a.jpg", None),
+        ("", None),
+        (None, None),
+        (5, None),
+        ("a\x00.jpg", None),
+    ],
+)
 def test_normalize_file_name(name, ok):
     assert normalize_file_name(name)[0] == ok
 
@@ -320,13 +511,16 @@ def test_rle_string_decoder_matches_pycocotools():
 
 
 # --- class map ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("class_map", "names", "counts"), [
-    ({"cat": "kitty"}, ["kitty", "bird"], {"kitty": 3, "bird": 2}),
-    ({"cat": "animal", "bird": "animal"}, ["animal"], {"animal": 5}),
-    ({"bird": "cat"}, ["cat"], {"cat": 5}),
-    ({"bird": ""}, ["cat"], {"cat": 3}),
-    ({"cat": "bird", "bird": "cat"}, ["bird", "cat"], {"bird": 3, "cat": 2}),
-])
+@pytest.mark.parametrize(
+    ("class_map", "names", "counts"),
+    [
+        ({"cat": "kitty"}, ["kitty", "bird"], {"kitty": 3, "bird": 2}),
+        ({"cat": "animal", "bird": "animal"}, ["animal"], {"animal": 5}),
+        ({"bird": "cat"}, ["cat"], {"cat": 5}),
+        ({"bird": ""}, ["cat"], {"cat": 3}),
+        ({"cat": "bird", "bird": "cat"}, ["bird", "cat"], {"bird": 3, "cat": 2}),
+    ],
+)
 def test_class_map(root, class_map, names, counts):
     samples, got, report = validate_coco(base(), root, class_map=class_map)
     assert got == names, report.text()
@@ -341,7 +535,8 @@ def test_class_map(root, class_map, names, counts):
 def test_class_map_drop_leaves_images_without_annotations(root):
     _, _, report = validate_coco(base(), root, class_map={"cat": ""})
     assert [i.where for i in report.warnings if i.rule == "image-no-annotations"] == [
-        "annotations: image 3 'im3.png'"]
+        "annotations: image 3 'im3.png'"
+    ]
 
 
 def test_apply_class_map_is_pure(root):
@@ -354,10 +549,13 @@ def test_apply_class_map_is_pure(root):
     assert samples == before
 
 
-@pytest.mark.parametrize(("maps", "drops", "want"), [
-    (["doggo=dog"], [], {"doggo": "dog"}),
-    (["a = b", "c="], ["junk"], {"a": "b", "c": "", "junk": ""}),
-])
+@pytest.mark.parametrize(
+    ("maps", "drops", "want"),
+    [
+        (["doggo=dog"], [], {"doggo": "dog"}),
+        (["a = b", "c="], ["junk"], {"a": "b", "c": "", "junk": ""}),
+    ],
+)
 def test_parse_class_map(maps, drops, want):
     assert parse_class_map(maps, drops) == want
 
@@ -377,28 +575,75 @@ NASTY_FILES = [
     ("empty-object", "{}"),
     ("missing-annotations", json.dumps({"images": [], "categories": []})),
     ("wrong-types", json.dumps({"images": 5, "annotations": "x", "categories": None})),
-    ("strings-for-numbers", json.dumps({
-        "images": [{"id": "1", "file_name": "a.png", "width": "40", "height": "30"}],
-        "annotations": [{"id": "1", "image_id": "1", "category_id": "1",
-                         "segmentation": [["1", "2", "3", "4", "5", "6"]]}],
-        "categories": [{"id": "1", "name": "cat"}]})),
-    ("huge-ids", json.dumps({
-        "images": [{"id": 2 ** 70, "file_name": "a.png", "width": 10 ** 12, "height": 2}],
-        "annotations": [{"id": 2 ** 80, "image_id": 2 ** 70, "category_id": 2 ** 64,
-                         "segmentation": [[0, 0, 1e300, 0, 1e300, 1e300]]}],
-        "categories": [{"id": 2 ** 64, "name": "cat"}]})),
-    ("nan", '{"images": [{"id": 1, "file_name": "a.png", "width": NaN, "height": Infinity}], '
-            '"annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": '
-            '[[NaN, 1, 2, 3, 4, 5]], "bbox": [NaN, 0, 1, 1]}], "categories": [{"id": 1, '
-            '"name": "cat"}]}'),
-    ("nested-garbage", json.dumps({"images": [[[]]], "annotations": [None, 1, "a", {}],
-                                   "categories": [{}, [], {"id": True, "name": 3}]})),
+    (
+        "strings-for-numbers",
+        json.dumps(
+            {
+                "images": [{"id": "1", "file_name": "a.png", "width": "40", "height": "30"}],
+                "annotations": [
+                    {
+                        "id": "1",
+                        "image_id": "1",
+                        "category_id": "1",
+                        "segmentation": [["1", "2", "3", "4", "5", "6"]],
+                    }
+                ],
+                "categories": [{"id": "1", "name": "cat"}],
+            }
+        ),
+    ),
+    (
+        "huge-ids",
+        json.dumps(
+            {
+                "images": [{"id": 2**70, "file_name": "a.png", "width": 10**12, "height": 2}],
+                "annotations": [
+                    {
+                        "id": 2**80,
+                        "image_id": 2**70,
+                        "category_id": 2**64,
+                        "segmentation": [[0, 0, 1e300, 0, 1e300, 1e300]],
+                    }
+                ],
+                "categories": [{"id": 2**64, "name": "cat"}],
+            }
+        ),
+    ),
+    (
+        "nan",
+        '{"images": [{"id": 1, "file_name": "a.png", "width": NaN, "height": Infinity}], '
+        '"annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": '
+        '[[NaN, 1, 2, 3, 4, 5]], "bbox": [NaN, 0, 1, 1]}], "categories": [{"id": 1, '
+        '"name": "cat"}]}',
+    ),
+    (
+        "nested-garbage",
+        json.dumps(
+            {
+                "images": [[[]]],
+                "annotations": [None, 1, "a", {}],
+                "categories": [{}, [], {"id": True, "name": 3}],
+            }
+        ),
+    ),
     ("deep-nesting", "[" * 5000 + "]" * 5000),
-    ("rle-bomb", json.dumps({
-        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
-                         "segmentation": {"size": [30, 40], "counts": "P" * 500}}],
-        "categories": [{"id": 1, "name": "cat"}]})),
+    (
+        "rle-bomb",
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
+                "annotations": [
+                    {
+                        "id": 1,
+                        "image_id": 1,
+                        "category_id": 1,
+                        "segmentation": {"size": [30, 40], "counts": "P" * 500},
+                    }
+                ],
+                "categories": [{"id": 1, "name": "cat"}],
+            }
+        ),
+    ),
     ("utf16-bytes", None),
 ]
 
@@ -408,7 +653,7 @@ def test_nasty_files_are_reported(tmp_path, text):
     src = tmp_path / "src"
     src.mkdir()
     if text is None:
-        (src / "annotations.json").write_bytes("{\"images\": []}".encode("utf-16"))
+        (src / "annotations.json").write_bytes('{"images": []}'.encode("utf-16"))
     else:
         (src / "annotations.json").write_text(text)
     Image.new("RGB", (40, 30)).save(src / "a.png")
@@ -420,33 +665,88 @@ def test_nasty_files_are_reported(tmp_path, text):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
-    | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["id", "name", "images", "annotations", "categories",
-                                       "file_name", "width", "height", "image_id",
-                                       "category_id", "segmentation", "bbox", "iscrowd",
-                                       "size", "counts", "supercategory"]), children,
-                      max_size=5),
-    max_leaves=25)
-numbers = st.one_of(st.integers(-5, 50), st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(max_size=3), st.none(), st.booleans())
-coco_like = st.fixed_dictionaries({
-    "images": st.lists(st.fixed_dictionaries({
-        "id": numbers, "file_name": st.sampled_from(["im1.png", "x.png", "../im1.png", "", 3]),
-        "width": numbers, "height": numbers}), max_size=3),
-    "annotations": st.lists(st.fixed_dictionaries({
-        "id": numbers, "image_id": numbers, "category_id": numbers, "iscrowd": numbers,
-        "bbox": st.lists(numbers, max_size=5),
-        "segmentation": st.one_of(
-            st.lists(st.lists(numbers, max_size=10), max_size=3),
-            st.fixed_dictionaries({"size": st.lists(numbers, max_size=3),
-                                   "counts": st.one_of(st.lists(numbers, max_size=6),
-                                                       st.text(max_size=6))}),
-            json_values)}), max_size=4),
-    "categories": st.lists(st.fixed_dictionaries({"id": numbers, "name": st.one_of(
-        st.sampled_from(["cat", "bird", ""]), numbers)}), max_size=3),
-})
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "name",
+                    "images",
+                    "annotations",
+                    "categories",
+                    "file_name",
+                    "width",
+                    "height",
+                    "image_id",
+                    "category_id",
+                    "segmentation",
+                    "bbox",
+                    "iscrowd",
+                    "size",
+                    "counts",
+                    "supercategory",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=25,
+)
+numbers = st.one_of(
+    st.integers(-5, 50),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.none(),
+    st.booleans(),
+)
+coco_like = st.fixed_dictionaries(
+    {
+        "images": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "id": numbers,
+                    "file_name": st.sampled_from(["im1.png", "x.png", "../im1.png", "", 3]),
+                    "width": numbers,
+                    "height": numbers,
+                }
+            ),
+            max_size=3,
+        ),
+        "annotations": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "id": numbers,
+                    "image_id": numbers,
+                    "category_id": numbers,
+                    "iscrowd": numbers,
+                    "bbox": st.lists(numbers, max_size=5),
+                    "segmentation": st.one_of(
+                        st.lists(st.lists(numbers, max_size=10), max_size=3),
+                        st.fixed_dictionaries(
+                            {
+                                "size": st.lists(numbers, max_size=3),
+                                "counts": st.one_of(
+                                    st.lists(numbers, max_size=6), st.text(max_size=6)
+                                ),
+                            }
+                        ),
+                        json_values,
+                    ),
+                }
+            ),
+            max_size=4,
+        ),
+        "categories": st.lists(
+            st.fixed_dictionaries(
+                {"id": numbers, "name": st.one_of(st.sampled_from(["cat", "bird", ""]), numbers)}
+            ),
+            max_size=3,
+        ),
+    }
+)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

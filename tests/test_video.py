@@ -26,14 +26,21 @@ H, W = 48, 64
 def pattern(i: int, h: int = H, w: int = W) -> np.ndarray:
     """A frame with a smooth gradient (codec-friendly) and a moving red square; BGR uint8."""
     y, x = np.mgrid[0:h, 0:w]
-    img = np.dstack([x * 255 // max(1, w - 1), y * 255 // max(1, h - 1),
-                     np.full_like(x, 90)]).astype(np.uint8)
-    img[8:20, 4 + i % (w - 16):16 + i % (w - 16)] = (0, 0, 255)
+    img = np.dstack(
+        [x * 255 // max(1, w - 1), y * 255 // max(1, h - 1), np.full_like(x, 90)]
+    ).astype(np.uint8)
+    img[8:20, 4 + i % (w - 16) : 16 + i % (w - 16)] = (0, 0, 255)
     return img
 
 
-def make_video(path: Path, n: int = 12, times_ms: list[int] | None = None, rotation: int = 0,
-               audio_seconds: float = 0.0, size: tuple[int, int] = (H, W)) -> Path:
+def make_video(
+    path: Path,
+    n: int = 12,
+    times_ms: list[int] | None = None,
+    rotation: int = 0,
+    audio_seconds: float = 0.0,
+    size: tuple[int, int] = (H, W),
+) -> Path:
     """H.264 MP4 via raw PyAV: ``n`` frames at 25 fps, or at ``times_ms`` (variable rate),
     optional display-matrix rotation and an AAC sine track."""
     h, w = size
@@ -139,8 +146,11 @@ def test_variable_frame_rate_keeps_timestamps(tmp_path: Path) -> None:
 
 def _first_audio_time(path: Path) -> float:
     with av.open(str(path)) as c:
-        return min(float(p.pts * p.time_base) for p in c.demux(c.streams.audio[0])
-                   if p.size and p.pts is not None)
+        return min(
+            float(p.pts * p.time_base)
+            for p in c.demux(c.streams.audio[0])
+            if p.size and p.pts is not None
+        )
 
 
 def test_audio_copied_into_mp4_and_reencoded_for_webm(tmp_path: Path, caplog) -> None:
@@ -162,12 +172,15 @@ def test_audio_copied_into_mp4_and_reencoded_for_webm(tmp_path: Path, caplog) ->
             end = max(float(p.pts * p.time_base) for p in packets)
             assert end == pytest.approx(1.0, abs=0.1)  # audio cut at the video's end
         # in sync: same start as the source (copy: exact; Opus adds a few ms of pre-skip)
-        assert _first_audio_time(dst) == pytest.approx(src_start, abs=1e-3 if fmt != "webm"
-                                                       else 0.03)
+        assert _first_audio_time(dst) == pytest.approx(
+            src_start, abs=1e-3 if fmt != "webm" else 0.03
+        )
         _, again = read_all(dst)
         assert len(again) == 25
-    with caplog.at_level(logging.INFO, logger="thingmask.video"), \
-            VideoWriter(tmp_path / "seq", W, H, 25, fmt="png", audio_source=src) as w:
+    with (
+        caplog.at_level(logging.INFO, logger="thingmask.video"),
+        VideoWriter(tmp_path / "seq", W, H, 25, fmt="png", audio_source=src) as w,
+    ):
         w.write(frames[0].image)
     assert "no audio" in caplog.text and w.audio.startswith("dropped")
 
@@ -194,7 +207,7 @@ def test_corrupt_frames_counted_and_threshold(tmp_path: Path) -> None:
     data = bytearray(write_video(tmp_path / "ok.mp4", frames, 25).read_bytes())
     rng = np.random.default_rng(0)
     start = len(data) // 3
-    data[start:start + len(data) // 4] = rng.integers(0, 255, len(data) // 4, np.uint8).tobytes()
+    data[start : start + len(data) // 4] = rng.integers(0, 255, len(data) // 4, np.uint8).tobytes()
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(bytes(data))
     with open_video(bad, max_bad_frames=1.0) as r:
@@ -202,8 +215,10 @@ def test_corrupt_frames_counted_and_threshold(tmp_path: Path) -> None:
     assert r.bad_frames > 0  # skipped and counted, the rest decoded
     assert len(got) + r.bad_frames + r.missing_frames == 40
     assert len(got) >= 20
-    with pytest.raises(VideoError, match=r"bad\.mp4.*max_bad_frames"), \
-            open_video(bad, max_bad_frames=0.0) as r2:
+    with (
+        pytest.raises(VideoError, match=r"bad\.mp4.*max_bad_frames"),
+        open_video(bad, max_bad_frames=0.0) as r2,
+    ):
         list(r2.frames())
 
 
@@ -218,22 +233,26 @@ def _audio_only(path: Path) -> None:
     with av.open(str(path), "w") as c:
         a = c.add_stream("aac", rate=44100)
         a.layout = "mono"
-        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                       layout="mono")
+        f = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
         f.sample_rate, f.pts = 44100, 0
         c.mux(a.encode(f))
         c.mux(a.encode(None))
 
 
-@pytest.mark.parametrize("name, make, message", [
-    ("missing.mp4", None, "not found"),
-    ("empty.mp4", lambda p: p.write_bytes(b""), "empty"),
-    ("notes.mp4", lambda p: p.write_text("not a video at all"), "not a readable video"),
-    ("zero.mp4", _zero_frame, "no video stream"),
-    ("zero.mkv", _zero_frame, "(not a readable video|no video frame)"),
-    ("sound.m4a", _audio_only, "no video stream"),
-    ("folder", lambda p: p.mkdir(), "folder"),
-])
+@pytest.mark.parametrize(
+    "name, make, message",
+    [
+        ("missing.mp4", None, "not found"),
+        ("empty.mp4", lambda p: p.write_bytes(b""), "empty"),
+        ("notes.mp4", lambda p: p.write_text("not a video at all"), "not a readable video"),
+        ("zero.mp4", _zero_frame, "no video stream"),
+        ("zero.mkv", _zero_frame, "(not a readable video|no video frame)"),
+        ("sound.m4a", _audio_only, "no video stream"),
+        ("folder", lambda p: p.mkdir(), "folder"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(tmp_path: Path, name: str, make, message: str) -> None:
     path = tmp_path / name
     if make is not None:
@@ -259,8 +278,9 @@ def _decode_alpha(path: Path, fmt: str) -> list[np.ndarray]:
         return [f.to_ndarray(format="bgra") for f in frames]
 
 
-@pytest.mark.parametrize("fmt, size", [("webm", (48, 64)), ("webm", (47, 63)), ("mov", (47, 63)),
-                                       ("png", (47, 63))])
+@pytest.mark.parametrize(
+    "fmt, size", [("webm", (48, 64)), ("webm", (47, 63)), ("mov", (47, 63)), ("png", (47, 63))]
+)
 def test_alpha_survives_encoding(tmp_path: Path, fmt: str, size: tuple[int, int]) -> None:
     h, w = size
     alpha = np.zeros((h, w), np.uint8)
@@ -289,16 +309,21 @@ def test_alpha_survives_encoding(tmp_path: Path, fmt: str, size: tuple[int, int]
 
 
 # -- writer errors and crash safety --------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, image, error", [
-    ({"fmt": "mp4", "alpha": True}, None, "cannot store transparency"),
-    ({"fmt": "avi"}, None, "video_format"),
-    ({}, np.zeros((H + 2, W, 3), np.uint8), "differs"),
-    ({}, np.zeros((H, W, 4), np.uint8), "without alpha"),
-    ({}, np.zeros((H, W, 3), np.float32), "uint8"),
-])
+@pytest.mark.parametrize(
+    "kwargs, image, error",
+    [
+        ({"fmt": "mp4", "alpha": True}, None, "cannot store transparency"),
+        ({"fmt": "avi"}, None, "video_format"),
+        ({}, np.zeros((H + 2, W, 3), np.uint8), "differs"),
+        ({}, np.zeros((H, W, 4), np.uint8), "without alpha"),
+        ({}, np.zeros((H, W, 3), np.float32), "uint8"),
+    ],
+)
 def test_writer_rejects_bad_input(tmp_path: Path, kwargs, image, error: str) -> None:
-    with pytest.raises(ValueError, match=error), \
-            VideoWriter(tmp_path / "x.mp4", W, H, 25, **kwargs) as w:
+    with (
+        pytest.raises(ValueError, match=error),
+        VideoWriter(tmp_path / "x.mp4", W, H, 25, **kwargs) as w,
+    ):
         w.write(image)
     assert not (tmp_path / "x.mp4").exists()
     assert not partial_path(tmp_path / "x.mp4").exists()

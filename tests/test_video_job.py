@@ -60,8 +60,10 @@ class ColourPredictor:
     def __call__(self, image_bgr: np.ndarray) -> Detections:
         self.calls += 1
         b, g, r = (image_bgr[..., k].astype(int) for k in range(3))
-        found = [("cat", (r > 150) & (g < 100) & (b < 100)),
-                 ("dog", (b > 150) & (r < 100) & (g < 100))]
+        found = [
+            ("cat", (r > 150) & (g < 100) & (b < 100)),
+            ("dog", (b > 150) & (r < 100) & (g < 100)),
+        ]
         found = [(name, m) for name, m in found if m.sum() > 4]
         if not found:
             return Detections.empty(*image_bgr.shape[:2])
@@ -69,8 +71,12 @@ class ColourPredictor:
         for _, m in found:
             ys, xs = np.nonzero(m)
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        return Detections(masks=np.stack([m for _, m in found]), boxes=boxes,
-                          class_names=[n for n, _ in found], scores=[0.9] * len(found))
+        return Detections(
+            masks=np.stack([m for _, m in found]),
+            boxes=boxes,
+            class_names=[n for n, _ in found],
+            scores=[0.9] * len(found),
+        )
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
@@ -84,9 +90,14 @@ def cfg(**kw) -> Config:
 def test_process_video_cuts_out_the_display_things(tmp_path: Path) -> None:
     src = make_input(tmp_path / "walk.mp4")
     seen = []
-    result = process_video(src, tmp_path / "out" / "walk_cutout.mp4", ColourPredictor(),
-                           cfg(canvas="white"), on_frame=lambda i, f, d: seen.append(
-                               (i, f.shape, list(d.class_names))), progress=False)
+    result = process_video(
+        src,
+        tmp_path / "out" / "walk_cutout.mp4",
+        ColourPredictor(),
+        cfg(canvas="white"),
+        on_frame=lambda i, f, d: seen.append((i, f.shape, list(d.class_names))),
+        progress=False,
+    )
     assert result.status == "done" and result.frames_written == 12 and result.instances == 12
     assert seen == [(i, (H, W, 3), ["cat"]) for i in range(12)]  # dogs filtered out
     out = Path(result.output)
@@ -151,8 +162,9 @@ def test_killed_run_leaves_playable_partial_then_resumes(tmp_path: Path) -> None
     dst = tmp_path / "long_cutout.mp4"
     env = {**os.environ, "PYTHONPATH": str(Path(thingmask.__file__).parents[1])}
     script = KILL_SCRIPT.format(test_dir=str(Path(__file__).parent), src=str(src), dst=str(dst))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "stalled"
         proc.send_signal(signal.SIGKILL)
@@ -173,9 +185,13 @@ def test_killed_run_leaves_playable_partial_then_resumes(tmp_path: Path) -> None
 
 def test_transparent_png_job(tmp_path: Path) -> None:
     src = make_input(tmp_path / "walk.mp4", n=4)
-    result = process_video(src, tmp_path / "walk_png", ColourPredictor(),
-                           cfg(canvas="transparent", video_format="png", export_csv=False),
-                           progress=False)
+    result = process_video(
+        src,
+        tmp_path / "walk_png",
+        ColourPredictor(),
+        cfg(canvas="transparent", video_format="png", export_csv=False),
+        progress=False,
+    )
     pngs = sorted(Path(result.output).glob("frame_*.png"))
     assert len(pngs) == 4 and "csv" not in result.outputs
     rgba = cv2.imread(str(pngs[2]), cv2.IMREAD_UNCHANGED)
@@ -185,12 +201,18 @@ def test_transparent_png_job(tmp_path: Path) -> None:
 
 def test_all_exports_and_clips(tmp_path: Path) -> None:
     src = make_input(tmp_path / "walk.mp4", n=8)
-    config = cfg(display_things=["cat", "dog"], export_rle=True, export_mask_video=True,
-                 per_instance_clips=True)
+    config = cfg(
+        display_things=["cat", "dog"],
+        export_rle=True,
+        export_mask_video=True,
+        per_instance_clips=True,
+    )
     result = process_video(src, tmp_path / "w.mp4", ColourPredictor(), config, progress=False)
     assert result.tracks == 2
     assert sorted(Path(p).name for p in result.outputs["clips"]) == [
-        "w_track001_cat.mp4", "w_track002_dog.mp4"]
+        "w_track001_cat.mp4",
+        "w_track002_dog.mp4",
+    ]
     assert len(Path(result.outputs["rle"]).read_text().splitlines()) == 8
     rows = read_csv(result.outputs["csv"])
     assert {(r["class"], r["track_id"]) for r in rows} == {("cat", "1"), ("dog", "2")}
@@ -198,10 +220,13 @@ def test_all_exports_and_clips(tmp_path: Path) -> None:
         assert len(list(r.frames())) == 8
 
 
-@pytest.mark.parametrize("config, dst, error", [
-    (cfg(display_things=["zebra"]), "x.mp4", ConfigError),
-    (cfg(video_format="webm"), "x.mp4", ValueError),
-])
+@pytest.mark.parametrize(
+    "config, dst, error",
+    [
+        (cfg(display_things=["zebra"]), "x.mp4", ConfigError),
+        (cfg(video_format="webm"), "x.mp4", ValueError),
+    ],
+)
 def test_bad_job_settings(tmp_path: Path, config, dst, error) -> None:
     src = make_input(tmp_path / "walk.mp4", n=2)
     with pytest.raises(error):
@@ -216,14 +241,18 @@ def test_process_many_continues_after_a_bad_file(tmp_path: Path) -> None:
     (folder / "notes.txt").write_text("ignored")
     results = process_many(folder, tmp_path / "out", ColourPredictor(), cfg(), progress=False)
     assert [(Path(r.source).name, r.status) for r in results] == [
-        ("a.mp4", "done"), ("b.mp4", "failed"), ("c.mp4", "done")]
+        ("a.mp4", "done"),
+        ("b.mp4", "failed"),
+        ("c.mp4", "done"),
+    ]
     assert "b.mp4" in results[1].error
     assert (tmp_path / "out" / "a_cutout.mp4").is_file()
     assert (tmp_path / "out" / "c_cutout.mp4").is_file()
     summary = read_csv(tmp_path / "out" / "summary.csv")
     assert [r["status"] for r in summary] == ["done", "failed", "done"]
-    again = process_many(str(folder / "*.mp4"), tmp_path / "out", ColourPredictor(), cfg(),
-                         progress=False)
+    again = process_many(
+        str(folder / "*.mp4"), tmp_path / "out", ColourPredictor(), cfg(), progress=False
+    )
     assert [r.status for r in again] == ["skipped", "failed", "skipped"]
 
 
@@ -250,8 +279,9 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_cli_without_a_trained_model_says_train_first(tmp_path: Path, caplog) -> None:
     src = make_input(tmp_path / "walk.mp4", n=2)
-    args = parse(str(src), "--output", str(tmp_path / "o.mp4"),
-                 f"output_dir={tmp_path / 'outputs'}")
+    args = parse(
+        str(src), "--output", str(tmp_path / "o.mp4"), f"output_dir={tmp_path / 'outputs'}"
+    )
     with caplog.at_level(logging.ERROR):
         assert run_cli(args) == 2
     assert "thingmask train" in caplog.text
@@ -276,8 +306,15 @@ def test_cli_runs_with_newest_run(tmp_path: Path, monkeypatch) -> None:
     import thingmask.engines
 
     monkeypatch.setattr(thingmask.engines, "get_engine", lambda name: FakeEngine)
-    args = parse(str(src), "--canvas", "grey", "--track", "--no-csv",
-                 f"output_dir={runs}", "display_things=[cat]")
+    args = parse(
+        str(src),
+        "--canvas",
+        "grey",
+        "--track",
+        "--no-csv",
+        f"output_dir={runs}",
+        "display_things=[cat]",
+    )
     assert run_cli(args) == 0
     assert loaded == [("grey", runs / "demo-new")]
     out = runs / "demo-new" / "walk_cutout.mp4"
@@ -285,6 +322,18 @@ def test_cli_runs_with_newest_run(tmp_path: Path, monkeypatch) -> None:
     assert out.is_file() and meta["job"]["settings"]["tracking"] is True
     assert not (runs / "demo-new" / "walk_cutout.csv").exists()
     single = tmp_path / "single.webm"
-    assert run_cli(parse(str(src), "-o", str(single), "--format", "webm",
-                         f"output_dir={runs}", "display_things=[cat]")) == 0
+    assert (
+        run_cli(
+            parse(
+                str(src),
+                "-o",
+                str(single),
+                "--format",
+                "webm",
+                f"output_dir={runs}",
+                "display_things=[cat]",
+            )
+        )
+        == 0
+    )
     assert single.is_file()

@@ -55,8 +55,9 @@ def parse_augmentations(items: Iterable[Any]) -> list[AugSpec]:
 
     specs = []
     if isinstance(items, (str, Mapping)):
-        raise ConfigError(f"augmentations: expected a list, got {items!r}; e.g. "
-                          '["flip_horizontal", "brightness"]')
+        raise ConfigError(
+            f'augmentations: expected a list, got {items!r}; e.g. ["flip_horizontal", "brightness"]'
+        )
     for item in items:
         if isinstance(item, str):
             name, given = item, {}
@@ -69,13 +70,16 @@ def parse_augmentations(items: Iterable[Any]) -> list[AugSpec]:
         defaults = AUGMENTATIONS[name][0]
         bad = sorted(set(given) - set(defaults))
         if bad:
-            raise ConfigError(f"augmentations: {name} has no parameter(s) {bad}; "
-                              f"its parameters are {sorted(defaults)}")
+            raise ConfigError(
+                f"augmentations: {name} has no parameter(s) {bad}; "
+                f"its parameters are {sorted(defaults)}"
+            )
         params = {**defaults, **given}
         for key, value in params.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"augmentations: {name}.{key} = {value!r}; "
-                                  "expected a number >= 0")
+                raise ConfigError(
+                    f"augmentations: {name}.{key} = {value!r}; expected a number >= 0"
+                )
         if name.startswith("flip") and params["prob"] > 1:
             raise ConfigError(f"augmentations: {name}.prob = {params['prob']}; expected 0..1")
         if "min" in params and params["min"] > params["max"]:
@@ -91,8 +95,9 @@ def _rotate(image: np.ndarray, masks: np.ndarray, degrees: float) -> tuple[np.nd
 
     h, w = image.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), degrees, 1.0)
-    image = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REFLECT_101)
+    image = cv2.warpAffine(
+        image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+    )
     if len(masks):
         stack = np.ascontiguousarray(masks.transpose(1, 2, 0).astype(np.uint8))
         out = cv2.warpAffine(stack, m, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
@@ -100,8 +105,9 @@ def _rotate(image: np.ndarray, masks: np.ndarray, degrees: float) -> tuple[np.nd
     return image, masks
 
 
-def apply_numpy(specs: Iterable[AugSpec], image: np.ndarray, masks: np.ndarray,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def apply_numpy(
+    specs: Iterable[AugSpec], image: np.ndarray, masks: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Apply ``specs`` in order to one image and its instance masks, geometrically in step.
 
     Args:
@@ -128,14 +134,17 @@ def apply_numpy(specs: Iterable[AugSpec], image: np.ndarray, masks: np.ndarray,
             grey = img.mean(axis=2, keepdims=True)
             img = (img - grey) * rng.uniform(p["min"], p["max"]) + grey
         elif spec.name == "rotation" and p["angle"] > 0:
-            rotated, m = _rotate(np.clip(img, 0, 255).astype(np.uint8),
-                                 np.ascontiguousarray(m), rng.uniform(-p["angle"], p["angle"]))
+            rotated, m = _rotate(
+                np.clip(img, 0, 255).astype(np.uint8),
+                np.ascontiguousarray(m),
+                rng.uniform(-p["angle"], p["angle"]),
+            )
             img = rotated.astype(np.float32)
         elif spec.name == "crop" and p["fraction"] < 1:
             h, w = img.shape[:2]
             ch, cw = max(1, int(h * p["fraction"])), max(1, int(w * p["fraction"]))
             y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-            img, m = img[y0:y0 + ch, x0:x0 + cw], m[:, y0:y0 + ch, x0:x0 + cw]
+            img, m = img[y0 : y0 + ch, x0 : x0 + cw], m[:, y0 : y0 + ch, x0 : x0 + cw]
     out = np.clip(img, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(out), np.ascontiguousarray(m)
 

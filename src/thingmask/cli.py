@@ -33,12 +33,18 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _add_common(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
-    parser.add_argument("--config", default=None, help="settings YAML (default: built-in "
-                        "defaults); e.g. configs/demo.yaml")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="settings YAML (default: built-in defaults); e.g. configs/demo.yaml",
+    )
     if overrides:
-        parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                            help="override settings, e.g. iterations=100 "
-                                 "display_things='[cat, bird]'")
+        parser.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="KEY=VALUE",
+            help="override settings, e.g. iterations=100 display_things='[cat, bird]'",
+        )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -63,8 +69,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     ap = pipeline.evaluate(config, dataset, run_dir)
     predictor = pipeline.load_predictor(config, run_dir)
     grid = pipeline.predict_images(config, dataset, predictor, run_dir)
-    print(pipeline.summary(run_dir, started, train_iterations=metrics.get("iterations"),
-                           mask_AP=ap.get("segm", {}).get("AP"), predictions=str(grid)))
+    print(
+        pipeline.summary(
+            run_dir,
+            started,
+            train_iterations=metrics.get("iterations"),
+            mask_AP=ap.get("segm", {}).get("AP"),
+            predictions=str(grid),
+        )
+    )
     return 0
 
 
@@ -88,8 +101,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         read_model_meta(run_dir)  # fail before touching the dataset when there is no model
     # An existing dataset is evaluated as it is (never regenerated under the model's feet).
-    dataset = pipeline.prepare_data(config.replace(generate_synthetic=False)
-                                    if Path(config.dataset_dir).is_dir() else config)
+    dataset = pipeline.prepare_data(
+        config.replace(generate_synthetic=False) if Path(config.dataset_dir).is_dir() else config
+    )
     print(json.dumps(pipeline.evaluate(config, dataset, run_dir), indent=2))
     return 0
 
@@ -111,8 +125,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if bgr is None:
             raise FileNotFoundError(f"{name}: not a readable image (png/jpg/...)")
         dets = keep(predictor(bgr), config.display_things)
-        rgb = draw_instances(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dets.masks, dets.class_names,
-                             class_names=predictor.class_names, scores=dets.scores)
+        rgb = draw_instances(
+            cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+            dets.masks,
+            dets.class_names,
+            class_names=predictor.class_names,
+            scores=dets.scores,
+        )
         dst = out_dir / f"{Path(name).stem}_pred.png"
         with atomic_path(dst) as tmp:
             cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -129,21 +148,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = _config(args)  # validated here: unknown keys in the YAML fail before any work
     notebook = Path(args.notebook)
     if not notebook.is_file():
-        raise FileNotFoundError(f"notebook {notebook} not found; run from the repository root "
-                                "or pass --notebook PATH")
+        raise FileNotFoundError(
+            f"notebook {notebook} not found; run from the repository root or pass --notebook PATH"
+        )
     run_dir = config.new_run_dir()
     params = {**config.to_dict(), "run_dir": str(run_dir)}
     partial = run_dir / ".notebook.part.ipynb"
     print(f"running {notebook} headless; run folder {run_dir}", flush=True)
     try:
-        pm.execute_notebook(str(notebook), str(partial), parameters=params,
-                            cwd=str(Path.cwd()), log_output=args.verbose,
-                            progress_bar=not args.verbose, kernel_name=args.kernel)
+        pm.execute_notebook(
+            str(notebook),
+            str(partial),
+            parameters=params,
+            cwd=str(Path.cwd()),
+            log_output=args.verbose,
+            progress_bar=not args.verbose,
+            kernel_name=args.kernel,
+        )
     except pm.PapermillExecutionError as exc:
         failed = run_dir / "notebook.failed.ipynb"
         os.replace(partial, failed)
-        raise RuntimeError(f"notebook cell {exc.exec_count} failed: {exc.ename}: {exc.evalue} "
-                           f"(executed notebook kept at {failed})") from None
+        raise RuntimeError(
+            f"notebook cell {exc.exec_count} failed: {exc.ename}: {exc.evalue} "
+            f"(executed notebook kept at {failed})"
+        ) from None
     os.replace(partial, run_dir / "notebook.ipynb")
     summary = run_dir / "summary.json"
     if summary.is_file():
@@ -188,8 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="folder for the drawn images")
     p.add_argument("--run", default="", help="run folder (default: newest under output_dir)")
     _add_common(p, overrides=False)
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="override a setting (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting (repeatable)",
+    )
     p.set_defaults(func=cmd_predict)
 
     for name, module, help_text in (
@@ -218,8 +252,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("thingmask: interrupted", file=sys.stderr)
         return 130
-    except (ConfigError, ValueError, TypeError, FileNotFoundError, ImportError,
-            RuntimeError, OSError) as exc:
+    except (
+        ConfigError,
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        ImportError,
+        RuntimeError,
+        OSError,
+    ) as exc:
         if getattr(args, "debug", False):
             raise
         print(f"thingmask {args.command}: error: {exc}", file=sys.stderr)

@@ -75,8 +75,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MOUNT = Path("/content/drive")
 FAQ_URL = "https://research.google.com/colaboratory/faq.html#drive-timeout"
-GPU_HINT = ("To use a free GPU: Runtime → Change runtime type → T4 GPU → Save, then "
-            "Runtime → Run all (the runtime restarts; files in /content are lost).")
+GPU_HINT = (
+    "To use a free GPU: Runtime → Change runtime type → T4 GPU → Save, then "
+    "Runtime → Run all (the runtime restarts; files in /content are lost)."
+)
 DELETE_HINT = "Runtime → Disconnect and delete runtime"
 
 # Indirections the tests patch: no real waiting.
@@ -123,43 +125,64 @@ def environment(requested: str = "auto") -> Env:
         device = requested
     else:
         device = "cuda" if gpu else "mps" if mps else "cpu"
-    return Env(in_colab(), gpu, gpu_name, device, platform.python_version(),
-               torch.__version__, torch.version.cuda, mps)
+    return Env(
+        in_colab(),
+        gpu,
+        gpu_name,
+        device,
+        platform.python_version(),
+        torch.__version__,
+        torch.version.cuda,
+        mps,
+    )
 
 
 def describe_environment(config: Config | None = None, env: Env | None = None) -> str:
     """A few lines for the notebook's first cells: where we run, GPU or not, what to change."""
     env = env or environment(config.device if config else "auto")
-    lines = [f"Python {env.python} · torch {env.torch or 'not installed'}"
-             + (f" (CUDA {env.cuda})" if env.cuda else "")]
+    lines = [
+        f"Python {env.python} · torch {env.torch or 'not installed'}"
+        + (f" (CUDA {env.cuda})" if env.cuda else "")
+    ]
     if env.in_colab:
         lines.append("Running in Google Colab.")
     else:
-        lines.append("Running outside Colab (local / CI): Drive mount and runtime release are "
-                     "skipped; everything else runs the same.")
+        lines.append(
+            "Running outside Colab (local / CI): Drive mount and runtime release are "
+            "skipped; everything else runs the same."
+        )
     if env.gpu:
         lines.append(f"GPU: {env.gpu_name} → device '{env.device}'.")
     else:
-        lines.append(f"No CUDA GPU → device '{env.device}' (training is slower; the tiny demo "
-                     "settings still finish in minutes).")
+        lines.append(
+            f"No CUDA GPU → device '{env.device}' (training is slower; the tiny demo "
+            "settings still finish in minutes)."
+        )
         if env.in_colab:
             lines.append(GPU_HINT)
     if config is not None:
         if config.device not in ("auto", env.device):
-            lines.append(f"device={config.device!r} is not available here; using "
-                         f"'{env.device}'. Set device = \"auto\" to silence this.")
+            lines.append(
+                f"device={config.device!r} is not available here; using "
+                f"'{env.device}'. Set device = \"auto\" to silence this."
+            )
         if config.engine == "detectron2" and not env.gpu:
-            lines.append("engine='detectron2' without a GPU is very slow; "
-                         + (GPU_HINT if env.in_colab else "use engine='torchvision' on CPU."))
+            lines.append(
+                "engine='detectron2' without a GPU is very slow; "
+                + (GPU_HINT if env.in_colab else "use engine='torchvision' on CPU.")
+            )
         if env.in_colab and config.terminate_runtime and not config.save_to_drive:
-            lines.append("terminate_runtime=True but save_to_drive=False: the runtime will be "
-                         "kept, since releasing it would delete the only copy of the results.")
+            lines.append(
+                "terminate_runtime=True but save_to_drive=False: the runtime will be "
+                "kept, since releasing it would delete the only copy of the results."
+            )
     return "\n".join(lines)
 
 
 # --- Drive -----------------------------------------------------------------------------------
-def mount_drive(mount_point: str | Path = DEFAULT_MOUNT, timeout: float = 120.0,
-                force_remount: bool = False) -> Path | None:
+def mount_drive(
+    mount_point: str | Path = DEFAULT_MOUNT, timeout: float = 120.0, force_remount: bool = False
+) -> Path | None:
     """Mount Google Drive at ``mount_point`` (Colab asks for permission the first time).
 
     Returns the mount point, or ``None`` outside Colab. Raises :class:`DriveError` with the
@@ -172,16 +195,18 @@ def mount_drive(mount_point: str | Path = DEFAULT_MOUNT, timeout: float = 120.0,
 
     mount_point = Path(mount_point)
     try:
-        gdrive.mount(str(mount_point), force_remount=force_remount,
-                     timeout_ms=int(timeout * 1000))
+        gdrive.mount(str(mount_point), force_remount=force_remount, timeout_ms=int(timeout * 1000))
     except Exception as exc:
         raise DriveError(
             f"Drive mount failed: {exc} — see {FAQ_URL} ; try "
             "google.colab.drive.flush_and_unmount() and re-run, or reduce the number of files "
-            "in the Drive root (My Drive)") from exc
+            "in the Drive root (My Drive)"
+        ) from exc
     if not (mount_point / "MyDrive").is_dir():
-        raise DriveError(f"Drive mounted at {mount_point} but {mount_point / 'MyDrive'} is "
-                         f"missing — see {FAQ_URL} ; re-run with force_remount=True")
+        raise DriveError(
+            f"Drive mounted at {mount_point} but {mount_point / 'MyDrive'} is "
+            f"missing — see {FAQ_URL} ; re-run with force_remount=True"
+        )
     return mount_point
 
 
@@ -192,9 +217,11 @@ def drive_dir(config: Config, mount_point: str | Path = DEFAULT_MOUNT) -> Path:
     """
     folder = Path(config.drive_folder)
     if ".." in folder.parts or not config.drive_folder.strip():
-        raise ConfigError(f"drive_folder: got {config.drive_folder!r}; expected a folder inside "
-                          "your Drive such as \"MyDrive/thingmask\" (no '..'). Fix drive_folder in "
-                          "the global-variables cell or the config YAML.")
+        raise ConfigError(
+            f"drive_folder: got {config.drive_folder!r}; expected a folder inside "
+            "your Drive such as \"MyDrive/thingmask\" (no '..'). Fix drive_folder in "
+            "the global-variables cell or the config YAML."
+        )
     if folder.is_absolute():
         return folder
     if folder.parts[0] == "My Drive":  # Colab mounts it without the space
@@ -218,8 +245,10 @@ def ensure_drive(config: Config, mount_point: str | Path = DEFAULT_MOUNT) -> Pat
     if Path(config.drive_folder).is_absolute():
         return drive_dir(config, mount_point)
     if mount_drive(mount_point) is None:
-        log.info("save_to_drive / drive_checkpoint_period ignored: not in Colab (set an "
-                 "absolute drive_folder to save to a local folder instead)")
+        log.info(
+            "save_to_drive / drive_checkpoint_period ignored: not in Colab (set an "
+            "absolute drive_folder to save to a local folder instead)"
+        )
         return None
     return drive_dir(config, mount_point)
 
@@ -264,8 +293,9 @@ class RunLog:
             self.record_failure(f"{name}: {exc}")
             raise
 
-    def summary(self, run_dir: str | Path | None = None,
-                metrics: dict[str, Any] | None = None) -> str:
+    def summary(
+        self, run_dir: str | Path | None = None, metrics: dict[str, Any] | None = None
+    ) -> str:
         """Where things are, key figures, wall time, failures, and the runtime decision."""
         wall = time.time() - self.started
         lines = []
@@ -288,9 +318,14 @@ class RunLog:
 SESSION = RunLog()
 
 
-def save_run_to_drive(config: Config, run_dir: str | Path, *, run_log: RunLog | None = None,
-                      mount_point: str | Path = DEFAULT_MOUNT, **save_kwargs: Any
-                      ) -> SaveResult | None:
+def save_run_to_drive(
+    config: Config,
+    run_dir: str | Path,
+    *,
+    run_log: RunLog | None = None,
+    mount_point: str | Path = DEFAULT_MOUNT,
+    **save_kwargs: Any,
+) -> SaveResult | None:
     """Section 8: the verified, timestamped save of ``run_dir`` to Drive, or ``None`` (skipped:
     ``save_to_drive=False`` or not in Colab). A failure is recorded, then raised."""
     run_log = run_log or SESSION
@@ -306,8 +341,13 @@ def save_run_to_drive(config: Config, run_dir: str | Path, *, run_log: RunLog | 
     return result
 
 
-def training_hooks(config: Config, run_dir: str | Path, *, run_log: RunLog | None = None,
-                   mount_point: str | Path = DEFAULT_MOUNT) -> tuple[list[TrainHook], Path | None]:
+def training_hooks(
+    config: Config,
+    run_dir: str | Path,
+    *,
+    run_log: RunLog | None = None,
+    mount_point: str | Path = DEFAULT_MOUNT,
+) -> tuple[list[TrainHook], Path | None]:
     """Section 4: ``(hooks, resume_from)`` for ``pipeline.train``.
 
     ``hooks`` holds a :class:`~thingmask.drive.DriveCheckpointHook` when
@@ -323,8 +363,9 @@ def training_hooks(config: Config, run_dir: str | Path, *, run_log: RunLog | Non
     if config.resume:
         local = find_resume_checkpoint(config.output_dir, config.run_name)
         remote = find_resume_checkpoint(root, config.run_name) if root is not None else None
-        if remote is not None and (local is None
-                                   or checkpoint_iteration(remote) > checkpoint_iteration(local)):
+        if remote is not None and (
+            local is None or checkpoint_iteration(remote) > checkpoint_iteration(local)
+        ):
             with run_log.step("fetch checkpoint from Drive"):
                 resume_from = fetch_checkpoint(remote, run_dir / "checkpoints")
         else:
@@ -334,9 +375,15 @@ def training_hooks(config: Config, run_dir: str | Path, *, run_log: RunLog | Non
     hooks: list[TrainHook] = []
     if root is not None and config.drive_checkpoint_period > 0:
         start = checkpoint_iteration(resume_from) if resume_from is not None else 0
-        hooks.append(DriveCheckpointHook(root, run_dir, config.drive_checkpoint_period,
-                                         start_iteration=max(start, 0),
-                                         on_failure=run_log.record_failure))
+        hooks.append(
+            DriveCheckpointHook(
+                root,
+                run_dir,
+                config.drive_checkpoint_period,
+                start_iteration=max(start, 0),
+                on_failure=run_log.record_failure,
+            )
+        )
     return hooks, resume_from
 
 
@@ -382,8 +429,11 @@ def download(path: str | Path) -> Download | None:
     if not path.is_file():
         raise FileNotFoundError(f"download: {path} does not exist")
     if not in_colab():
-        log.info("not in Colab: browser download of %s skipped (the file is at %s)", path.name,
-                 path.resolve())
+        log.info(
+            "not in Colab: browser download of %s skipped (the file is at %s)",
+            path.name,
+            path.resolve(),
+        )
         return None
     from google.colab import files
 
@@ -393,8 +443,11 @@ def download(path: str | Path) -> Download | None:
     new = tuple(sorted(after - before)) if before is not None and after is not None else ()
     record = Download(path, path.stat().st_size, time.monotonic(), new)
     _DOWNLOADS.append(record)
-    log.info("browser download of %s started (%.1f MB); it transfers while no cell runs",
-             path.name, record.size / 1e6)
+    log.info(
+        "browser download of %s started (%.1f MB); it transfers while no cell runs",
+        path.name,
+        record.size / 1e6,
+    )
     return record
 
 
@@ -436,24 +489,35 @@ def _release_now() -> str:
     return "Runtime released."
 
 
-def _release_after_downloads(pending: Callable[[], Sequence[Download]], grace_s: float,
-                             max_wait_s: float, poll_s: float) -> str:
+def _release_after_downloads(
+    pending: Callable[[], Sequence[Download]], grace_s: float, max_wait_s: float, poll_s: float
+) -> str:
     _RELEASE["waited"] = 0.0
     while still := list(pending()):
         if _RELEASE["waited"] >= max_wait_s:
-            return _left_up(f"browser download(s) {[d.path.name for d in still]} still running "
-                            f"after {max_wait_s / 60:.0f} min; delete the runtime by hand when "
-                            f"they finish: {DELETE_HINT}")
+            return _left_up(
+                f"browser download(s) {[d.path.name for d in still]} still running "
+                f"after {max_wait_s / 60:.0f} min; delete the runtime by hand when "
+                f"they finish: {DELETE_HINT}"
+            )
         _sleep(poll_s)
         _RELEASE["waited"] += poll_s
     _sleep(grace_s)  # the browser still assembles and saves the file after the last byte
     return _release_now()
 
 
-def finish_run(config: Config, saves: Iterable[SaveResult | None], failures: Sequence[str], *,
-               downloads_in_flight: Callable[[], Sequence[Download]] = pending_downloads,
-               grace_s: float = 15.0, max_wait_s: float = 1800.0, poll_s: float = 2.0,
-               background: bool = True, reverify: bool = True) -> str:
+def finish_run(
+    config: Config,
+    saves: Iterable[SaveResult | None],
+    failures: Sequence[str],
+    *,
+    downloads_in_flight: Callable[[], Sequence[Download]] = pending_downloads,
+    grace_s: float = 15.0,
+    max_wait_s: float = 1800.0,
+    poll_s: float = 2.0,
+    background: bool = True,
+    reverify: bool = True,
+) -> str:
     """The last cell: release the Colab runtime if, and only if, that loses nothing.
 
     Releases (``google.colab.runtime.unassign()``) only when ``config.terminate_runtime`` is set,
@@ -464,8 +528,10 @@ def finish_run(config: Config, saves: Iterable[SaveResult | None], failures: Seq
     cell has returned; ``grace_s`` follows the last download. Returns what was done and why.
     """
     if not config.terminate_runtime:
-        return _left_up("terminate_runtime is False (set it to True in section 1 to release the "
-                        "runtime after a verified save)")
+        return _left_up(
+            "terminate_runtime is False (set it to True in section 1 to release the "
+            "runtime after a verified save)"
+        )
     if not in_colab():
         return _left_up("not running in Colab, so there is no runtime to release")
     reasons = []
@@ -473,36 +539,52 @@ def finish_run(config: Config, saves: Iterable[SaveResult | None], failures: Seq
         reasons.append(f"{len(failures)} failure(s) recorded: " + "; ".join(failures))
     done = [s for s in saves if s is not None]
     if not done:
-        reasons.append("nothing was saved to Drive, and releasing the runtime would delete the "
-                       "only copy of the results (set save_to_drive=True)")
+        reasons.append(
+            "nothing was saved to Drive, and releasing the runtime would delete the "
+            "only copy of the results (set save_to_drive=True)"
+        )
     for save in done:
-        problems = ([f"{save.destination} is not verified"] if not save.verified
-                    else verify_saved(save.destination) if reverify else [])
+        problems = (
+            [f"{save.destination} is not verified"]
+            if not save.verified
+            else verify_saved(save.destination)
+            if reverify
+            else []
+        )
         reasons += problems
     if reasons:
         return _left_up("; ".join(reasons))
     _RELEASE["waited"] = 0.0  # the kernel has been busy until now: nothing has transferred
     in_flight = bool(list(downloads_in_flight()))
     if in_flight and not background:
-        return _left_up("a browser download is in flight, and Colab transfers it only while no "
-                        "cell runs; run this cell again when it has finished, or delete the "
-                        f"runtime by hand: {DELETE_HINT}")
+        return _left_up(
+            "a browser download is in flight, and Colab transfers it only while no "
+            "cell runs; run this cell again when it has finished, or delete the "
+            f"runtime by hand: {DELETE_HINT}"
+        )
     try:
         flush_drive()
     except Exception as exc:
-        return _left_up(f"Drive flush failed ({exc}), so uploads may be incomplete — check the "
-                        f"folder in Drive and free space at {STORAGE_URL}")
+        return _left_up(
+            f"Drive flush failed ({exc}), so uploads may be incomplete — check the "
+            f"folder in Drive and free space at {STORAGE_URL}"
+        )
     if in_flight:
-        def release_later() -> None:
-            _RELEASE["outcome"] = _release_after_downloads(downloads_in_flight, grace_s,
-                                                           max_wait_s, poll_s)
 
-        thread = threading.Thread(target=release_later, name="thingmask-release-runtime",
-                                  daemon=True)
+        def release_later() -> None:
+            _RELEASE["outcome"] = _release_after_downloads(
+                downloads_in_flight, grace_s, max_wait_s, poll_s
+            )
+
+        thread = threading.Thread(
+            target=release_later, name="thingmask-release-runtime", daemon=True
+        )
         _RELEASE.update(thread=thread, outcome=None, waited=0.0)
         thread.start()
-        return (f"Runtime will be released once the browser download(s) finish (waiting up to "
-                f"{max_wait_s / 60:.0f} min, then {grace_s:.0f} s grace).")
+        return (
+            f"Runtime will be released once the browser download(s) finish (waiting up to "
+            f"{max_wait_s / 60:.0f} min, then {grace_s:.0f} s grace)."
+        )
     if _DOWNLOADS:
         _sleep(grace_s)  # finished downloads: let the browser write the last file
     return _release_now()
@@ -517,8 +599,9 @@ def wait_for_release(timeout: float | None = None) -> str | None:
     return _RELEASE["outcome"]
 
 
-def finish(config: Config, saved: SaveResult | None = None, *, run_log: RunLog | None = None,
-           **kwargs: Any) -> str:
+def finish(
+    config: Config, saved: SaveResult | None = None, *, run_log: RunLog | None = None, **kwargs: Any
+) -> str:
     """Section 9 (last cell): :func:`finish_run` with the session's saves and failures."""
     run_log = run_log or SESSION
     if saved is not None:

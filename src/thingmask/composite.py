@@ -58,20 +58,31 @@ class Canvas:
         if self.mode not in CANVAS_MODES:
             raise ValueError(f"canvas: got {self.mode!r}; expected one of {list(CANVAS_MODES)}")
         rgb = tuple(self.color_rgb)
-        if len(rgb) != 3 or not all(isinstance(c, (int, np.integer)) and 0 <= c <= 255
-                                    for c in rgb):
-            raise ValueError(f"canvas_color: got {self.color_rgb!r}; expected three integers "
-                             "0..255 (R, G, B), e.g. [0, 255, 0]")
+        if len(rgb) != 3 or not all(
+            isinstance(c, (int, np.integer)) and 0 <= c <= 255 for c in rgb
+        ):
+            raise ValueError(
+                f"canvas_color: got {self.color_rgb!r}; expected three integers "
+                "0..255 (R, G, B), e.g. [0, 255, 0]"
+            )
         object.__setattr__(self, "color_rgb", tuple(int(c) for c in rgb))
         if self.mode == "image":
             img = self.image
-            if img is None or np.asarray(img).ndim != 3 or np.asarray(img).shape[2] != 3 or \
-                    np.asarray(img).dtype != np.uint8:
-                raise ValueError("canvas='image' needs a (h, w, 3) uint8 BGR background picture; "
-                                 "set canvas_image to a .png/.jpg file")
+            if (
+                img is None
+                or np.asarray(img).ndim != 3
+                or np.asarray(img).shape[2] != 3
+                or np.asarray(img).dtype != np.uint8
+            ):
+                raise ValueError(
+                    "canvas='image' needs a (h, w, 3) uint8 BGR background picture; "
+                    "set canvas_image to a .png/.jpg file"
+                )
         if not 0 < self.blur_strength < 1:
-            raise ValueError(f"blur_strength: got {self.blur_strength!r}; expected a fraction "
-                             "between 0 and 1, e.g. 0.03")
+            raise ValueError(
+                f"blur_strength: got {self.blur_strength!r}; expected a fraction "
+                "between 0 and 1, e.g. 0.03"
+            )
 
     @property
     def has_alpha(self) -> bool:
@@ -123,12 +134,16 @@ def read_background(path: str | Path) -> np.ndarray:
     """Load ``canvas_image`` as ``(h, w, 3)`` uint8 BGR, with a clear error naming the file."""
     p = Path(path)
     if not str(path) or not p.is_file():
-        raise ValueError(f"canvas_image: {str(path)!r} is not an existing picture file. Set "
-                         "canvas_image to a .png/.jpg background, or choose another canvas.")
+        raise ValueError(
+            f"canvas_image: {str(path)!r} is not an existing picture file. Set "
+            "canvas_image to a .png/.jpg background, or choose another canvas."
+        )
     img = cv2.imread(str(p), cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError(f"canvas_image: {p} could not be read as a picture (expected .png, "
-                         ".jpg, .bmp, .tif). Convert it or choose another canvas.")
+        raise ValueError(
+            f"canvas_image: {p} could not be read as a picture (expected .png, "
+            ".jpg, .bmp, .tif). Convert it or choose another canvas."
+        )
     return img
 
 
@@ -158,8 +173,7 @@ def composite_mask(frame_bgr: np.ndarray, mask: np.ndarray, canvas: Canvas) -> n
     frame_bgr = _check_frame(frame_bgr)
     mask = np.asarray(mask)
     if mask.shape != frame_bgr.shape[:2]:
-        raise ValueError(f"mask shape {mask.shape} differs from the frame's "
-                         f"{frame_bgr.shape[:2]}")
+        raise ValueError(f"mask shape {mask.shape} differs from the frame's {frame_bgr.shape[:2]}")
     m = mask.view(np.uint8) if mask.dtype == bool else (mask != 0).view(np.uint8)
     m = np.ascontiguousarray(m)
     if canvas.has_alpha:
@@ -186,16 +200,19 @@ def get_masked_image(frame_bgr: np.ndarray, detections: Detections, canvas: Canv
     """
     frame_bgr = _check_frame(frame_bgr)
     if detections.image_size != frame_bgr.shape[:2]:
-        raise ValueError(f"detections are for a {detections.image_size} image but the frame is "
-                         f"{frame_bgr.shape[:2]} (H, W); run the predictor on this frame")
+        raise ValueError(
+            f"detections are for a {detections.image_size} image but the frame is "
+            f"{frame_bgr.shape[:2]} (H, W); run the predictor on this frame"
+        )
     return composite_mask(frame_bgr, union_mask_u8(detections), canvas)
 
 
 def _check_frame(frame: np.ndarray) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"expected a (H, W, 3) uint8 BGR frame, got shape {frame.shape} "
-                         f"dtype {frame.dtype}")
+        raise ValueError(
+            f"expected a (H, W, 3) uint8 BGR frame, got shape {frame.shape} dtype {frame.dtype}"
+        )
     return np.ascontiguousarray(frame)
 
 
@@ -209,8 +226,11 @@ def _strong_blur(frame_bgr: np.ndarray, strength: float) -> np.ndarray:
     small = frame_bgr
     steps = 0
     while steps < 3 and min(small.shape[:2]) >= 32:
-        small = cv2.resize(small, (max(1, small.shape[1] // 2), max(1, small.shape[0] // 2)),
-                           interpolation=cv2.INTER_LINEAR)
+        small = cv2.resize(
+            small,
+            (max(1, small.shape[1] // 2), max(1, small.shape[0] // 2)),
+            interpolation=cv2.INTER_LINEAR,
+        )
         steps += 1
     sigma = max(1.0, strength * min(h, w) / 2**steps)
     small = cv2.GaussianBlur(small, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)

@@ -115,8 +115,10 @@ class Config:
     def from_dict(cls, values: Mapping[str, Any], source: str = "settings") -> Config:
         """Build from a mapping; unknown keys are an error that suggests the closest valid key."""
         if not isinstance(values, Mapping):
-            raise ConfigError(f"{source}: expected a mapping of setting names to values, got "
-                              f"{type(values).__name__}")
+            raise ConfigError(
+                f"{source}: expected a mapping of setting names to values, got "
+                f"{type(values).__name__}"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = [k for k in values if k not in known]
         if unknown:
@@ -124,8 +126,10 @@ class Config:
             for key in unknown:
                 close = difflib.get_close_matches(str(key), sorted(known), n=1)
                 hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ConfigError(f"{source}: unknown setting(s) {', '.join(hints)}. "
-                              f"Valid settings: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"{source}: unknown setting(s) {', '.join(hints)}. "
+                f"Valid settings: {', '.join(sorted(known))}"
+            )
         return cls(**dict(values))
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,9 +154,11 @@ class Config:
         valid = list(class_names)
         bad = [t for t in self.display_things if t not in valid]
         if bad:
-            raise ConfigError(f"display_things: {bad} are not classes of the dataset/model. "
-                              f"Valid choices: {valid}. Fix display_things in the "
-                              "global-variables cell or the config YAML.")
+            raise ConfigError(
+                f"display_things: {bad} are not classes of the dataset/model. "
+                f"Valid choices: {valid}. Fix display_things in the "
+                "global-variables cell or the config YAML."
+            )
 
     def new_run_dir(self, now: _dt.datetime | None = None) -> Path:
         """``<output_dir>/<run_name>-<YYYYmmdd-HHMMSS>`` (created; never an existing folder)."""
@@ -174,13 +180,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_TYPE_NAMES = {str: "a text", int: "an integer", float: "a number", bool: "true or false",
-               list: "a list", dict: "a mapping"}
+_TYPE_NAMES = {
+    str: "a text",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a mapping",
+}
 
 
 def _fail(key: str, value: Any, expected: str) -> typing.NoReturn:
-    raise ConfigError(f"{key}: got {value!r}; expected {expected}. Fix '{key}' in the "
-                      "global-variables cell or the config YAML.")
+    raise ConfigError(
+        f"{key}: got {value!r}; expected {expected}. Fix '{key}' in the "
+        "global-variables cell or the config YAML."
+    )
 
 
 def _validate(cfg: Config) -> None:
@@ -214,9 +228,18 @@ def _validate(cfg: Config) -> None:
     choice("backbone", BACKBONES)
     choice("optimizer", ("sgd", "adamw"))
     choice("dataset_format", ("auto", "coco", "labelme", "via", "cvat", "roboflow", "yolo"))
-    for key in ("synthetic_train_images", "synthetic_val_images", "synthetic_image_size",
-                "synthetic_video_frames", "iterations", "batch_size", "image_size",
-                "max_image_size", "checkpoint_period", "learning_rate"):
+    for key in (
+        "synthetic_train_images",
+        "synthetic_val_images",
+        "synthetic_image_size",
+        "synthetic_video_frames",
+        "iterations",
+        "batch_size",
+        "image_size",
+        "max_image_size",
+        "checkpoint_period",
+        "learning_rate",
+    ):
         positive(key)
     for key in ("num_workers", "drive_checkpoint_period"):
         positive(key, allow_zero=True)
@@ -236,14 +259,18 @@ def _validate(cfg: Config) -> None:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in cfg.class_map.items()):
         _fail("class_map", cfg.class_map, 'a mapping of names to names, e.g. {"doggo": "dog"}')
     rgb = cfg.canvas_color
-    if len(rgb) != 3 or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255
-                                for c in rgb):
+    if len(rgb) != 3 or not all(
+        isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in rgb
+    ):
         _fail("canvas_color", rgb, "three integers 0..255 (R, G, B), e.g. [0, 255, 0]")
     if cfg.canvas == "image" and not cfg.canvas_image:
         _fail("canvas_image", cfg.canvas_image, 'a picture file when canvas="image"')
     if cfg.canvas == "transparent" and cfg.video_format == "mp4":
-        _fail("video_format", cfg.video_format,
-              'webm, mov or png with canvas="transparent" (H.264 MP4 has no alpha channel)')
+        _fail(
+            "video_format",
+            cfg.video_format,
+            'webm, mov or png with canvas="transparent" (H.264 MP4 has no alpha channel)',
+        )
     # Augmentation names are checked against the registry (imported lazily: no cycle).
     from thingmask.augment import parse_augmentations
 
@@ -264,8 +291,9 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
-                ) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
     """Load ``path`` (safe YAML) and apply ``overrides``. ``path=None`` means the defaults."""
     values: dict[str, Any] = {}
     source = "defaults"
@@ -273,8 +301,10 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         p = Path(path)
         source = str(p)
         if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist. Pass an existing YAML file, "
-                              "e.g. configs/demo.yaml")
+            raise ConfigError(
+                f"config file {p} does not exist. Pass an existing YAML file, "
+                "e.g. configs/demo.yaml"
+            )
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
@@ -282,8 +312,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of settings at the top level, got "
-                              f"{type(loaded).__name__}")
+            raise ConfigError(
+                f"{p}: expected a mapping of settings at the top level, got {type(loaded).__name__}"
+            )
         values.update(loaded)
     values.update(overrides or {})
     return Config.from_dict(values, source=source)

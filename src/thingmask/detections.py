@@ -37,17 +37,23 @@ class Detections:
         if masks.ndim != 3:
             raise ValueError(f"Detections.masks: expected shape (N, H, W), got {masks.shape}")
         if masks.dtype != bool:
-            raise TypeError(f"Detections.masks: expected dtype bool, got {masks.dtype}; "
-                            "threshold probabilities first (e.g. masks > 0.5)")
+            raise TypeError(
+                f"Detections.masks: expected dtype bool, got {masks.dtype}; "
+                "threshold probabilities first (e.g. masks > 0.5)"
+            )
         n = masks.shape[0]
-        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4) if n or np.size(
-            self.boxes) else np.zeros((0, 4), np.float32)
+        boxes = (
+            np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+            if n or np.size(self.boxes)
+            else np.zeros((0, 4), np.float32)
+        )
         names = np.asarray(self.class_names, dtype=object).reshape(-1)
         scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         for label, arr in (("boxes", boxes), ("class_names", names), ("scores", scores)):
             if arr.shape[0] != n:
-                raise ValueError(f"Detections.{label}: expected {n} rows (one per mask), "
-                                 f"got {arr.shape[0]}")
+                raise ValueError(
+                    f"Detections.{label}: expected {n} rows (one per mask), got {arr.shape[0]}"
+                )
         object.__setattr__(self, "masks", masks)
         object.__setattr__(self, "boxes", boxes)
         object.__setattr__(self, "class_names", names)
@@ -69,17 +75,24 @@ class Detections:
     @classmethod
     def empty(cls, height: int, width: int) -> Detections:
         """No instances in an ``height x width`` image."""
-        return cls(masks=np.zeros((0, height, width), bool), boxes=np.zeros((0, 4), np.float32),
-                   class_names=np.zeros((0,), object), scores=np.zeros((0,), np.float32))
+        return cls(
+            masks=np.zeros((0, height, width), bool),
+            boxes=np.zeros((0, 4), np.float32),
+            class_names=np.zeros((0,), object),
+            scores=np.zeros((0,), np.float32),
+        )
 
     def __getitem__(self, index: np.ndarray | slice | list[int]) -> Detections:
         """Select instances by boolean mask, index array or slice; returns a new object."""
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
         return Detections(
-            masks=self.masks[index], boxes=self.boxes[index],
-            class_names=self.class_names[index], scores=self.scores[index],
-            track_ids=None if self.track_ids is None else self.track_ids[index])
+            masks=self.masks[index],
+            boxes=self.boxes[index],
+            class_names=self.class_names[index],
+            scores=self.scores[index],
+            track_ids=None if self.track_ids is None else self.track_ids[index],
+        )
 
     def union_mask(self) -> np.ndarray:
         """``(H, W)`` bool: pixels covered by any instance."""
@@ -92,8 +105,9 @@ def keep(detections: Detections, names: Iterable[str]) -> Detections:
     Pure: returns a new :class:`Detections`; the input is not changed.
     """
     if isinstance(names, str):
-        raise TypeError(f"keep(): expected a list of class names, got the string {names!r}; "
-                        f"write [{names!r}]")
+        raise TypeError(
+            f"keep(): expected a list of class names, got the string {names!r}; write [{names!r}]"
+        )
     wanted = set(names)
     selector = np.array([n in wanted for n in detections.class_names], dtype=bool)
     return detections[selector]

@@ -123,8 +123,10 @@ class SaveResult:
 
     def __str__(self) -> str:
         state = "verified" if self.verified else "NOT verified"
-        return (f"{self.destination} ({len(self.files)} files, {self.total_bytes / 1e6:.1f} MB, "
-                f"{state})")
+        return (
+            f"{self.destination} ({len(self.files)} files, {self.total_bytes / 1e6:.1f} MB, "
+            f"{state})"
+        )
 
 
 # --- hashing and syncing ---------------------------------------------------------------------
@@ -179,20 +181,28 @@ def _fsync_dir(path: Path) -> None:
 def _explain(target: Path, exc: BaseException, attempts: int) -> str:
     tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
     if isinstance(exc, _MismatchError):
-        return (f"the copy {target} did not verify {tries} ({exc}). The Drive mount is unstable "
-                f"or full — check free space at {STORAGE_URL} and re-run this cell; the local "
-                "run folder is intact.")
+        return (
+            f"the copy {target} did not verify {tries} ({exc}). The Drive mount is unstable "
+            f"or full — check free space at {STORAGE_URL} and re-run this cell; the local "
+            "run folder is intact."
+        )
     err = getattr(exc, "errno", None)
     if err in _QUOTA_ERRNOS:
-        return (f"Drive is full: could not write {target} {tries} ({exc}). Free space or buy "
-                f"storage at {STORAGE_URL}, then re-run this cell; earlier saves are untouched "
-                "and the local run folder is intact.")
+        return (
+            f"Drive is full: could not write {target} {tries} ({exc}). Free space or buy "
+            f"storage at {STORAGE_URL}, then re-run this cell; earlier saves are untouched "
+            "and the local run folder is intact."
+        )
     if err == errno.EIO:
-        return (f"Drive I/O error writing {target} {tries} ({exc}) — check free space at "
-                f"{STORAGE_URL}; if there is space, the Drive mount dropped: re-mount "
-                "(google.colab.drive.mount(..., force_remount=True)) and re-run this cell.")
-    return (f"could not write {target} {tries}: {exc}. Check that the folder is writable and "
-            f"has free space (Drive: {STORAGE_URL}).")
+        return (
+            f"Drive I/O error writing {target} {tries} ({exc}) — check free space at "
+            f"{STORAGE_URL}; if there is space, the Drive mount dropped: re-mount "
+            "(google.colab.drive.mount(..., force_remount=True)) and re-run this cell."
+        )
+    return (
+        f"could not write {target} {tries}: {exc}. Check that the folder is writable and "
+        f"has free space (Drive: {STORAGE_URL})."
+    )
 
 
 def _retrying(action: Callable[[], T], target: Path, retries: int, backoff: float) -> T:
@@ -207,10 +217,16 @@ def _retrying(action: Callable[[], T], target: Path, retries: int, backoff: floa
         except OSError as exc:
             if attempt >= retries:
                 raise DriveError(_explain(target, exc, attempt + 1)) from exc
-            delay = backoff * 2 ** attempt
+            delay = backoff * 2**attempt
             attempt += 1
-            log.warning("writing %s failed (%s); retrying in %.1f s (%d/%d)", target, exc,
-                        delay, attempt, retries)
+            log.warning(
+                "writing %s failed (%s); retrying in %.1f s (%d/%d)",
+                target,
+                exc,
+                delay,
+                attempt,
+                retries,
+            )
             _sleep(delay)
 
 
@@ -236,14 +252,22 @@ def _copy_once(src: Path, dst: Path, expected: SavedFile) -> None:
 
 def _matches(path: Path, expected: SavedFile) -> bool:
     try:
-        return (path.stat().st_size == expected.size
-                and sha256_file(path, drop_cache=True) == expected.sha256)
+        return (
+            path.stat().st_size == expected.size
+            and sha256_file(path, drop_cache=True) == expected.sha256
+        )
     except OSError:
         return False
 
 
-def copy_verified(src: str | Path, dst: str | Path, *, expected: SavedFile | None = None,
-                  retries: int = 3, backoff: float = 2.0) -> SavedFile:
+def copy_verified(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    expected: SavedFile | None = None,
+    retries: int = 3,
+    backoff: float = 2.0,
+) -> SavedFile:
     """Copy ``src`` to ``dst`` through a temporary name, verified by size and SHA-256.
 
     ``expected`` is the source's record (computed when omitted). A ``dst`` that already holds the
@@ -261,8 +285,12 @@ def copy_verified(src: str | Path, dst: str | Path, *, expected: SavedFile | Non
 
 
 # --- saving a run folder ---------------------------------------------------------------------
-def select_files(run_dir: str | Path, include: Sequence[str] = ("*",),
-                 exclude: Sequence[str] = (), include_checkpoints: bool = False) -> list[str]:
+def select_files(
+    run_dir: str | Path,
+    include: Sequence[str] = ("*",),
+    exclude: Sequence[str] = (),
+    include_checkpoints: bool = False,
+) -> list[str]:
     """Relative POSIX paths of the run folder's files to save, sorted.
 
     ``include``/``exclude`` are ``fnmatch`` patterns on the relative path (``*`` also matches
@@ -281,7 +309,8 @@ def select_files(run_dir: str | Path, include: Sequence[str] = ("*",),
         if rel == MANIFEST:
             continue
         if any(fnmatch.fnmatch(rel, pat) for pat in include) and not any(
-                fnmatch.fnmatch(rel, pat) for pat in exclude):
+            fnmatch.fnmatch(rel, pat) for pat in exclude
+        ):
             out.append(rel)
     return sorted(out)
 
@@ -303,8 +332,9 @@ def _owned_incomplete(folder: Path, token: str) -> bool:
         return False
 
 
-def claim_destination(dest_root: str | Path, run_dir: str | Path, *, retries: int = 3,
-                      backoff: float = 2.0) -> Path:
+def claim_destination(
+    dest_root: str | Path, run_dir: str | Path, *, retries: int = 3, backoff: float = 2.0
+) -> Path:
     """The folder ``<dest_root>/<run folder name>`` for ``run_dir``, never an earlier run's.
 
     An existing folder is reused only when it belongs to this same local run and holds no
@@ -326,8 +356,10 @@ def claim_destination(dest_root: str | Path, run_dir: str | Path, *, retries: in
                     return folder
                 n += 1
                 continue
-            atomic_write_json(folder / OWNER, {"token": token, "source": str(run_dir.resolve()),
-                                               "host": socket.gethostname()})
+            atomic_write_json(
+                folder / OWNER,
+                {"token": token, "source": str(run_dir.resolve()), "host": socket.gethostname()},
+            )
             return folder
 
     return _retrying(claim, dest_root / run_dir.name, retries, backoff)
@@ -349,8 +381,9 @@ def verify_torch_files(folder: str | Path, patterns: Iterable[str] = ("*.pth", "
             try:
                 torch.load(path, map_location="cpu", weights_only=True)
             except Exception as exc:
-                raise ValueError(f"{path} does not load with torch.load(weights_only=True): "
-                                 f"{exc}") from exc
+                raise ValueError(
+                    f"{path} does not load with torch.load(weights_only=True): {exc}"
+                ) from exc
 
 
 def _write_manifest(path: Path, data: dict[str, Any]) -> None:
@@ -361,10 +394,17 @@ def _write_manifest(path: Path, data: dict[str, Any]) -> None:
         raise _MismatchError(f"{path} read back differently")
 
 
-def save_run(run_dir: str | Path, dest_root: str | Path, *, include: Sequence[str] = ("*",),
-             exclude: Sequence[str] = (), include_checkpoints: bool = False,
-             verify_model: Callable[[Path], None] | None = verify_torch_files,
-             retries: int = 3, backoff: float = 2.0) -> SaveResult:
+def save_run(
+    run_dir: str | Path,
+    dest_root: str | Path,
+    *,
+    include: Sequence[str] = ("*",),
+    exclude: Sequence[str] = (),
+    include_checkpoints: bool = False,
+    verify_model: Callable[[Path], None] | None = verify_torch_files,
+    retries: int = 3,
+    backoff: float = 2.0,
+) -> SaveResult:
     """Copy the local run folder to ``<dest_root>/<run folder name>`` and verify it.
 
     ``run_dir`` is a local folder named ``<run_name>-<YYYYmmdd-HHMMSS>`` (``Config.new_run_dir``)
@@ -377,27 +417,38 @@ def save_run(run_dir: str | Path, dest_root: str | Path, *, include: Sequence[st
     started = time.monotonic()
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ValueError(f"save_run: run folder {run_dir} does not exist. Pass the folder made by "
-                         "pipeline.start_run / Config.new_run_dir (outputs/<run_name>-<time>).")
+        raise ValueError(
+            f"save_run: run folder {run_dir} does not exist. Pass the folder made by "
+            "pipeline.start_run / Config.new_run_dir (outputs/<run_name>-<time>)."
+        )
     names = select_files(run_dir, include, exclude, include_checkpoints)
     if not names:
-        raise ValueError(f"save_run: nothing to save in {run_dir} (include={list(include)}, "
-                         f"exclude={list(exclude)}). Train first, or widen include.")
+        raise ValueError(
+            f"save_run: nothing to save in {run_dir} (include={list(include)}, "
+            f"exclude={list(exclude)}). Train first, or widen include."
+        )
     # The local files are the reference: hashes are taken before anything leaves the machine.
     records = [file_record(run_dir / name, name) for name in names]
     dest = claim_destination(dest_root, run_dir, retries=retries, backoff=backoff)
-    log.info("saving %d files (%.1f MB) from %s to %s", len(records),
-             sum(r.size for r in records) / 1e6, run_dir, dest)
+    log.info(
+        "saving %d files (%.1f MB) from %s to %s",
+        len(records),
+        sum(r.size for r in records) / 1e6,
+        run_dir,
+        dest,
+    )
     for rec in records:
-        copy_verified(run_dir / rec.path, dest / rec.path, expected=rec, retries=retries,
-                      backoff=backoff)
+        copy_verified(
+            run_dir / rec.path, dest / rec.path, expected=rec, retries=retries, backoff=backoff
+        )
     if verify_model is not None:
         try:
             verify_model(dest)
         except Exception as exc:
-            raise DriveError(f"the model copied to {dest} failed verification: {exc}. Nothing "
-                             f"was marked saved; the local run folder {run_dir} is intact."
-                             ) from exc
+            raise DriveError(
+                f"the model copied to {dest} failed verification: {exc}. Nothing "
+                f"was marked saved; the local run folder {run_dir} is intact."
+            ) from exc
     manifest = {
         "format": "thingmask-saved/1",
         "source": str(run_dir.resolve()),
@@ -442,12 +493,23 @@ class DriveCheckpointHook(TrainHook):
     :class:`~thingmask.colab.RunLog`, which then refuses to release the runtime.
     """
 
-    def __init__(self, drive_root: str | Path, run_dir: str | Path, period: int, *,
-                 keep_last: int = 2, start_iteration: int = 0, retries: int = 3,
-                 backoff: float = 2.0, on_failure: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        drive_root: str | Path,
+        run_dir: str | Path,
+        period: int,
+        *,
+        keep_last: int = 2,
+        start_iteration: int = 0,
+        retries: int = 3,
+        backoff: float = 2.0,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         if period < 0 or keep_last < 0:
-            raise ValueError(f"DriveCheckpointHook: period and keep_last must be >= 0, got "
-                             f"{period} and {keep_last} (drive_checkpoint_period in the config)")
+            raise ValueError(
+                f"DriveCheckpointHook: period and keep_last must be >= 0, got "
+                f"{period} and {keep_last} (drive_checkpoint_period in the config)"
+            )
         self.drive_root, self.run_dir = Path(drive_root), Path(run_dir)
         self.period, self.keep_last = period, keep_last
         self.retries, self.backoff = retries, backoff
@@ -461,8 +523,9 @@ class DriveCheckpointHook(TrainHook):
     def folder(self) -> Path:
         """``<drive run folder>/checkpoints`` (the run folder is claimed on first use)."""
         if self._folder is None:
-            run_folder = claim_destination(self.drive_root, self.run_dir, retries=self.retries,
-                                           backoff=self.backoff)
+            run_folder = claim_destination(
+                self.drive_root, self.run_dir, retries=self.retries, backoff=self.backoff
+            )
             self._folder = run_folder / "checkpoints"
         return self._folder
 
@@ -497,9 +560,12 @@ class DriveCheckpointHook(TrainHook):
     def _prune(self, keep: Path) -> None:
         if self.keep_last <= 0:
             return
-        old = sorted((p for p in self.folder.glob("*.pth") if ".part" not in p.name and p != keep),
-                     key=checkpoint_iteration, reverse=True)
-        for path in old[self.keep_last - 1:]:
+        old = sorted(
+            (p for p in self.folder.glob("*.pth") if ".part" not in p.name and p != keep),
+            key=checkpoint_iteration,
+            reverse=True,
+        )
+        for path in old[self.keep_last - 1 :]:
             try:
                 path.unlink()
             except OSError as exc:  # a leftover costs Drive space, not correctness
@@ -517,20 +583,26 @@ def find_resume_checkpoint(drive_root: str | Path, run_name: str) -> Path | None
     if not root.is_dir():
         return None
     pattern = re.compile(rf"{re.escape(run_name)}-\d{{8}}-\d{{6}}(?:-\d+)*")
-    folders = [p / "checkpoints" for p in sorted(root.iterdir())
-               if p.is_dir() and pattern.fullmatch(p.name)]
+    folders = [
+        p / "checkpoints"
+        for p in sorted(root.iterdir())
+        if p.is_dir() and pattern.fullmatch(p.name)
+    ]
     return find_latest_checkpoint(folders)
 
 
-def fetch_checkpoint(path: str | Path, local_dir: str | Path, *, retries: int = 3,
-                     backoff: float = 2.0) -> Path:
+def fetch_checkpoint(
+    path: str | Path, local_dir: str | Path, *, retries: int = 3, backoff: float = 2.0
+) -> Path:
     """Copy a (Drive) checkpoint into ``local_dir`` (verified), so training resumes from local
     disk; raises :class:`DriveError` when the copy does not load."""
     path = Path(path)
     local = Path(local_dir) / path.name
     copy_verified(path, local, retries=retries, backoff=backoff)
     if not is_valid_checkpoint(local):
-        raise DriveError(f"checkpoint {path} copied to {local} does not load (truncated on "
-                         "Drive?). Delete it from Drive or set resume=False to start over.")
+        raise DriveError(
+            f"checkpoint {path} copied to {local} does not load (truncated on "
+            "Drive?). Delete it from Drive or set resume=False to start over."
+        )
     log.info("fetched checkpoint %s → %s", path, local)
     return local

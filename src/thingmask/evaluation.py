@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 _STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def detections_to_coco(image_id: int, detections: Detections, name_to_id: Mapping[str, int]
-                       ) -> list[dict[str, Any]]:
+def detections_to_coco(
+    image_id: int, detections: Detections, name_to_id: Mapping[str, int]
+) -> list[dict[str, Any]]:
     """One image's detections → COCO result dicts (xywh box, RLE mask, score, category id).
 
     Instances whose class is not in ``name_to_id`` are skipped (e.g. COCO names on a custom set).
@@ -46,15 +47,26 @@ def detections_to_coco(image_id: int, detections: Detections, name_to_id: Mappin
             continue
         x1, y1, x2, y2 = (float(v) for v in detections.boxes[i])
         rle = mask_utils.encode(np.asfortranarray(detections.masks[i].astype(np.uint8)))
-        out.append({"image_id": int(image_id), "category_id": int(name_to_id[name]),
-                    "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(detections.scores[i]),
-                    "segmentation": {"size": list(rle["size"]),
-                                     "counts": rle["counts"].decode("ascii")}})
+        out.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(name_to_id[name]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "score": float(detections.scores[i]),
+                "segmentation": {
+                    "size": list(rle["size"]),
+                    "counts": rle["counts"].decode("ascii"),
+                },
+            }
+        )
     return out
 
 
-def coco_evaluate(gt_json_path: str | Path, predictions: Mapping[int, Detections] | Sequence[dict],
-                  class_names: Sequence[str]) -> dict[str, Any]:
+def coco_evaluate(
+    gt_json_path: str | Path,
+    predictions: Mapping[int, Detections] | Sequence[dict],
+    class_names: Sequence[str],
+) -> dict[str, Any]:
     """Box and mask AP of ``predictions`` against the COCO json ``gt_json_path``.
 
     Args:
@@ -71,11 +83,16 @@ def coco_evaluate(gt_json_path: str | Path, predictions: Mapping[int, Detections
     name_to_id = {c["name"]: int(c["id"]) for c in gt.loadCats(gt.getCatIds())}
     missing = [n for n in class_names if n not in name_to_id]
     if missing:
-        raise ValueError(f"coco_evaluate: classes {missing} are not categories of "
-                         f"{gt_json_path} (it has {sorted(name_to_id)})")
+        raise ValueError(
+            f"coco_evaluate: classes {missing} are not categories of "
+            f"{gt_json_path} (it has {sorted(name_to_id)})"
+        )
     if isinstance(predictions, Mapping):
-        results = [r for image_id, dets in predictions.items()
-                   for r in detections_to_coco(image_id, dets, name_to_id)]
+        results = [
+            r
+            for image_id, dets in predictions.items()
+            for r in detections_to_coco(image_id, dets, name_to_id)
+        ]
         n_images = len(predictions)
     else:
         results = list(predictions)
@@ -86,8 +103,13 @@ def coco_evaluate(gt_json_path: str | Path, predictions: Mapping[int, Detections
     return metrics
 
 
-def _evaluate_type(gt: Any, results: list[dict], iou_type: str, class_names: Sequence[str],
-                   name_to_id: Mapping[str, int]) -> dict[str, float]:
+def _evaluate_type(
+    gt: Any,
+    results: list[dict],
+    iou_type: str,
+    class_names: Sequence[str],
+    name_to_id: Mapping[str, int],
+) -> dict[str, float]:
     from pycocotools.cocoeval import COCOeval
 
     if not results:  # loadRes cannot take an empty list: nothing detected is AP 0
@@ -115,8 +137,9 @@ def _pct(value: float) -> float:
     return float(value * 100) if value >= 0 else float("nan")  # COCOeval uses -1 for "no data"
 
 
-def save_ap_plot(metrics: Mapping[str, Any], path: str | Path, title: str = "Validation AP"
-                 ) -> Path:
+def save_ap_plot(
+    metrics: Mapping[str, Any], path: str | Path, title: str = "Validation AP"
+) -> Path:
     """Grouped bar plot of AP, AP50, AP75 and per-class AP for bbox and segm → PNG at ``path``.
 
     Accepts this module's metrics or detectron2's ``COCOEvaluator`` results (same layout).
@@ -137,14 +160,24 @@ def save_ap_plot(metrics: Mapping[str, Any], path: str | Path, title: str = "Val
     for j, t in enumerate(types):
         vals = [float(metrics[t].get(k, float("nan"))) for k in keys]
         pos = x + (j - (len(types) - 1) / 2) * width
-        bars = ax.bar(pos, [0.0 if math.isnan(v) else v for v in vals], width,
-                      label={"bbox": "box", "segm": "mask"}[t])
+        bars = ax.bar(
+            pos,
+            [0.0 if math.isnan(v) else v for v in vals],
+            width,
+            label={"bbox": "box", "segm": "mask"}[t],
+        )
         for b, v in zip(bars, vals, strict=False):
-            ax.annotate("n/a" if math.isnan(v) else f"{v:.0f}", (b.get_x() + b.get_width() / 2,
-                        b.get_height()), ha="center", va="bottom", fontsize=7)
+            ax.annotate(
+                "n/a" if math.isnan(v) else f"{v:.0f}",
+                (b.get_x() + b.get_width() / 2, b.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
     ax.set_xticks(x)
-    ax.set_xticklabels([k.removeprefix("AP-") if k.startswith("AP-") else k for k in keys],
-                       rotation=30, ha="right")
+    ax.set_xticklabels(
+        [k.removeprefix("AP-") if k.startswith("AP-") else k for k in keys], rotation=30, ha="right"
+    )
     ax.set_ylim(0, 105)
     ax.set_ylabel("AP (%)")
     ax.set_title(title)

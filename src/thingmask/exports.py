@@ -31,13 +31,31 @@ from thingmask.composite import Canvas, composite_mask, union_mask_u8
 from thingmask.detections import Detections
 from thingmask.video import VideoWriter, partial_path
 
-__all__ = ["CSV_COLUMNS", "CsvExporter", "InstanceClips", "MaskVideo", "RleExporter",
-           "instance_stats"]
+__all__ = [
+    "CSV_COLUMNS",
+    "CsvExporter",
+    "InstanceClips",
+    "MaskVideo",
+    "RleExporter",
+    "instance_stats",
+]
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("frame", "time_s", "class", "score", "x1", "y1", "x2", "y2", "cx", "cy",
-               "area_px", "track_id")
+CSV_COLUMNS = (
+    "frame",
+    "time_s",
+    "class",
+    "score",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "cx",
+    "cy",
+    "area_px",
+    "track_id",
+)
 
 
 def instance_stats(mask: np.ndarray, box: np.ndarray) -> tuple[float, float, int]:
@@ -108,10 +126,19 @@ class CsvExporter(_AtomicText):
         for k in range(len(detections)):
             box = detections.boxes[k]
             cx, cy, area = instance_stats(detections.masks[k], box)
-            self._w.writerow([frame, f"{time_s:.6f}", detections.class_names[k],
-                              f"{float(detections.scores[k]):.4f}",
-                              *(f"{float(v):.2f}" for v in box), f"{cx:.2f}", f"{cy:.2f}", area,
-                              -1 if ids is None else int(ids[k])])
+            self._w.writerow(
+                [
+                    frame,
+                    f"{time_s:.6f}",
+                    detections.class_names[k],
+                    f"{float(detections.scores[k]):.4f}",
+                    *(f"{float(v):.2f}" for v in box),
+                    f"{cx:.2f}",
+                    f"{cy:.2f}",
+                    area,
+                    -1 if ids is None else int(ids[k]),
+                ]
+            )
             self.rows += 1
 
 
@@ -128,19 +155,33 @@ class RleExporter(_AtomicText):
         h, w = detections.image_size
         instances = []
         if len(detections):
-            rles = self._encode(np.asfortranarray(detections.masks.transpose(1, 2, 0),
-                                                  dtype=np.uint8))
+            rles = self._encode(
+                np.asfortranarray(detections.masks.transpose(1, 2, 0), dtype=np.uint8)
+            )
             ids = detections.track_ids
             for k, rle in enumerate(rles):
-                instances.append({
-                    "class": str(detections.class_names[k]),
-                    "score": round(float(detections.scores[k]), 4),
-                    "track_id": -1 if ids is None else int(ids[k]),
-                    "bbox_xyxy": [round(float(v), 2) for v in detections.boxes[k]],
-                    "area_px": int(np.count_nonzero(detections.masks[k])),
-                    "rle": {"size": [h, w], "counts": rle["counts"].decode("ascii")}})
-        self._fh.write(json.dumps({"frame": frame, "time_s": round(time_s, 6), "height": h,
-                                   "width": w, "instances": instances}) + "\n")
+                instances.append(
+                    {
+                        "class": str(detections.class_names[k]),
+                        "score": round(float(detections.scores[k]), 4),
+                        "track_id": -1 if ids is None else int(ids[k]),
+                        "bbox_xyxy": [round(float(v), 2) for v in detections.boxes[k]],
+                        "area_px": int(np.count_nonzero(detections.masks[k])),
+                        "rle": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
+                    }
+                )
+        self._fh.write(
+            json.dumps(
+                {
+                    "frame": frame,
+                    "time_s": round(time_s, 6),
+                    "height": h,
+                    "width": w,
+                    "instances": instances,
+                }
+            )
+            + "\n"
+        )
 
 
 class MaskVideo:
@@ -183,8 +224,15 @@ class InstanceClips:
         fmt, canvas: output format and canvas (transparent needs webm/mov/png).
     """
 
-    def __init__(self, folder: str | Path, prefix: str, rate: Any, fmt: str, canvas: Canvas,
-                 min_frames: int = 5) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        prefix: str,
+        rate: Any,
+        fmt: str,
+        canvas: Canvas,
+        min_frames: int = 5,
+    ) -> None:
         self.folder = Path(folder)
         self.prefix, self.rate, self.fmt, self.canvas = prefix, rate, fmt, canvas
         self.min_frames = int(min_frames)
@@ -194,8 +242,9 @@ class InstanceClips:
     def add(self, frame_bgr: np.ndarray, time_s: float, detections: Detections) -> None:
         """Add this frame's tracked instances (``detections.track_ids`` required)."""
         if detections.track_ids is None:
-            raise ValueError("per-instance clips need track ids: run the Tracker first "
-                             "(tracking=True)")
+            raise ValueError(
+                "per-instance clips need track ids: run the Tracker first (tracking=True)"
+            )
         h, w = frame_bgr.shape[:2]
         for k, tid in enumerate(detections.track_ids):
             tid = int(tid)
@@ -208,17 +257,22 @@ class InstanceClips:
                 side -= side % 2
                 name = _safe(f"{self.prefix}_track{tid:03d}_{detections.class_names[k]}")
                 path = self.folder / (name + ("" if self.fmt == "png" else f".{self.fmt}"))
-                state = {"side": side, "centre": centre, "frames": 0, "path": path,
-                         "writer": VideoWriter(path, side, side, self.rate, fmt=self.fmt,
-                                               alpha=self.canvas.has_alpha)}
+                state = {
+                    "side": side,
+                    "centre": centre,
+                    "frames": 0,
+                    "path": path,
+                    "writer": VideoWriter(
+                        path, side, side, self.rate, fmt=self.fmt, alpha=self.canvas.has_alpha
+                    ),
+                }
                 self._open[tid] = state
             state["centre"] = 0.7 * state["centre"] + 0.3 * centre  # damp camera shake
             window = int(max(state["side"], 1.5 * max(bw, bh)))
             crop_img, crop_mask = _crop(frame_bgr, detections.masks[k], state["centre"], window)
             out = composite_mask(crop_img, crop_mask, self.canvas)
             if window != state["side"]:
-                out = cv2.resize(out, (state["side"], state["side"]),
-                                 interpolation=cv2.INTER_AREA)
+                out = cv2.resize(out, (state["side"], state["side"]), interpolation=cv2.INTER_AREA)
             state["writer"].write(out, time_s)
             state["frames"] += 1
 
@@ -253,8 +307,9 @@ class InstanceClips:
             self.abort(keep_partial=issubclass(exc_type, KeyboardInterrupt))
 
 
-def _crop(image: np.ndarray, mask: np.ndarray, centre: np.ndarray, side: int
-          ) -> tuple[np.ndarray, np.ndarray]:
+def _crop(
+    image: np.ndarray, mask: np.ndarray, centre: np.ndarray, side: int
+) -> tuple[np.ndarray, np.ndarray]:
     """A ``side x side`` window centred on ``centre``; outside the frame: zeros / mask False."""
     h, w = image.shape[:2]
     x0 = round(float(centre[0]) - side / 2)
@@ -264,8 +319,8 @@ def _crop(image: np.ndarray, mask: np.ndarray, centre: np.ndarray, side: int
     sx0, sy0 = max(0, x0), max(0, y0)
     sx1, sy1 = min(w, x0 + side), min(h, y0 + side)
     if sx1 > sx0 and sy1 > sy0:
-        img[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
-        m[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = mask[sy0:sy1, sx0:sx1]
+        img[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+        m[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = mask[sy0:sy1, sx0:sx1]
     return img, m
 
 

@@ -24,8 +24,9 @@ def atomic_path(final: str | Path, suffix: str | None = None) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     ext = final.suffix if suffix is None else suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{ext}",
-                                    dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.stem}.", suffix=f".part{ext}", dir=final.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp creates 0600 files; outputs should get the usual permissions (umask applied).

@@ -17,15 +17,24 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["boundary_f", "foreground_iou", "gt_foreground", "j_and_f", "mask_iou",
-           "mean_foreground_iou", "video_foreground_iou"]
+__all__ = [
+    "boundary_f",
+    "foreground_iou",
+    "gt_foreground",
+    "j_and_f",
+    "mask_iou",
+    "mean_foreground_iou",
+    "video_foreground_iou",
+]
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(a), np.asarray(b)
     if a.dtype != bool or b.dtype != bool:
-        raise TypeError(f"{what}: expected bool masks, got {a.dtype} and {b.dtype}; threshold "
-                        "first (e.g. mask > 0.5)")
+        raise TypeError(
+            f"{what}: expected bool masks, got {a.dtype} and {b.dtype}; threshold "
+            "first (e.g. mask > 0.5)"
+        )
     if a.shape[-2:] != b.shape[-2:]:
         raise ValueError(f"{what}: mask sizes differ: {a.shape[-2:]} vs {b.shape[-2:]}")
     return a, b
@@ -42,8 +51,10 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float | np.ndarray:
         union = np.logical_or(a, b).sum()
         return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
     if a.ndim != 3 or b.ndim != 3:
-        raise ValueError(f"mask_iou: expected two (H, W) masks or two (N, H, W) stacks, got "
-                         f"shapes {a.shape} and {b.shape}")
+        raise ValueError(
+            f"mask_iou: expected two (H, W) masks or two (N, H, W) stacks, got "
+            f"shapes {a.shape} and {b.shape}"
+        )
     fa = a.reshape(len(a), -1).astype(np.float64)
     fb = b.reshape(len(b), -1).astype(np.float64)
     inter = fa @ fb.T
@@ -72,8 +83,7 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     import cv2
 
     m = mask.astype(np.uint8)
-    eroded = cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT,
-                       borderValue=0)
+    eroded = cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
     return (m - eroded).astype(bool)
 
 
@@ -106,8 +116,9 @@ def j_and_f(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float, float]:
     return j, f, (j + f) / 2.0
 
 
-def gt_foreground(masks: np.ndarray, class_names: Sequence[str], display_things: Iterable[str]
-                  ) -> np.ndarray:
+def gt_foreground(
+    masks: np.ndarray, class_names: Sequence[str], display_things: Iterable[str]
+) -> np.ndarray:
     """Union of the ground-truth instance masks ``(N, H, W)`` whose class is a display thing."""
     wanted = set(display_things)
     masks = np.asarray(masks, bool)
@@ -117,10 +128,12 @@ def gt_foreground(masks: np.ndarray, class_names: Sequence[str], display_things:
     return masks[sel].any(axis=0) if sel else np.zeros(masks.shape[1:], bool)
 
 
-def video_foreground_iou(pred_foregrounds: Iterable[np.ndarray],
-                         gt_frames: Sequence[tuple[np.ndarray, Sequence[str], np.ndarray]],
-                         display_things: Iterable[str], per_frame: bool = False
-                         ) -> float | tuple[float, list[float]]:
+def video_foreground_iou(
+    pred_foregrounds: Iterable[np.ndarray],
+    gt_frames: Sequence[tuple[np.ndarray, Sequence[str], np.ndarray]],
+    display_things: Iterable[str],
+    per_frame: bool = False,
+) -> float | tuple[float, list[float]]:
     """Mean foreground IoU of a cut-out video against per-frame ground truth.
 
     Args:
@@ -136,11 +149,15 @@ def video_foreground_iou(pred_foregrounds: Iterable[np.ndarray],
     things = list(display_things)
     preds = list(pred_foregrounds)
     if len(preds) != len(gt_frames):
-        raise ValueError(f"video_foreground_iou: {len(preds)} predicted frames but "
-                         f"{len(gt_frames)} ground-truth frames")
+        raise ValueError(
+            f"video_foreground_iou: {len(preds)} predicted frames but "
+            f"{len(gt_frames)} ground-truth frames"
+        )
     if not preds:
         raise ValueError("video_foreground_iou: no frames")
-    values = [foreground_iou(np.asarray(p, bool), gt_foreground(m, names, things))
-              for p, (m, names, _) in zip(preds, gt_frames, strict=True)]
+    values = [
+        foreground_iou(np.asarray(p, bool), gt_foreground(m, names, things))
+        for p, (m, names, _) in zip(preds, gt_frames, strict=True)
+    ]
     mean = float(np.mean(values))
     return (mean, values) if per_frame else mean

@@ -21,9 +21,19 @@ from thingmask.detections import keep
 from thingmask.engines import COCO_CLASSES, Predictor, get_engine, read_model_meta
 from thingmask.io_utils import atomic_write_json
 
-__all__ = ["config_from_namespace", "cut_video", "evaluate", "latest_run", "load_predictor",
-           "predict_images", "prepare_data", "preview_dataset", "start_run",
-           "summary", "train"]
+__all__ = [
+    "config_from_namespace",
+    "cut_video",
+    "evaluate",
+    "latest_run",
+    "load_predictor",
+    "predict_images",
+    "prepare_data",
+    "preview_dataset",
+    "start_run",
+    "summary",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +45,9 @@ def config_from_namespace(namespace: Mapping[str, Any]) -> Config:
     keeps its default — `thingmask demo` validates the YAML it passes with unknown-key checks.
     """
     names = {f.name for f in fields(Config)}
-    return Config.from_dict({k: v for k, v in namespace.items() if k in names},
-                            source="global-variables cell")
+    return Config.from_dict(
+        {k: v for k, v in namespace.items() if k in names}, source="global-variables cell"
+    )
 
 
 def prepare_data(config: Config) -> PreparedDataset:
@@ -54,11 +65,16 @@ def prepare_data(config: Config) -> PreparedDataset:
         from thingmask.datasets.prepare import prepare_from_config
 
         result = prepare_from_config(config)
-        log.log(logging.WARNING if result.report.warnings else logging.INFO,
-                "dataset report:\n%s", result.report.text())
+        log.log(
+            logging.WARNING if result.report.warnings else logging.INFO,
+            "dataset report:\n%s",
+            result.report.text(),
+        )
         if result.dataset is None:
-            raise ConfigError(f"dataset_source {config.dataset_source}: the dataset has errors "
-                              f"(see the report above):\n{result.report.text()}")
+            raise ConfigError(
+                f"dataset_source {config.dataset_source}: the dataset has errors "
+                f"(see the report above):\n{result.report.text()}"
+            )
         dataset = result.dataset
     else:
         dataset = load_prepared(config.dataset_dir)
@@ -90,14 +106,20 @@ def start_run(config: Config, run_dir: str | Path = "") -> Path:
     return path
 
 
-def train(config: Config, dataset: PreparedDataset, run_dir: Path,
-          hooks: Sequence[Any] = (), resume_from: Path | None = None) -> dict[str, Any]:
+def train(
+    config: Config,
+    dataset: PreparedDataset,
+    run_dir: Path,
+    hooks: Sequence[Any] = (),
+    resume_from: Path | None = None,
+) -> dict[str, Any]:
     """Section 4: train the configured engine; a no-op in zero-training mode."""
     if config.zero_training:
         log.info("zero_training=True: using a COCO-pretrained model, no training")
         return {}
-    return get_engine(config.engine).train(config, dataset, run_dir, hooks=hooks,
-                                           resume_from=resume_from)
+    return get_engine(config.engine).train(
+        config, dataset, run_dir, hooks=hooks, resume_from=resume_from
+    )
 
 
 def evaluate(config: Config, dataset: PreparedDataset, run_dir: Path) -> dict[str, Any]:
@@ -125,17 +147,27 @@ def load_predictor(config: Config, run_dir: Path | None) -> Predictor:
 
 def latest_run(config: Config) -> Path:
     """The newest folder under ``output_dir`` holding a trained model."""
-    runs = sorted((p.parent for p in Path(config.output_dir).glob("*/model_meta.json")),
-                  key=lambda p: p.stat().st_mtime)
+    runs = sorted(
+        (p.parent for p in Path(config.output_dir).glob("*/model_meta.json")),
+        key=lambda p: p.stat().st_mtime,
+    )
     if not runs:
-        raise FileNotFoundError(f"no trained run under {config.output_dir}/. Train one first: "
-                                "`thingmask train --config configs/demo.yaml` or the notebook's "
-                                "section 4.")
+        raise FileNotFoundError(
+            f"no trained run under {config.output_dir}/. Train one first: "
+            "`thingmask train --config configs/demo.yaml` or the notebook's "
+            "section 4."
+        )
     return runs[-1]
 
 
-def predict_images(config: Config, dataset: PreparedDataset, predictor: Predictor,
-                   run_dir: Path, count: int = 8, show: bool = False) -> Path:
+def predict_images(
+    config: Config,
+    dataset: PreparedDataset,
+    predictor: Predictor,
+    run_dir: Path,
+    count: int = 8,
+    show: bool = False,
+) -> Path:
     """Section 6: predictions for the display things only, on val images, as a grid PNG."""
     import cv2
 
@@ -144,8 +176,9 @@ def predict_images(config: Config, dataset: PreparedDataset, predictor: Predicto
     coco = load_coco_json(dataset.val_json)
     rng = np.random.default_rng(config.seed)
     images = coco["images"]
-    chosen = [images[i] for i in sorted(rng.choice(len(images), min(count, len(images)),
-                                                   replace=False))]
+    chosen = [
+        images[i] for i in sorted(rng.choice(len(images), min(count, len(images)), replace=False))
+    ]
     drawn, titles = [], []
     for info in chosen:
         bgr = cv2.imread(str(dataset.image_root / info["file_name"]), cv2.IMREAD_COLOR)
@@ -153,8 +186,15 @@ def predict_images(config: Config, dataset: PreparedDataset, predictor: Predicto
             raise FileNotFoundError(f"{dataset.image_root / info['file_name']}: unreadable image")
         dets = keep(predictor(bgr), config.display_things)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        drawn.append(draw_instances(rgb, dets.masks, dets.class_names,
-                                    class_names=predictor.class_names, scores=dets.scores))
+        drawn.append(
+            draw_instances(
+                rgb,
+                dets.masks,
+                dets.class_names,
+                class_names=predictor.class_names,
+                scores=dets.scores,
+            )
+        )
         titles.append(f"{info['file_name']}: {len(dets)} kept")
     path = run_dir / "predictions.png"
     save_grid(drawn, path, titles=titles, show=show)
@@ -182,8 +222,11 @@ def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, 
     if src.is_dir() or any(ch in str(src) for ch in "*?["):
         results = process_many(src, run_dir, predictor, config)
         return {"videos": [str(r.output) for r in results]}
-    dst = (Path(config.video_output) if config.video_output
-           else run_dir / f"{src.stem}_cutout{EXTENSIONS[config.video_format]}")
+    dst = (
+        Path(config.video_output)
+        if config.video_output
+        else run_dir / f"{src.stem}_cutout{EXTENSIONS[config.video_format]}"
+    )
     ious: list[float] = []
     on_frame = None
     if gt_path is not None:
@@ -202,8 +245,9 @@ def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, 
             ious.append(foreground_iou(kept.union_mask(), gt))
 
     # force: a finished output is normally skipped, but then the IoU callback would never run.
-    result = process_video(src, dst, predictor, config, on_frame=on_frame,
-                           force=on_frame is not None)
+    result = process_video(
+        src, dst, predictor, config, on_frame=on_frame, force=on_frame is not None
+    )
     out: dict[str, Any] = {"video": str(result.output), "frames": result.frames}
     if ious:
         out["mean_iou"] = float(np.mean(ious))

@@ -74,8 +74,13 @@ class Tracker:
     ``update`` is called once per frame, in order; it returns new Detections (input unchanged).
     """
 
-    def __init__(self, iou_threshold: float = 0.3, max_age: int = 5, smooth: float = 0.0,
-                 max_distance: float = 1.0) -> None:
+    def __init__(
+        self,
+        iou_threshold: float = 0.3,
+        max_age: int = 5,
+        smooth: float = 0.0,
+        max_distance: float = 1.0,
+    ) -> None:
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold: got {iou_threshold!r}; expected 0 < x <= 1")
         if max_age < 0:
@@ -102,19 +107,27 @@ class Tracker:
         matched_tracks: set[int] = set()
         if n and self._tracks:
             predicted = np.stack([t.predicted() for t in self._tracks])
-            same_class = np.array([[t.class_name == c for c in detections.class_names]
-                                   for t in self._tracks], dtype=bool)
+            same_class = np.array(
+                [[t.class_name == c for c in detections.class_names] for t in self._tracks],
+                dtype=bool,
+            )
             iou = np.where(same_class, box_iou(predicted, detections.boxes), 0.0)
             # pass 1: overlap, largest first
             self._greedy(-iou, -self.iou_threshold, ids, matched_tracks, detections)
             # pass 2: animals faster than their own size per frame (no overlap yet, e.g. a new
             # track without a velocity): nearest centre, within max_distance box diagonals
             dist = _centre_distance(predicted, detections.boxes)
-            self._greedy(np.where(same_class, dist, np.inf), self.max_distance, ids,
-                         matched_tracks, detections)
+            self._greedy(
+                np.where(same_class, dist, np.inf),
+                self.max_distance,
+                ids,
+                matched_tracks,
+                detections,
+            )
         for di in np.flatnonzero(ids == -1):
-            track = _Track(self._next_id, str(detections.class_names[di]),
-                           detections.boxes[di].copy())
+            track = _Track(
+                self._next_id, str(detections.class_names[di]), detections.boxes[di].copy()
+            )
             self._tracks.append(track)
             matched_tracks.add(len(self._tracks) - 1)
             ids[di] = track.track_id
@@ -132,12 +145,22 @@ class Tracker:
         masks = detections.masks
         if self.smooth and n:
             masks = self._smooth(detections, ids)
-        return Detections(masks=masks, boxes=detections.boxes.copy(),
-                          class_names=detections.class_names.copy(),
-                          scores=detections.scores.copy(), track_ids=ids)
+        return Detections(
+            masks=masks,
+            boxes=detections.boxes.copy(),
+            class_names=detections.class_names.copy(),
+            scores=detections.scores.copy(),
+            track_ids=ids,
+        )
 
-    def _greedy(self, cost: np.ndarray, limit: float, ids: np.ndarray, matched: set[int],
-                detections: Detections) -> None:
+    def _greedy(
+        self,
+        cost: np.ndarray,
+        limit: float,
+        ids: np.ndarray,
+        matched: set[int],
+        detections: Detections,
+    ) -> None:
         """Match (track, detection) pairs by increasing ``cost`` while cost <= ``limit``."""
         n = cost.shape[1]
         for flat in np.argsort(cost, axis=None, kind="stable"):

@@ -67,9 +67,11 @@ log = logging.getLogger(__name__)
 FORMATS = ("mp4", "webm", "mov", "png")
 EXTENSIONS = {"mp4": ".mp4", "webm": ".webm", "mov": ".mov", "png": ""}
 _FRAGMENTED = "frag_keyframe+empty_moov+default_base_moof"
-_AUDIO_COPY = {"mp4": {"aac", "mp3", "alac"},
-               "mov": {"aac", "mp3", "alac", "pcm_s16le", "pcm_s24le", "pcm_f32le"},
-               "webm": {"opus", "vorbis"}}
+_AUDIO_COPY = {
+    "mp4": {"aac", "mp3", "alac"},
+    "mov": {"aac", "mp3", "alac", "pcm_s16le", "pcm_s24le", "pcm_f32le"},
+    "webm": {"opus", "vorbis"},
+}
 _AUDIO_ENCODER = {"mp4": "aac", "mov": "aac", "webm": "libopus"}
 _TIME_BASE = Fraction(1, 90000)  # MPEG's 90 kHz clock: exact for 24/25/30/50/60 and NTSC rates
 
@@ -149,23 +151,32 @@ class VideoReader:
         try:
             self._container = av.open(str(self.path), metadata_errors="ignore")
         except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:
-            raise VideoError(f"{self.path}: not a readable video file ({exc}). Pass a video "
-                             "such as .mp4/.mov/.mkv/.webm/.avi") from None
+            raise VideoError(
+                f"{self.path}: not a readable video file ({exc}). Pass a video "
+                "such as .mp4/.mov/.mkv/.webm/.avi"
+            ) from None
         try:
             if not self._container.streams.video:
                 n_audio = len(self._container.streams.audio)
-                what = (f"only {n_audio} audio stream(s)" if n_audio else
-                        "no streams at all (empty or unfinished recording)")
-                raise VideoError(f"{self.path}: the file has no video stream, {what}. "
-                                 "Pass a video file with at least one frame.")
+                what = (
+                    f"only {n_audio} audio stream(s)"
+                    if n_audio
+                    else "no streams at all (empty or unfinished recording)"
+                )
+                raise VideoError(
+                    f"{self.path}: the file has no video stream, {what}. "
+                    "Pass a video file with at least one frame."
+                )
             self._stream = self._container.streams.video[0]
             self._stream.thread_type = "AUTO"
             self._raw = self._decode()
             try:  # decoding the first frame proves the file is usable and tells its rotation
                 self._first = next(self._raw)
             except StopIteration:
-                raise VideoError(f"{self.path}: no video frame could be decoded (empty or "
-                                 "corrupt file). Re-export or re-download the video.") from None
+                raise VideoError(
+                    f"{self.path}: no video frame could be decoded (empty or "
+                    "corrupt file). Re-export or re-download the video."
+                ) from None
             self.info = self._make_info(self._first)
         except BaseException:
             self._container.close()
@@ -179,8 +190,9 @@ class VideoReader:
         Raises VideoError at the end when more than ``max_bad_frames`` of the frames were bad.
         """
         if self._started:
-            raise RuntimeError(f"{self.path}: frames() can be iterated only once; open the "
-                               "video again")
+            raise RuntimeError(
+                f"{self.path}: frames() can be iterated only once; open the video again"
+            )
         self._started = True
         raw = [self._first]
         self._first = None
@@ -206,14 +218,19 @@ class VideoReader:
         if total and self.bad_frames / total > self.max_bad_frames:
             self._too_many_bad()
         if self.bad_frames:
-            log.warning("%s: skipped %d undecodable frame(s) of %d", self.path, self.bad_frames,
-                        total)
+            log.warning(
+                "%s: skipped %d undecodable frame(s) of %d", self.path, self.bad_frames, total
+            )
         if self._declared_frames and total < self._declared_frames:
             self.truncated = True
             self.missing_frames = self._declared_frames - total
-            log.warning("%s: ends early: %d of the %d frames the file declares could be read "
-                        "(truncated file?); the frames before the cut are used", self.path,
-                        total, self._declared_frames)
+            log.warning(
+                "%s: ends early: %d of the %d frames the file declares could be read "
+                "(truncated file?); the frames before the cut are used",
+                self.path,
+                total,
+                self._declared_frames,
+            )
 
     def close(self) -> None:
         self._container.close()
@@ -227,9 +244,11 @@ class VideoReader:
     # -- internals ------------------------------------------------------------------------------
     def _too_many_bad(self) -> None:
         total = self.frames_read + self.bad_frames
-        raise VideoError(f"{self.path}: {self.bad_frames} of {total} frames could not be "
-                         f"decoded (more than max_bad_frames={self.max_bad_frames:g}). The file "
-                         "is damaged: re-export it, or raise max_bad_frames to accept it.")
+        raise VideoError(
+            f"{self.path}: {self.bad_frames} of {total} frames could not be "
+            f"decoded (more than max_bad_frames={self.max_bad_frames:g}). The file "
+            "is damaged: re-export it, or raise max_bad_frames to accept it."
+        )
 
     def _warn_bad(self, what: str, *args: object) -> None:
         # a damaged file can have thousands of bad frames: name the first few, count the rest
@@ -245,15 +264,22 @@ class VideoReader:
                 return
             except av.error.FFmpegError as exc:  # truncated or damaged container
                 self.truncated = True
-                log.warning("%s: stopped reading at a damaged/truncated part (%s); frames "
-                            "before it are used", self.path, exc)
+                log.warning(
+                    "%s: stopped reading at a damaged/truncated part (%s); frames "
+                    "before it are used",
+                    self.path,
+                    exc,
+                )
                 return
             try:
                 decoded = packet.decode()
             except av.error.FFmpegError as exc:
                 self.bad_frames += 1
-                self._warn_bad("an undecodable frame near %s s (%s)",
-                               _seconds(packet.pts, packet.time_base), exc)
+                self._warn_bad(
+                    "an undecodable frame near %s s (%s)",
+                    _seconds(packet.pts, packet.time_base),
+                    exc,
+                )
                 continue
             for frame in decoded:
                 if frame.is_corrupt:
@@ -281,10 +307,19 @@ class VideoReader:
         if rotation in (90, 270):
             w, h = h, w
         audio = c.streams.audio[0] if c.streams.audio else None
-        return VideoInfo(path=str(self.path), width=w, height=h, rate=rate, time_base=time_base,
-                         duration=duration, frames=frames, rotation=rotation,
-                         has_audio=audio is not None, codec=s.codec_context.name,
-                         audio_codec=audio.codec_context.name if audio is not None else None)
+        return VideoInfo(
+            path=str(self.path),
+            width=w,
+            height=h,
+            rate=rate,
+            time_base=time_base,
+            duration=duration,
+            frames=frames,
+            rotation=rotation,
+            has_audio=audio is not None,
+            codec=s.codec_context.name,
+            audio_codec=audio.codec_context.name if audio is not None else None,
+        )
 
 
 def open_video(path: str | Path, max_bad_frames: float = 0.05) -> VideoReader:
@@ -300,8 +335,10 @@ def _check_file(path: Path) -> None:
     if not path.exists():
         raise VideoError(f"{path}: video file not found. Check the path (video_input).")
     if path.is_dir():
-        raise VideoError(f"{path}: is a folder, expected a video file. To process every video "
-                         "in a folder use thingmask.video_job.process_many.")
+        raise VideoError(
+            f"{path}: is a folder, expected a video file. To process every video "
+            "in a folder use thingmask.video_job.process_many."
+        )
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: the file is empty (0 bytes). Re-export or re-copy the video.")
 
@@ -357,15 +394,25 @@ class VideoWriter:
     exception removes the partial file, except KeyboardInterrupt, which keeps it (mp4: playable).
     """
 
-    def __init__(self, path: str | Path, width: int, height: int,
-                 rate: float | Fraction, fmt: str = "mp4", alpha: bool = False,
-                 audio_source: str | Path | None = None, time_base: Fraction | None = None,
-                 crf: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        width: int,
+        height: int,
+        rate: float | Fraction,
+        fmt: str = "mp4",
+        alpha: bool = False,
+        audio_source: str | Path | None = None,
+        time_base: Fraction | None = None,
+        crf: int | None = None,
+    ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"video_format: got {fmt!r}; expected one of {list(FORMATS)}")
         if fmt == "mp4" and alpha:
-            raise ValueError("video_format='mp4' (H.264) cannot store transparency; use webm, "
-                             "mov or png for canvas='transparent'")
+            raise ValueError(
+                "video_format='mp4' (H.264) cannot store transparency; use webm, "
+                "mov or png for canvas='transparent'"
+            )
         if int(width) < 1 or int(height) < 1:
             raise ValueError(f"VideoWriter: frame size must be positive, got {width}x{height}")
         if not rate or float(rate) <= 0:
@@ -394,19 +441,23 @@ class VideoWriter:
             self._times: list[float] = []
             if audio_source is not None:
                 self.audio = "dropped (a PNG sequence cannot hold audio)"
-                log.info("%s: PNG sequences have no audio track; the audio of %s is not carried",
-                         self.path, audio_source)
+                log.info(
+                    "%s: PNG sequences have no audio track; the audio of %s is not carried",
+                    self.path,
+                    audio_source,
+                )
             return
         # flush_packets: each finished fragment (mp4) / cluster (webm) reaches the disk at once,
         # so a killed run's partial file is playable up to there (not stuck in an I/O buffer)
-        options = {"mp4": {"movflags": _FRAGMENTED, "flush_packets": "1"},
-                   "webm": {"flush_packets": "1"}}.get(fmt, {})
+        options = {
+            "mp4": {"movflags": _FRAGMENTED, "flush_packets": "1"},
+            "webm": {"flush_packets": "1"},
+        }.get(fmt, {})
         self._container = av.open(str(self.partial), "w", format=fmt, container_options=options)
         try:
             self._stream = self._add_video_stream(crf)
             if audio_source is not None:
-                self._audio = _AudioPump.create(Path(audio_source), self._container, fmt,
-                                                self._mux)
+                self._audio = _AudioPump.create(Path(audio_source), self._container, fmt, self._mux)
                 self.audio = self._audio.policy if self._audio else "none (source has no audio)"
         except BaseException:
             self._container.close()
@@ -425,17 +476,22 @@ class VideoWriter:
         image = np.asarray(image)
         channels = 4 if self.alpha else 3
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise ValueError(f"{self.path}: expected a (H, W, 3|4) uint8 image, got "
-                             f"{image.shape} {image.dtype}")
+            raise ValueError(
+                f"{self.path}: expected a (H, W, 3|4) uint8 image, got {image.shape} {image.dtype}"
+            )
         if image.shape[:2] != (self.height, self.width):
-            raise ValueError(f"{self.path}: frame size {image.shape[1]}x{image.shape[0]} differs "
-                             f"from the video's {self.width}x{self.height}")
+            raise ValueError(
+                f"{self.path}: frame size {image.shape[1]}x{image.shape[0]} differs "
+                f"from the video's {self.width}x{self.height}"
+            )
         if image.shape[2] != channels:
             if channels == 4:
                 image = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
             else:
-                raise ValueError(f"{self.path}: got a BGRA frame but {self.fmt} output was opened "
-                                 "without alpha; pass alpha=True (webm/mov/png) or a BGR frame")
+                raise ValueError(
+                    f"{self.path}: got a BGRA frame but {self.fmt} output was opened "
+                    "without alpha; pass alpha=True (webm/mov/png) or a BGR frame"
+                )
         if time is None:
             time = 0.0 if self.last_time is None else self.last_time + 1 / float(self.rate)
         pts = round(Fraction(time).limit_denominator(10**9) / self.time_base)
@@ -489,34 +545,48 @@ class VideoWriter:
             if self._audio is not None:
                 self._audio.close()
         if keep_partial:
-            log.warning("%s: interrupted; the partial output is kept at %s (re-run to redo it)",
-                        self.path, self.partial)
+            log.warning(
+                "%s: interrupted; the partial output is kept at %s (re-run to redo it)",
+                self.path,
+                self.partial,
+            )
         else:
             _remove(self.partial)
 
     def describe(self) -> dict[str, Any]:
         """Settings and counters for the output's metadata JSON."""
-        codec = {"mp4": "h264 (libx264) yuv420p", "webm": "vp9 (libvpx-vp9) " + (
-            "yuva420p" if self.alpha else "yuv420p"), "mov": "prores 4444 (prores_ks) " + (
-            "yuva444p10le" if self.alpha else "yuv444p10le"), "png": "png " + (
-            "rgba" if self.alpha else "rgb24")}[self.fmt]
-        return {"format": self.fmt, "codec": codec, "alpha": self.alpha,
-                "width": self.width, "height": self.height,
-                "padding_right_bottom": list(self.padding),
-                "encoded_size": [self.width + self.padding[0], self.height + self.padding[1]],
-                "rate": str(self.rate), "time_base": str(self.time_base),
-                "timing": "source timestamps kept per frame (variable frame rate preserved); "
-                          "non-increasing ones nudged by one tick",
-                "retimed_frames": self.retimed, "frames": self.frames_written,
-                "audio": self.audio,
-                "mp4_layout": "written fragmented, remuxed to faststart on close"
-                if self.fmt == "mp4" else None}
+        codec = {
+            "mp4": "h264 (libx264) yuv420p",
+            "webm": "vp9 (libvpx-vp9) " + ("yuva420p" if self.alpha else "yuv420p"),
+            "mov": "prores 4444 (prores_ks) " + ("yuva444p10le" if self.alpha else "yuv444p10le"),
+            "png": "png " + ("rgba" if self.alpha else "rgb24"),
+        }[self.fmt]
+        return {
+            "format": self.fmt,
+            "codec": codec,
+            "alpha": self.alpha,
+            "width": self.width,
+            "height": self.height,
+            "padding_right_bottom": list(self.padding),
+            "encoded_size": [self.width + self.padding[0], self.height + self.padding[1]],
+            "rate": str(self.rate),
+            "time_base": str(self.time_base),
+            "timing": "source timestamps kept per frame (variable frame rate preserved); "
+            "non-increasing ones nudged by one tick",
+            "retimed_frames": self.retimed,
+            "frames": self.frames_written,
+            "audio": self.audio,
+            "mp4_layout": "written fragmented, remuxed to faststart on close"
+            if self.fmt == "mp4"
+            else None,
+        }
 
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
         if exc_type is None:
             self.close()
         elif not self._closed:
@@ -529,16 +599,24 @@ class VideoWriter:
             stream = self._container.add_stream("libx264", rate=self.rate)
             stream.pix_fmt = "yuv420p"
             # keyframe every ~2 s: the fragment granularity of a killed run's partial file
-            stream.options = {"preset": "veryfast", "crf": str(crf if crf is not None else 20),
-                              "g": str(max(1, round(2 * float(self.rate))))}
+            stream.options = {
+                "preset": "veryfast",
+                "crf": str(crf if crf is not None else 20),
+                "g": str(max(1, round(2 * float(self.rate)))),
+            }
         elif self.fmt == "webm":
             stream = self._container.add_stream("libvpx-vp9", rate=self.rate)
             stream.pix_fmt = "yuva420p" if self.alpha else "yuv420p"
             # realtime/cpu-used 8: ~3x faster than "good" at 1080p for ~1.8x the bytes; a
             # cut-out is mostly flat canvas, so files stay small
-            stream.options = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1",
-                              "tile-columns": "2", "crf": str(crf if crf is not None else 32),
-                              "b": "0"}
+            stream.options = {
+                "deadline": "realtime",
+                "cpu-used": "8",
+                "row-mt": "1",
+                "tile-columns": "2",
+                "crf": str(crf if crf is not None else 32),
+                "b": "0",
+            }
             if self.alpha:  # Matroska AlphaMode: tells browsers/decoders the side alpha exists
                 stream.metadata["alpha_mode"] = "1"
         else:
@@ -559,13 +637,15 @@ class VideoWriter:
             px, py = self.padding
             image = np.pad(image, ((0, py), (0, px), (0, 0)), mode="edge")
             if self.alpha:
-                image[self.height:, :, 3] = 0
-                image[:, self.width:, 3] = 0
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image),
-                                           format="bgra" if self.alpha else "bgr24")
+                image[self.height :, :, 3] = 0
+                image[:, self.width :, 3] = 0
+        frame = av.VideoFrame.from_ndarray(
+            np.ascontiguousarray(image), format="bgra" if self.alpha else "bgr24"
+        )
         if self.fmt != "mov":
-            frame = frame.reformat(format=self._stream.pix_fmt, dst_colorspace="ITU709",
-                                   dst_color_range="MPEG")
+            frame = frame.reformat(
+                format=self._stream.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG"
+            )
             frame.colorspace, frame.color_range = 1, 1
         frame.pts = pts
         frame.time_base = self.time_base
@@ -594,8 +674,10 @@ class VideoWriter:
         """
         tmp = self.partial.with_name(self.partial.name.replace(".part", ".faststart.part"))
         try:
-            with av.open(str(self.partial)) as src, av.open(
-                    str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
+            with (
+                av.open(str(self.partial)) as src,
+                av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst,
+            ):
                 streams = [s for s in src.streams if s.type in ("video", "audio")]
                 out = {s.index: dst.add_stream_from_template(s) for s in streams}
                 shift: dict[int, int] = {}
@@ -605,8 +687,11 @@ class VideoWriter:
                     index = packet.stream.index
                     if index not in shift:
                         written = self._first_dts.get(index)
-                        shift[index] = 0 if written is None or packet.dts is None else round(
-                            (packet.dts * packet.time_base - written) / packet.time_base)
+                        shift[index] = (
+                            0
+                            if written is None or packet.dts is None
+                            else round((packet.dts * packet.time_base - written) / packet.time_base)
+                        )
                     if shift[index]:
                         if packet.pts is not None:
                             packet.pts -= shift[index]
@@ -645,8 +730,7 @@ class _AudioPump:
     writes audio up to time ``t`` so a killed run's partial file has audio too.
     """
 
-    def __init__(self, src: Any, stream: Any, out: Any, mux: Any, copy: bool,
-                 policy: str) -> None:
+    def __init__(self, src: Any, stream: Any, out: Any, mux: Any, copy: bool, policy: str) -> None:
         self._src, self._in, self._out, self._mux = src, stream, out, mux
         self._copy, self.policy = copy, policy
         self._packets = src.demux(stream)
@@ -673,8 +757,9 @@ class _AudioPump:
         out = container.add_stream(encoder, rate=rate)
         channels = min(2, stream.codec_context.channels or 2)
         out.layout = "stereo" if channels == 2 else "mono"
-        log.info("%s: audio %s cannot go into %s as is; re-encoding to %s", source, name, fmt,
-                 encoder)
+        log.info(
+            "%s: audio %s cannot go into %s as is; re-encoding to %s", source, name, fmt, encoder
+        )
         return cls(src, stream, out, mux, False, f"re-encoded ({name} -> {encoder})")
 
     def pump(self, until: float) -> None:
@@ -687,8 +772,11 @@ class _AudioPump:
                     self._done = True
                     break
             packet = self._pending[0]
-            if packet.pts is not None and packet.time_base is not None and \
-                    float(packet.pts * packet.time_base) >= until:
+            if (
+                packet.pts is not None
+                and packet.time_base is not None
+                and float(packet.pts * packet.time_base) >= until
+            ):
                 break
             self._pending.pop(0)
             self._write(packet)
@@ -719,8 +807,9 @@ class _AudioPump:
             self._mux(self._out.encode(frame))
 
 
-def write_video(path: str | Path, frames_bgr: Iterable[np.ndarray],
-                fps: float | fractions.Fraction) -> Path:
+def write_video(
+    path: str | Path, frames_bgr: Iterable[np.ndarray], fps: float | fractions.Fraction
+) -> Path:
     """Write ``(H, W, 3)`` uint8 **BGR** frames as browser-playable H.264 yuv420p MP4.
 
     Constant frame rate ``fps`` (a Fraction keeps 30000/1001 exact); faststart; odd sizes padded
@@ -753,12 +842,15 @@ def video_html(path: str | Path, width: int = 480) -> str:
 
     path = Path(path)
     mime = {".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime"}.get(
-        path.suffix.lower())
+        path.suffix.lower()
+    )
     if mime is None or not path.is_file():
         raise ValueError(f"{path}: expected an .mp4, .webm or .mov file to show inline")
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<video width="{int(width)}" controls loop autoplay muted playsinline '
-            f'src="data:{mime};base64,{data}"></video>')
+    return (
+        f'<video width="{int(width)}" controls loop autoplay muted playsinline '
+        f'src="data:{mime};base64,{data}"></video>'
+    )
 
 
 def _remove(path: Path) -> None:

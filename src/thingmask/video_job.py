@@ -46,17 +46,51 @@ from thingmask.io_utils import atomic_write_json, atomic_write_text
 from thingmask.tracking import Tracker
 from thingmask.video import EXTENSIONS, VideoError, VideoWriter, open_video, partial_path
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoResult", "add_cli_arguments", "find_videos",
-           "newest_run_dir", "output_paths", "process_many", "process_video", "run_cli"]
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "VideoResult",
+    "add_cli_arguments",
+    "find_videos",
+    "newest_run_dir",
+    "output_paths",
+    "process_many",
+    "process_video",
+    "run_cli",
+]
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv",
-                    ".flv", ".ts", ".mts", ".3gp")
+VIDEO_EXTENSIONS = (
+    ".mp4",
+    ".mov",
+    ".m4v",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".ts",
+    ".mts",
+    ".3gp",
+)
 # Settings that change what the outputs contain; a finished video is redone when one changes.
-_JOB_SETTINGS = ("display_things", "score_threshold", "video_format", "canvas", "canvas_color",
-                 "canvas_image", "keep_audio", "tracking", "export_csv", "export_rle",
-                 "export_mask_video", "per_instance_clips", "max_bad_frames")
+_JOB_SETTINGS = (
+    "display_things",
+    "score_threshold",
+    "video_format",
+    "canvas",
+    "canvas_color",
+    "canvas_image",
+    "keep_audio",
+    "tracking",
+    "export_csv",
+    "export_rle",
+    "export_mask_video",
+    "per_instance_clips",
+    "max_bad_frames",
+)
 
 OnFrame = Callable[[int, np.ndarray, Detections], None]
 
@@ -99,21 +133,35 @@ def output_paths(dst: str | Path, config: Any) -> dict[str, Path]:
     dst = Path(dst)
     stem = dst.name if config.video_format == "png" else dst.stem
     base = dst.parent
-    return {"video": dst, "metadata": base / f"{stem}.json", "csv": base / f"{stem}.csv",
-            "rle": base / f"{stem}.rle.jsonl", "mask_video": base / f"{stem}_mask.mp4",
-            "clips": base / f"{stem}_clips"}
+    return {
+        "video": dst,
+        "metadata": base / f"{stem}.json",
+        "csv": base / f"{stem}.csv",
+        "rle": base / f"{stem}.rle.jsonl",
+        "mask_video": base / f"{stem}_mask.mp4",
+        "clips": base / f"{stem}_clips",
+    }
 
 
 def _fingerprint(src: Path, config: Any, predictor: Any) -> dict[str, Any]:
     stat = src.stat()
     settings = {k: getattr(config, k) for k in _JOB_SETTINGS}
-    model = {"class_names": [str(c) for c in getattr(predictor, "class_names", ())],
-             "run_dir": str(getattr(predictor, "run_dir", ""))}
-    blob = json.dumps({"settings": settings, "model": model, "size": stat.st_size,
-                       "mtime_ns": stat.st_mtime_ns}, sort_keys=True, default=str)
-    return {"settings": settings, "model": model, "source_size": stat.st_size,
-            "source_mtime_ns": stat.st_mtime_ns,
-            "key": hashlib.sha256(blob.encode()).hexdigest()[:16]}
+    model = {
+        "class_names": [str(c) for c in getattr(predictor, "class_names", ())],
+        "run_dir": str(getattr(predictor, "run_dir", "")),
+    }
+    blob = json.dumps(
+        {"settings": settings, "model": model, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        sort_keys=True,
+        default=str,
+    )
+    return {
+        "settings": settings,
+        "model": model,
+        "source_size": stat.st_size,
+        "source_mtime_ns": stat.st_mtime_ns,
+        "key": hashlib.sha256(blob.encode()).hexdigest()[:16],
+    }
 
 
 def _already_done(paths: dict[str, Path], key: str) -> dict[str, Any] | None:
@@ -133,9 +181,16 @@ def _already_done(paths: dict[str, Path], key: str) -> dict[str, Any] | None:
     return meta
 
 
-def process_video(src: str | Path, dst: str | Path, predictor: Callable[[np.ndarray], Detections],
-                  config: Any, on_frame: OnFrame | None = None, *, force: bool = False,
-                  progress: bool = True) -> VideoResult:
+def process_video(
+    src: str | Path,
+    dst: str | Path,
+    predictor: Callable[[np.ndarray], Detections],
+    config: Any,
+    on_frame: OnFrame | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> VideoResult:
     """Cut the display things out of one video, streaming frame by frame.
 
     Args:
@@ -160,8 +215,10 @@ def process_video(src: str | Path, dst: str | Path, predictor: Callable[[np.ndar
     src, dst = Path(src), Path(dst)
     want = EXTENSIONS[config.video_format]
     if want and dst.suffix.lower() != want:
-        raise ValueError(f"output {dst}: video_format={config.video_format!r} writes {want} "
-                         f"files; name the output *{want} or change video_format")
+        raise ValueError(
+            f"output {dst}: video_format={config.video_format!r} writes {want} "
+            f"files; name the output *{want} or change video_format"
+        )
     paths = output_paths(dst, config)
     class_names = getattr(predictor, "class_names", None)
     if class_names is not None:
@@ -172,45 +229,82 @@ def process_video(src: str | Path, dst: str | Path, predictor: Callable[[np.ndar
     if not force:
         done = _already_done(paths, job["key"])
         if done is not None:
-            log.info("%s: already done with the same settings (%s); skipping", src,
-                     paths["metadata"])
-            result = VideoResult(**{k: v for k, v in done.get("result", {}).items()
-                                    if k in VideoResult.__dataclass_fields__})
+            log.info(
+                "%s: already done with the same settings (%s); skipping", src, paths["metadata"]
+            )
+            result = VideoResult(
+                **{
+                    k: v
+                    for k, v in done.get("result", {}).items()
+                    if k in VideoResult.__dataclass_fields__
+                }
+            )
             result.status, result.wall_s = "skipped", round(time.perf_counter() - t0, 3)
             return result
-    leftovers = [partial_path(p) for p in (paths["video"], paths["csv"], paths["rle"],
-                                           paths["mask_video"]) if partial_path(p).exists()]
+    leftovers = [
+        partial_path(p)
+        for p in (paths["video"], paths["csv"], paths["rle"], paths["mask_video"])
+        if partial_path(p).exists()
+    ]
     if leftovers:
-        log.info("%s: an unfinished earlier run left %s; starting this video again", src,
-                 ", ".join(p.name for p in leftovers))
+        log.info(
+            "%s: an unfinished earlier run left %s; starting this video again",
+            src,
+            ", ".join(p.name for p in leftovers),
+        )
     paths["metadata"].unlink(missing_ok=True)  # the done marker goes only after success
 
     canvas = Canvas.from_config(config)
     result = VideoResult(source=str(src), output=str(dst))
-    with open_video(src, max_bad_frames=config.max_bad_frames) as reader, \
-            contextlib.ExitStack() as stack:
+    with (
+        open_video(src, max_bad_frames=config.max_bad_frames) as reader,
+        contextlib.ExitStack() as stack,
+    ):
         info = reader.info
-        writer = stack.enter_context(VideoWriter(
-            dst, info.width, info.height, info.rate, fmt=config.video_format,
-            alpha=canvas.has_alpha, audio_source=src if config.keep_audio else None))
+        writer = stack.enter_context(
+            VideoWriter(
+                dst,
+                info.width,
+                info.height,
+                info.rate,
+                fmt=config.video_format,
+                alpha=canvas.has_alpha,
+                audio_source=src if config.keep_audio else None,
+            )
+        )
         tracker = Tracker() if (config.tracking or config.per_instance_clips) else None
         if config.per_instance_clips and not config.tracking:
             log.info("per_instance_clips needs track ids: tracking is switched on for %s", src)
         csv_out = stack.enter_context(CsvExporter(paths["csv"])) if config.export_csv else None
         rle_out = stack.enter_context(RleExporter(paths["rle"])) if config.export_rle else None
-        mask_out = (stack.enter_context(MaskVideo(paths["mask_video"], info.width, info.height,
-                                                  info.rate))
-                    if config.export_mask_video else None)
-        clips = (stack.enter_context(InstanceClips(paths["clips"], paths["video"].stem,
-                                                   info.rate, config.video_format, canvas))
-                 if config.per_instance_clips else None)
+        mask_out = (
+            stack.enter_context(MaskVideo(paths["mask_video"], info.width, info.height, info.rate))
+            if config.export_mask_video
+            else None
+        )
+        clips = (
+            stack.enter_context(
+                InstanceClips(
+                    paths["clips"], paths["video"].stem, info.rate, config.video_format, canvas
+                )
+            )
+            if config.per_instance_clips
+            else None
+        )
         track_ids: set[int] = set()
-        bar = tqdm(total=info.frames or None, unit="frame", desc=src.name, disable=not progress,
-                   leave=False)
+        bar = tqdm(
+            total=info.frames or None,
+            unit="frame",
+            desc=src.name,
+            disable=not progress,
+            leave=False,
+        )
         with bar:
             for frame in reader.frames():
-                kept = keep(_check_detections(predictor(frame.image), frame.image, src),
-                            config.display_things)
+                kept = keep(
+                    _check_detections(predictor(frame.image), frame.image, src),
+                    config.display_things,
+                )
                 if tracker is not None:
                     kept = tracker.update(kept)
                     track_ids.update(int(t) for t in kept.track_ids)
@@ -241,8 +335,11 @@ def process_video(src: str | Path, dst: str | Path, predictor: Callable[[np.ndar
     result.timing = video_meta["timing"]
     result.audio = video_meta["audio"]
     result.outputs = {"video": str(dst)}
-    for kind, enabled in (("csv", config.export_csv), ("rle", config.export_rle),
-                          ("mask_video", config.export_mask_video)):
+    for kind, enabled in (
+        ("csv", config.export_csv),
+        ("rle", config.export_rle),
+        ("mask_video", config.export_mask_video),
+    ):
         if enabled:
             result.outputs[kind] = str(paths[kind])
     if clips is not None:
@@ -250,21 +347,38 @@ def process_video(src: str | Path, dst: str | Path, predictor: Callable[[np.ndar
     result.wall_s = round(time.perf_counter() - t0, 3)
     result.fps = round(result.frames_read / result.wall_s, 2) if result.wall_s else 0.0
     result.metadata = str(paths["metadata"])
-    atomic_write_json(paths["metadata"], {
-        "status": "done", "source": info.to_dict(), "output": video_meta, "job": job,
-        "result": result.to_dict()})
-    log.info("%s -> %s: %d frames, %d instances, %.1f s (%.1f fps)", src, dst,
-             result.frames_written, result.instances, result.wall_s, result.fps)
+    atomic_write_json(
+        paths["metadata"],
+        {
+            "status": "done",
+            "source": info.to_dict(),
+            "output": video_meta,
+            "job": job,
+            "result": result.to_dict(),
+        },
+    )
+    log.info(
+        "%s -> %s: %d frames, %d instances, %.1f s (%.1f fps)",
+        src,
+        dst,
+        result.frames_written,
+        result.instances,
+        result.wall_s,
+        result.fps,
+    )
     return result
 
 
 def _check_detections(dets: Any, image: np.ndarray, src: Path) -> Detections:
     if not isinstance(dets, Detections):
-        raise TypeError(f"predictor returned {type(dets).__name__}; expected "
-                        "thingmask.detections.Detections")
+        raise TypeError(
+            f"predictor returned {type(dets).__name__}; expected thingmask.detections.Detections"
+        )
     if dets.image_size != image.shape[:2]:
-        raise ValueError(f"{src}: predictor returned masks of size {dets.image_size} for a "
-                         f"{image.shape[:2]} frame; masks must match the frame (H, W)")
+        raise ValueError(
+            f"{src}: predictor returned masks of size {dets.image_size} for a "
+            f"{image.shape[:2]} frame; masks must match the frame (H, W)"
+        )
     return dets
 
 
@@ -276,9 +390,11 @@ def find_videos(source: str | Path) -> list[Path]:
     if p.is_file():
         return [p]
     if p.is_dir():
-        found = sorted(f for f in p.iterdir()
-                       if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
-                       and not f.name.startswith("."))
+        found = sorted(
+            f
+            for f in p.iterdir()
+            if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS and not f.name.startswith(".")
+        )
         if not found:
             raise VideoError(f"{p}: folder holds no video files ({', '.join(VIDEO_EXTENSIONS)})")
         return found
@@ -287,8 +403,10 @@ def find_videos(source: str | Path) -> list[Path]:
         if not found:
             raise VideoError(f"{text}: the pattern matches no files")
         return found
-    raise VideoError(f"{text}: no such file or folder. Pass a video file, a folder of videos or "
-                     "a glob such as 'videos/*.mp4'")
+    raise VideoError(
+        f"{text}: no such file or folder. Pass a video file, a folder of videos or "
+        "a glob such as 'videos/*.mp4'"
+    )
 
 
 def _output_for(src: Path, out_dir: Path, config: Any, taken: set[str]) -> Path:
@@ -299,9 +417,15 @@ def _output_for(src: Path, out_dir: Path, config: Any, taken: set[str]) -> Path:
     return out_dir / (name + EXTENSIONS[config.video_format])
 
 
-def process_many(src: str | Path, out_dir: str | Path,
-                 predictor: Callable[[np.ndarray], Detections], config: Any, *,
-                 force: bool = False, progress: bool = True) -> list[VideoResult]:
+def process_many(
+    src: str | Path,
+    out_dir: str | Path,
+    predictor: Callable[[np.ndarray], Detections],
+    config: Any,
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> list[VideoResult]:
     """``process_video`` for every video of a file / folder / glob, one output each in
     ``out_dir``. A failing video is logged and recorded (status ``failed``); the others continue.
     Writes ``out_dir/summary.csv`` and logs a summary table; returns the results in order."""
@@ -313,19 +437,37 @@ def process_many(src: str | Path, out_dir: str | Path,
     for video in tqdm(videos, unit="video", desc="videos", disable=not progress or len(videos) < 2):
         dst = _output_for(video, out_dir, config, taken)
         try:
-            results.append(process_video(video, dst, predictor, config, force=force,
-                                         progress=progress))
+            results.append(
+                process_video(video, dst, predictor, config, force=force, progress=progress)
+            )
         except Exception as exc:  # one bad file must not stop the batch
             log.error("%s: failed: %s", video, exc)
-            results.append(VideoResult(source=str(video), output=str(dst), status="failed",
-                                       error=f"{type(exc).__name__}: {exc}"))
+            results.append(
+                VideoResult(
+                    source=str(video),
+                    output=str(dst),
+                    status="failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            )
     atomic_write_text(out_dir / "summary.csv", summary_csv(results))
     log.info("video summary (%s):\n%s", out_dir / "summary.csv", summary_table(results))
     return results
 
 
-_SUMMARY = ("source", "status", "frames_read", "frames_written", "bad_frames", "instances",
-            "tracks", "wall_s", "fps", "output", "error")
+_SUMMARY = (
+    "source",
+    "status",
+    "frames_read",
+    "frames_written",
+    "bad_frames",
+    "instances",
+    "tracks",
+    "wall_s",
+    "fps",
+    "output",
+    "error",
+)
 
 
 def summary_csv(results: list[VideoResult]) -> str:
@@ -342,11 +484,22 @@ def summary_table(results: list[VideoResult]) -> str:
     """A fixed-width text table of the results (for logs and notebooks)."""
     rows = [("video", "status", "frames", "bad", "instances", "tracks", "s", "note")]
     for r in results:
-        rows.append((Path(r.source).name, r.status, str(r.frames_written), str(r.bad_frames),
-                     str(r.instances), str(r.tracks), f"{r.wall_s:.1f}", r.error[:60]))
+        rows.append(
+            (
+                Path(r.source).name,
+                r.status,
+                str(r.frames_written),
+                str(r.bad_frames),
+                str(r.instances),
+                str(r.tracks),
+                f"{r.wall_s:.1f}",
+                r.error[:60],
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -361,27 +514,52 @@ def newest_run_dir(output_dir: str | Path) -> Path | None:
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``thingmask video`` (``--config`` and KEY=VALUE overrides come from cli.py)."""
-    parser.add_argument("src", nargs="?", default=None, metavar="SRC",
-                        help="video file, folder of videos or glob (default: video_input)")
-    parser.add_argument("--output", "-o", default=None, metavar="OUT",
-                        help="output file (one video) or folder (default: video_output, else "
-                             "the run folder)")
-    parser.add_argument("--run", default=None, metavar="RUN_DIR",
-                        help="trained run folder (default: newest under output_dir)")
-    parser.add_argument("--canvas", default=None,
-                        choices=("black", "white", "color", "blur", "grey", "image",
-                                 "transparent"), help="background behind the animals")
-    parser.add_argument("--format", default=None, dest="video_format",
-                        choices=("mp4", "webm", "mov", "png"), help="output format")
-    for flag, key, text in (("--csv", "export_csv", "per-instance positions CSV"),
-                            ("--rle", "export_rle", "COCO-RLE masks (JSON lines)"),
-                            ("--mask-video", "export_mask_video", "black/white mask video"),
-                            ("--clips", "per_instance_clips", "one cut-out clip per animal"),
-                            ("--track", "tracking", "stable track ids")):
-        parser.add_argument(flag, dest=key, default=None, action=argparse.BooleanOptionalAction,
-                            help=text)
-    parser.add_argument("--force", action="store_true",
-                        help="redo videos already finished with the same settings")
+    parser.add_argument(
+        "src",
+        nargs="?",
+        default=None,
+        metavar="SRC",
+        help="video file, folder of videos or glob (default: video_input)",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        metavar="OUT",
+        help="output file (one video) or folder (default: video_output, else the run folder)",
+    )
+    parser.add_argument(
+        "--run",
+        default=None,
+        metavar="RUN_DIR",
+        help="trained run folder (default: newest under output_dir)",
+    )
+    parser.add_argument(
+        "--canvas",
+        default=None,
+        choices=("black", "white", "color", "blur", "grey", "image", "transparent"),
+        help="background behind the animals",
+    )
+    parser.add_argument(
+        "--format",
+        default=None,
+        dest="video_format",
+        choices=("mp4", "webm", "mov", "png"),
+        help="output format",
+    )
+    for flag, key, text in (
+        ("--csv", "export_csv", "per-instance positions CSV"),
+        ("--rle", "export_rle", "COCO-RLE masks (JSON lines)"),
+        ("--mask-video", "export_mask_video", "black/white mask video"),
+        ("--clips", "per_instance_clips", "one cut-out clip per animal"),
+        ("--track", "tracking", "stable track ids"),
+    ):
+        parser.add_argument(
+            flag, dest=key, default=None, action=argparse.BooleanOptionalAction, help=text
+        )
+    parser.add_argument(
+        "--force", action="store_true", help="redo videos already finished with the same settings"
+    )
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -391,28 +569,40 @@ def run_cli(args: argparse.Namespace) -> int:
     from thingmask.engines import get_engine, read_model_meta
 
     try:
-        config = load_config(getattr(args, "config", None),
-                             parse_overrides(getattr(args, "overrides", None) or []))
-        changes = {k: getattr(args, k) for k in ("canvas", "video_format", "export_csv",
-                                                 "export_rle", "export_mask_video",
-                                                 "per_instance_clips", "tracking")
-                   if getattr(args, k, None) is not None}
+        config = load_config(
+            getattr(args, "config", None), parse_overrides(getattr(args, "overrides", None) or [])
+        )
+        changes = {
+            k: getattr(args, k)
+            for k in (
+                "canvas",
+                "video_format",
+                "export_csv",
+                "export_rle",
+                "export_mask_video",
+                "per_instance_clips",
+                "tracking",
+            )
+            if getattr(args, k, None) is not None
+        }
         if changes:
             config = config.replace(**changes)
         src = args.src or config.video_input
         if not src:
-            raise ValueError("no input video: pass SRC (a file, folder or glob) or set "
-                             "video_input")
+            raise ValueError("no input video: pass SRC (a file, folder or glob) or set video_input")
         run_dir = Path(args.run) if args.run else newest_run_dir(config.output_dir)
         if run_dir is None and not config.zero_training:
-            raise ValueError(f"no trained model under {config.output_dir!r} (no folder with "
-                             "model_meta.json). Train first with `thingmask train` (notebook "
-                             "section 4), pass --run RUN_DIR, or set zero_training=true")
+            raise ValueError(
+                f"no trained model under {config.output_dir!r} (no folder with "
+                "model_meta.json). Train first with `thingmask train` (notebook "
+                "section 4), pass --run RUN_DIR, or set zero_training=true"
+            )
         engine = read_model_meta(run_dir)["engine"] if run_dir is not None else config.engine
         predictor = get_engine(engine).load_predictor(config, run_dir)
         out = args.output or config.video_output
-        single = Path(src).is_file() and out and Path(out).suffix.lower() in (
-            ".mp4", ".webm", ".mov")
+        single = (
+            Path(src).is_file() and out and Path(out).suffix.lower() in (".mp4", ".webm", ".mov")
+        )
         if single:
             results = [process_video(src, out, predictor, config, force=args.force)]
         else:

@@ -12,10 +12,27 @@ import numpy as np
 
 __all__ = ["class_colour", "draw_instances", "finish_figure", "save_grid"]
 
-_PALETTE = np.array([
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128),
-    (220, 190, 255), (170, 110, 40), (128, 0, 0), (170, 255, 195), (128, 128, 0)], np.uint8)
+_PALETTE = np.array(
+    [
+        (230, 25, 75),
+        (60, 180, 75),
+        (255, 225, 25),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+        (250, 190, 212),
+        (0, 128, 128),
+        (220, 190, 255),
+        (170, 110, 40),
+        (128, 0, 0),
+        (170, 255, 195),
+        (128, 128, 0),
+    ],
+    np.uint8,
+)
 
 
 def class_colour(name: str, class_names: Sequence[str] | None = None) -> tuple[int, int, int]:
@@ -27,9 +44,14 @@ def class_colour(name: str, class_names: Sequence[str] | None = None) -> tuple[i
     return tuple(int(c) for c in _PALETTE[idx % len(_PALETTE)])
 
 
-def draw_instances(image_rgb: np.ndarray, masks: np.ndarray, labels: Sequence[str],
-                   class_names: Sequence[str] | None = None, scores: Sequence[float] | None = None,
-                   alpha: float = 0.5) -> np.ndarray:
+def draw_instances(
+    image_rgb: np.ndarray,
+    masks: np.ndarray,
+    labels: Sequence[str],
+    class_names: Sequence[str] | None = None,
+    scores: Sequence[float] | None = None,
+    alpha: float = 0.5,
+) -> np.ndarray:
     """Overlay instance masks, outlines and ``label [score]`` text on a copy of ``image_rgb``.
 
     Args:
@@ -51,20 +73,27 @@ def draw_instances(image_rgb: np.ndarray, masks: np.ndarray, labels: Sequence[st
         if not mask.any():
             continue
         colour = class_colour(str(label), class_names)
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_SIMPLE)
+        contours, _ = cv2.findContours(
+            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
         cv2.drawContours(out, contours, -1, colour, 1)
         ys, xs = np.nonzero(mask)
         text = str(label) if scores is None else f"{label} {float(scores[i]):.2f}"
         org = (int(xs.min()), max(int(ys.min()) - 2, 8))
-        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 2,
-                    cv2.LINE_AA)
+        cv2.putText(
+            out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 2, cv2.LINE_AA
+        )
         cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour, 1, cv2.LINE_AA)
     return out
 
 
-def save_grid(images_rgb: Sequence[np.ndarray], path: str | Path | None = None,
-              titles: Sequence[str] | None = None, columns: int = 4, show: bool = False):
+def save_grid(
+    images_rgb: Sequence[np.ndarray],
+    path: str | Path | None = None,
+    titles: Sequence[str] | None = None,
+    columns: int = 4,
+    show: bool = False,
+):
     """Lay images out in a grid; save to ``path`` atomically (PNG) and/or show it inline.
 
     Returns the matplotlib figure (closed unless ``show``).

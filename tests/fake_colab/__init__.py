@@ -24,7 +24,8 @@ SUBMODULES = ("drive", "runtime", "files")
 
 def _load(monkeypatch, name: str, path: Path, package: bool = False) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(
-        name, path, submodule_search_locations=[str(path.parent)] if package else None)
+        name, path, submodule_search_locations=[str(path.parent)] if package else None
+    )
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, name, module)
     spec.loader.exec_module(module)
@@ -44,9 +45,13 @@ def install(monkeypatch) -> types.ModuleType:
     return colab
 
 
-def flaky_copy(real: Callable[[Path, Path], None], *, corrupt: dict[str, int] | None = None,
-               errors: dict[str, list[OSError]] | None = None, log: list | None = None
-               ) -> Callable[[Path, Path], None]:
+def flaky_copy(
+    real: Callable[[Path, Path], None],
+    *,
+    corrupt: dict[str, int] | None = None,
+    errors: dict[str, list[OSError]] | None = None,
+    log: list | None = None,
+) -> Callable[[Path, Path], None]:
     """A replacement for ``thingmask.drive._copy_file`` that misbehaves for named source files.
 
     ``corrupt={"model_final.pth": 1}`` flips a byte of the first copy of that file;

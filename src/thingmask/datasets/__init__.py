@@ -18,13 +18,29 @@ from thingmask.datasets.coco import (
     load_prepared,
 )
 
-__all__ = ["DatasetError", "PrepareResult", "PreparedDataset", "Report", "annotation_to_mask",
-           "detect_format", "load_coco_json", "load_prepared", "prepare_dataset",
-           "preview_dataset", "validate_coco"]
+__all__ = [
+    "DatasetError",
+    "PrepareResult",
+    "PreparedDataset",
+    "Report",
+    "annotation_to_mask",
+    "detect_format",
+    "load_coco_json",
+    "load_prepared",
+    "prepare_dataset",
+    "preview_dataset",
+    "validate_coco",
+]
 
 # `thingmask prepare` and its parts load on first use: engines and the video path never pay
-_LAZY = {"PrepareResult": "prepare", "prepare_dataset": "prepare", "Report": "validate",
-         "validate_coco": "validate", "preview_dataset": "preview", "detect_format": "importers"}
+_LAZY = {
+    "PrepareResult": "prepare",
+    "prepare_dataset": "prepare",
+    "Report": "validate",
+    "validate_coco": "validate",
+    "preview_dataset": "preview",
+    "detect_format": "importers",
+}
 
 
 def __getattr__(name: str):

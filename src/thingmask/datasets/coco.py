@@ -9,8 +9,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DatasetError", "PreparedDataset", "annotation_to_mask", "load_coco_json",
-           "load_prepared"]
+__all__ = [
+    "DatasetError",
+    "PreparedDataset",
+    "annotation_to_mask",
+    "load_coco_json",
+    "load_prepared",
+]
 
 
 class DatasetError(ValueError):
@@ -37,16 +42,21 @@ def load_coco_json(path: str | Path) -> dict[str, Any]:
     """Load a COCO json file; raise :class:`DatasetError` naming the file on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: file not found. Run `thingmask prepare` (or set "
-                           "generate_synthetic=True) to create the dataset first.")
+        raise DatasetError(
+            f"{path}: file not found. Run `thingmask prepare` (or set "
+            "generate_synthetic=True) to create the dataset first."
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc}). Re-export it from your annotation "
-                           "tool.") from None
+        raise DatasetError(
+            f"{path}: not valid JSON ({exc}). Re-export it from your annotation tool."
+        ) from None
     if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a COCO object with images/annotations/categories, "
-                           f"got {type(data).__name__}")
+        raise DatasetError(
+            f"{path}: expected a COCO object with images/annotations/categories, "
+            f"got {type(data).__name__}"
+        )
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DatasetError(f"{path}: missing list '{key}'. Is this a COCO instances file?")
@@ -70,21 +80,33 @@ def load_prepared(root: str | Path) -> PreparedDataset:
     """Open a prepared dataset folder, checking both splits exist and agree on the classes."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"dataset_dir {root} does not exist. Set generate_synthetic=True for "
-                           "the bundled demo data, or run `thingmask prepare SRC --output "
-                           f"{root}` on your annotations.")
+        raise DatasetError(
+            f"dataset_dir {root} does not exist. Set generate_synthetic=True for "
+            "the bundled demo data, or run `thingmask prepare SRC --output "
+            f"{root}` on your annotations."
+        )
     train_json, val_json = root / "train.json", root / "val.json"
     train = load_coco_json(train_json)
     val = load_coco_json(val_json)
     names = _class_names(train, train_json)
     if _class_names(val, val_json) != names:
-        raise DatasetError(f"{val_json}: its categories differ from {train_json}. Re-run "
-                           "`thingmask prepare` so both splits share one class list.")
+        raise DatasetError(
+            f"{val_json}: its categories differ from {train_json}. Re-run "
+            "`thingmask prepare` so both splits share one class list."
+        )
     if not train["annotations"]:
-        raise DatasetError(f"{train_json}: no annotations, so there is nothing to train on. "
-                           "Annotate some images (see data/README.md).")
-    return PreparedDataset(name=root.name, root=root, train_json=train_json, val_json=val_json,
-                           image_root=root / "images", class_names=names)
+        raise DatasetError(
+            f"{train_json}: no annotations, so there is nothing to train on. "
+            "Annotate some images (see data/README.md)."
+        )
+    return PreparedDataset(
+        name=root.name,
+        root=root,
+        train_json=train_json,
+        val_json=val_json,
+        image_root=root / "images",
+        class_names=names,
+    )
 
 
 def annotation_to_mask(ann: dict[str, Any], height: int, width: int) -> np.ndarray:

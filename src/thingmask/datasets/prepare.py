@@ -34,17 +34,16 @@ from thingmask.datasets.coco import DatasetError, PreparedDataset, load_prepared
 from thingmask.datasets.importers import FORMATS, detect_format, import_sources
 from thingmask.datasets.remap import apply_class_map, parse_class_map
 from thingmask.datasets.split import assign_splits
-from thingmask.datasets.validate import (
-    Report,
-    Sample,
-    check_coco,
-    finalize,
-    merge_categories,
-)
+from thingmask.datasets.validate import Report, Sample, check_coco, finalize, merge_categories
 from thingmask.io_utils import atomic_path, atomic_write_json
 
-__all__ = ["PrepareResult", "add_cli_arguments", "prepare_dataset", "prepare_from_config",
-           "run_cli"]
+__all__ = [
+    "PrepareResult",
+    "add_cli_arguments",
+    "prepare_dataset",
+    "prepare_from_config",
+    "run_cli",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +63,21 @@ class PrepareResult:
         return self.dataset is not None and self.report.ok
 
 
-def prepare_dataset(source: str | Path, output: str | Path, fmt: str = "auto",
-                    val_fraction: float = 0.2, seed: int = 0,
-                    class_map: Mapping[str, str] | None = None,
-                    display_things: Sequence[str] | None = None, *,
-                    image_dir: str | Path | None = None, class_attribute: str | None = None,
-                    default_class: str = "object", convert_crowd: bool = True,
-                    preview: bool = False) -> PrepareResult:
+def prepare_dataset(
+    source: str | Path,
+    output: str | Path,
+    fmt: str = "auto",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    class_map: Mapping[str, str] | None = None,
+    display_things: Sequence[str] | None = None,
+    *,
+    image_dir: str | Path | None = None,
+    class_attribute: str | None = None,
+    default_class: str = "object",
+    convert_crowd: bool = True,
+    preview: bool = False,
+) -> PrepareResult:
     """Import, validate, remap, split and write a dataset; never raises for bad annotations.
 
     Args:
@@ -97,49 +104,91 @@ def prepare_dataset(source: str | Path, output: str | Path, fmt: str = "auto",
         except ValueError as exc:
             report.error("format-unknown", str(source), str(exc))
             return _stop(report, output)
-        report.info("format-detected", str(source), f"read as {fmt}",
-                    "Pass --format / dataset_format if this is wrong.")
+        report.info(
+            "format-detected",
+            str(source),
+            f"read as {fmt}",
+            "Pass --format / dataset_format if this is wrong.",
+        )
     elif fmt not in FORMATS:
-        report.error("format-unknown", str(source), f"format {fmt!r} is not one of "
-                     f"auto, {', '.join(FORMATS)}")
+        report.error(
+            "format-unknown",
+            str(source),
+            f"format {fmt!r} is not one of auto, {', '.join(FORMATS)}",
+        )
         return _stop(report, output)
     elif not source.exists():
-        report.error("source-missing", str(source), "does not exist",
-                     "Set dataset_source (or SRC) to your annotation export.")
+        report.error(
+            "source-missing",
+            str(source),
+            "does not exist",
+            "Set dataset_source (or SRC) to your annotation export.",
+        )
         return _stop(report, output)
     report.summary["format"] = fmt
     src_dir = source.resolve() if source.is_dir() else source.resolve().parent
     out_res = output.resolve()
     if out_res != src_dir and src_dir in out_res.parents and source.is_dir():
-        report.error("output-inside-source", str(output), f"is inside the source folder "
-                     f"{source}; a re-run would read its own output as annotations",
-                     "Choose an output folder outside the source, e.g. data/<name>.")
+        report.error(
+            "output-inside-source",
+            str(output),
+            f"is inside the source folder "
+            f"{source}; a re-run would read its own output as annotations",
+            "Choose an output folder outside the source, e.g. data/<name>.",
+        )
         return _stop(report, output)
 
-    sources = import_sources(source, fmt, report, image_dir=image_dir,
-                             class_attribute=class_attribute, default_class=default_class)
+    sources = import_sources(
+        source,
+        fmt,
+        report,
+        image_dir=image_dir,
+        class_attribute=class_attribute,
+        default_class=default_class,
+    )
     samples: list[Sample] = []
     parts = []
     for src in sources:
-        checked = check_coco(src.data, source=src.name, image_root=src.image_root, report=report,
-                             split=src.split, embedded=src.embedded, fmt=fmt)
+        checked = check_coco(
+            src.data,
+            source=src.name,
+            image_root=src.image_root,
+            report=report,
+            split=src.split,
+            embedded=src.embedded,
+            fmt=fmt,
+        )
         samples += checked.samples
         parts.append(checked.categories)
     if not sources and report.ok:
-        report.error("no-annotations", str(source), f"no {fmt} annotation files found",
-                     "Point at the export folder; data/README.md shows each tool's layout.")
+        report.error(
+            "no-annotations",
+            str(source),
+            f"no {fmt} annotation files found",
+            "Point at the export folder; data/README.md shows each tool's layout.",
+        )
     _check_same_files(samples, report)
     categories = merge_categories(parts, report)
     samples, categories = apply_class_map(samples, categories, class_map, report)
-    samples, names = finalize(samples, categories, report, convert_crowd=convert_crowd,
-                              display_things=display_things, fmt=fmt)
+    samples, names = finalize(
+        samples,
+        categories,
+        report,
+        convert_crowd=convert_crowd,
+        display_things=display_things,
+        fmt=fmt,
+    )
     if not report.ok:
         return _stop(report, output)
 
     splits = assign_splits(samples, val_fraction, seed, report)
     if not any(s.instances for s, sp in zip(samples, splits, strict=True) if sp == "train"):
-        report.error("split-empty-train", "", "the train split has no annotated image",
-                     "Move annotated images into the source's train split.")
+        report.error(
+            "split-empty-train",
+            "",
+            "the train split has no annotated image",
+            "Move annotated images into the source's train split.",
+        )
         return _stop(report, output)
     _summarise(report, samples, splits, names)
     dataset = _write(output, samples, splits, names, report, fmt, source)
@@ -156,12 +205,21 @@ def prepare_from_config(config: Any, **kwargs: Any) -> PrepareResult:
     from thingmask.config import ConfigError
 
     if not config.dataset_source:
-        raise ConfigError("dataset_source: got ''; expected your annotation export (a folder "
-                          "or .json file). Set it in the global-variables cell or the config "
-                          "YAML, or set generate_synthetic=True for the demo data.")
-    return prepare_dataset(config.dataset_source, config.dataset_dir, config.dataset_format,
-                           config.val_fraction, config.seed, config.class_map,
-                           config.display_things, **kwargs)
+        raise ConfigError(
+            "dataset_source: got ''; expected your annotation export (a folder "
+            "or .json file). Set it in the global-variables cell or the config "
+            "YAML, or set generate_synthetic=True for the demo data."
+        )
+    return prepare_dataset(
+        config.dataset_source,
+        config.dataset_dir,
+        config.dataset_format,
+        config.val_fraction,
+        config.seed,
+        config.class_map,
+        config.display_things,
+        **kwargs,
+    )
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -180,10 +238,18 @@ def _check_same_files(samples: list[Sample], report: Report) -> None:
         if isinstance(s.source, Path):
             first = seen.setdefault(s.source, s)
             if first is not s:
-                report.error("image-duplicate-file", s.where, f"the same image file is also "
-                             f"{first.where}" + (" (in both splits: val would measure images "
-                             "the model trained on)" if first.split != s.split else ""),
-                             "Keep one of the two records.")
+                report.error(
+                    "image-duplicate-file",
+                    s.where,
+                    f"the same image file is also "
+                    f"{first.where}"
+                    + (
+                        " (in both splits: val would measure images the model trained on)"
+                        if first.split != s.split
+                        else ""
+                    ),
+                    "Keep one of the two records.",
+                )
 
 
 _UNSAFE = re.compile(r"[^\w.\-]+")
@@ -210,11 +276,14 @@ def output_names(samples: Sequence[Sample]) -> list[str]:
 
 def _fingerprint(sample: Sample) -> dict[str, Any]:
     if isinstance(sample.source, bytes):
-        return {"source": "embedded:" + hashlib.sha1(sample.source).hexdigest(),
-                "fix": sample.fix}
+        return {"source": "embedded:" + hashlib.sha1(sample.source).hexdigest(), "fix": sample.fix}
     st = sample.source.stat()
-    return {"source": str(sample.source), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "fix": sample.fix}
+    return {
+        "source": str(sample.source),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "fix": sample.fix,
+    }
 
 
 def _write_image(sample: Sample, dest: Path) -> None:
@@ -262,13 +331,18 @@ def _copy_images(output: Path, samples: Sequence[Sample], names: Sequence[str]) 
         old = {}
     new: dict[str, Any] = {}
     copied = 0
-    for sample, name in tqdm(list(zip(samples, names, strict=True)), desc="images", unit="img",
-                             disable=len(samples) < 50):
+    for sample, name in tqdm(
+        list(zip(samples, names, strict=True)), desc="images", unit="img", disable=len(samples) < 50
+    ):
         dest = images / name
         fp = _fingerprint(sample)
         prev = old.get(name)
-        if not (isinstance(prev, dict) and prev.get("fingerprint") == fp and dest.is_file()
-                and dest.stat().st_size == prev.get("written_size")):
+        if not (
+            isinstance(prev, dict)
+            and prev.get("fingerprint") == fp
+            and dest.is_file()
+            and dest.stat().st_size == prev.get("written_size")
+        ):
             _write_image(sample, dest)
             copied += 1
         new[name] = {"fingerprint": fp, "written_size": dest.stat().st_size}
@@ -280,8 +354,7 @@ def _copy_images(output: Path, samples: Sequence[Sample], names: Sequence[str]) 
     log.info("images: %d written, %d unchanged", copied, len(samples) - copied)
 
 
-def _coco(samples, names, file_names, splits, which: str, fmt: str, source: Path
-          ) -> dict[str, Any]:
+def _coco(samples, names, file_names, splits, which: str, fmt: str, source: Path) -> dict[str, Any]:
     cat_id = {n: i for i, n in enumerate(names, 1)}
     images, anns = [], []
     ann_id = 0  # ids are unique across both files: one numbering over all samples
@@ -289,31 +362,46 @@ def _coco(samples, names, file_names, splits, which: str, fmt: str, source: Path
         if split != which:
             ann_id += len(s.instances)
             continue
-        images.append({"id": img_id, "file_name": fname, "width": s.width,
-                       "height": s.height})
+        images.append({"id": img_id, "file_name": fname, "width": s.width, "height": s.height})
         for inst in s.instances:
             ann_id += 1
-            anns.append({"id": ann_id, "image_id": img_id,
-                         "category_id": cat_id[inst.category],
-                         "segmentation": inst.segmentation, "area": inst.area,
-                         "bbox": [round(v, 2) for v in inst.bbox], "iscrowd": inst.iscrowd})
-    return {"info": {"description": f"prepared by thingmask from {source.name} ({fmt})"},
-            "images": images, "annotations": anns,
-            "categories": [{"id": i, "name": n, "supercategory": "thing"}
-                           for n, i in cat_id.items()]}
+            anns.append(
+                {
+                    "id": ann_id,
+                    "image_id": img_id,
+                    "category_id": cat_id[inst.category],
+                    "segmentation": inst.segmentation,
+                    "area": inst.area,
+                    "bbox": [round(v, 2) for v in inst.bbox],
+                    "iscrowd": inst.iscrowd,
+                }
+            )
+    return {
+        "info": {"description": f"prepared by thingmask from {source.name} ({fmt})"},
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": i, "name": n, "supercategory": "thing"} for n, i in cat_id.items()],
+    }
 
 
-def _write(output: Path, samples, splits, names, report: Report, fmt: str,
-           source: Path) -> PreparedDataset | None:
+def _write(
+    output: Path, samples, splits, names, report: Report, fmt: str, source: Path
+) -> PreparedDataset | None:
     file_names = output_names(samples)
     try:
         _copy_images(output, samples, file_names)
         for which in ("val", "train"):
-            atomic_write_json(output / f"{which}.json",
-                              _coco(samples, names, file_names, splits, which, fmt, source))
+            atomic_write_json(
+                output / f"{which}.json",
+                _coco(samples, names, file_names, splits, which, fmt, source),
+            )
     except OSError as exc:
-        report.error("output-failed", str(output), f"could not write the dataset ({exc})",
-                     "Check the folder is writable and the disk has space.")
+        report.error(
+            "output-failed",
+            str(output),
+            f"could not write the dataset ({exc})",
+            "Check the folder is writable and the disk has space.",
+        )
         _stop(report, output)
         return None
     try:
@@ -323,8 +411,13 @@ def _write(output: Path, samples, splits, names, report: Report, fmt: str,
         dataset = None
     report.write_json(output / "report.json")
     report.log_counts(log)
-    log.info("prepared %s: %d train / %d val images, classes %s", output,
-             splits.count("train"), splits.count("val"), names)
+    log.info(
+        "prepared %s: %d train / %d val images, classes %s",
+        output,
+        splits.count("train"),
+        splits.count("val"),
+        names,
+    )
     return dataset
 
 
@@ -338,45 +431,103 @@ def _summarise(report: Report, samples, splits, names) -> None:
         for inst in s.instances:
             per_class[inst.category][split] += 1
             formats["rle" if isinstance(inst.segmentation, dict) else "polygon"] += 1
-    report.summary.update(images=len(samples), instances=sum(formats.values()),
-                          classes=list(names), per_class=per_class,
-                          mask_formats=dict(formats))
+    report.summary.update(
+        images=len(samples),
+        instances=sum(formats.values()),
+        classes=list(names),
+        per_class=per_class,
+        mask_formats=dict(formats),
+    )
     report.summary.setdefault("split", {}).update(per_split)
 
 
 # --- CLI ----------------------------------------------------------------------------------------
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """``thingmask prepare SRC [KEY=VALUE ...] --output DIR [options] [--set KEY=VALUE ...]``."""
-    parser.description = ("Import an annotation export (labelme, VIA, CVAT, Roboflow, YOLO, "
-                          "COCO), validate it and write a COCO train/val dataset.")
+    parser.description = (
+        "Import an annotation export (labelme, VIA, CVAT, Roboflow, YOLO, "
+        "COCO), validate it and write a COCO train/val dataset."
+    )
     # SRC and KEY=VALUE share one positional list (argparse cannot parse a second positional
     # list after options); --set covers overrides given after the options
-    parser.add_argument("source", nargs="*", metavar="SRC [KEY=VALUE ...]",
-                        help="the export folder/file (default: dataset_source), then setting "
-                             "overrides such as display_things='[cat, dog]'")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a setting (repeatable)")
-    parser.add_argument("--output", "-o", default=None, metavar="DIR",
-                        help="prepared dataset folder (default: dataset_dir of the config)")
-    parser.add_argument("--format", dest="fmt", default=None, choices=("auto", *FORMATS),
-                        help="export format (default: dataset_format, normally auto)")
-    parser.add_argument("--val-fraction", type=float, default=None,
-                        help="share of images for val when the export has no split")
+    parser.add_argument(
+        "source",
+        nargs="*",
+        metavar="SRC [KEY=VALUE ...]",
+        help="the export folder/file (default: dataset_source), then setting "
+        "overrides such as display_things='[cat, dog]'",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting (repeatable)",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        metavar="DIR",
+        help="prepared dataset folder (default: dataset_dir of the config)",
+    )
+    parser.add_argument(
+        "--format",
+        dest="fmt",
+        default=None,
+        choices=("auto", *FORMATS),
+        help="export format (default: dataset_format, normally auto)",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="share of images for val when the export has no split",
+    )
     parser.add_argument("--seed", type=int, default=None, help="split seed")
-    parser.add_argument("--map", action="append", default=[], metavar="OLD=NEW",
-                        help="rename or merge a class (repeatable)")
-    parser.add_argument("--drop", action="append", default=[], metavar="NAME",
-                        help="drop a class and its annotations (repeatable)")
-    parser.add_argument("--class-attribute", default=None, metavar="NAME",
-                        help="VIA: region attribute holding the class (default: the first)")
-    parser.add_argument("--default-class", default="object", metavar="NAME",
-                        help="VIA: class of regions without that attribute")
-    parser.add_argument("--images", default=None, metavar="DIR",
-                        help="COCO: folder with the images, when not beside the json")
-    parser.add_argument("--keep-crowd", action="store_true",
-                        help="keep iscrowd=1 masks as crowd regions (default: convert)")
-    parser.add_argument("--no-preview", action="store_true",
-                        help="skip <output>/preview/ (sample grid and class counts)")
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="rename or merge a class (repeatable)",
+    )
+    parser.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="drop a class and its annotations (repeatable)",
+    )
+    parser.add_argument(
+        "--class-attribute",
+        default=None,
+        metavar="NAME",
+        help="VIA: region attribute holding the class (default: the first)",
+    )
+    parser.add_argument(
+        "--default-class",
+        default="object",
+        metavar="NAME",
+        help="VIA: class of regions without that attribute",
+    )
+    parser.add_argument(
+        "--images",
+        default=None,
+        metavar="DIR",
+        help="COCO: folder with the images, when not beside the json",
+    )
+    parser.add_argument(
+        "--keep-crowd",
+        action="store_true",
+        help="keep iscrowd=1 masks as crowd regions (default: convert)",
+    )
+    parser.add_argument(
+        "--no-preview",
+        action="store_true",
+        help="skip <output>/preview/ (sample grid and class counts)",
+    )
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -398,31 +549,51 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
     source = srcs[0] if srcs else config.dataset_source
     if not source:
-        print("thingmask prepare: error: no source. Usage: thingmask prepare SRC --output DIR "
-              "(or set dataset_source in the config)", file=err)
+        print(
+            "thingmask prepare: error: no source. Usage: thingmask prepare SRC --output DIR "
+            "(or set dataset_source in the config)",
+            file=err,
+        )
         return 2
     output = args.output or config.dataset_dir
     if args.output is None and output == Config.dataset_dir:
-        print(f"thingmask prepare: error: --output DIR is required (dataset_dir is still the "
-              f"synthetic demo folder {output}); e.g. --output data/mydata", file=err)
+        print(
+            f"thingmask prepare: error: --output DIR is required (dataset_dir is still the "
+            f"synthetic demo folder {output}); e.g. --output data/mydata",
+            file=err,
+        )
         return 2
     val_fraction = config.val_fraction if args.val_fraction is None else args.val_fraction
     if not 0.0 < val_fraction < 1.0:
-        print(f"thingmask prepare: error: --val-fraction {val_fraction}: expected a fraction "
-              "between 0 and 1, e.g. 0.2", file=err)
+        print(
+            f"thingmask prepare: error: --val-fraction {val_fraction}: expected a fraction "
+            "between 0 and 1, e.g. 0.2",
+            file=err,
+        )
         return 2
-    result = prepare_dataset(source, output, args.fmt or config.dataset_format, val_fraction,
-                             config.seed if args.seed is None else args.seed, class_map,
-                             config.display_things, image_dir=args.images,
-                             class_attribute=args.class_attribute,
-                             default_class=args.default_class,
-                             convert_crowd=not args.keep_crowd,
-                             preview=not args.no_preview)
+    result = prepare_dataset(
+        source,
+        output,
+        args.fmt or config.dataset_format,
+        val_fraction,
+        config.seed if args.seed is None else args.seed,
+        class_map,
+        config.display_things,
+        image_dir=args.images,
+        class_attribute=args.class_attribute,
+        default_class=args.default_class,
+        convert_crowd=not args.keep_crowd,
+        preview=not args.no_preview,
+    )
     print(result.report.text())
     if result.ok:
-        print(f"\nwrote {output}: train.json, val.json, images/, report.json"
-              + ("" if args.no_preview else ", preview/"))
+        print(
+            f"\nwrote {output}: train.json, val.json, images/, report.json"
+            + ("" if args.no_preview else ", preview/")
+        )
         return 0
-    print(f"\nnothing written but {Path(output) / 'report.json'}: fix the errors above and "
-          "re-run", file=err)
+    print(
+        f"\nnothing written but {Path(output) / 'report.json'}: fix the errors above and re-run",
+        file=err,
+    )
     return 2

@@ -21,8 +21,15 @@ from thingmask.datasets.coco import PreparedDataset, annotation_to_mask, load_co
 from thingmask.io_utils import atomic_write_text
 from thingmask.visualize import finish_figure
 
-__all__ = ["ClassCount", "Preview", "class_counts", "format_counts", "plot_counts",
-           "preview_dataset", "sample_grid"]
+__all__ = [
+    "ClassCount",
+    "Preview",
+    "class_counts",
+    "format_counts",
+    "plot_counts",
+    "preview_dataset",
+    "sample_grid",
+]
 
 
 @dataclass(frozen=True)
@@ -61,8 +68,9 @@ def _dataset(dataset: PreparedDataset | str | Path) -> PreparedDataset:
 def class_counts(dataset: PreparedDataset | str | Path) -> list[ClassCount]:
     """Per-class counts in class-id order (crowd regions not counted)."""
     ds = _dataset(dataset)
-    stats: dict[str, dict[str, Any]] = {n: {"train": [0, set()], "val": [0, set()]}
-                                        for n in ds.class_names}
+    stats: dict[str, dict[str, Any]] = {
+        n: {"train": [0, set()], "val": [0, set()]} for n in ds.class_names
+    }
     for split, path in (("train", ds.train_json), ("val", ds.val_json)):
         data = load_coco_json(path)
         names = {c["id"]: c["name"] for c in data["categories"]}
@@ -72,19 +80,24 @@ def class_counts(dataset: PreparedDataset | str | Path) -> list[ClassCount]:
             entry = stats[names[ann["category_id"]]][split]
             entry[0] += 1
             entry[1].add(ann["image_id"])
-    return [ClassCount(n, s["train"][0], len(s["train"][1]), s["val"][0], len(s["val"][1]))
-            for n, s in stats.items()]
+    return [
+        ClassCount(n, s["train"][0], len(s["train"][1]), s["val"][0], len(s["val"][1]))
+        for n, s in stats.items()
+    ]
 
 
 def format_counts(counts: Sequence[ClassCount]) -> str:
     """A fixed-width text table of :func:`class_counts`."""
     width = max([5, *(len(c.name) for c in counts)])
-    head = (f"{'class':<{width}}  {'train inst':>10}  {'train img':>9}  {'val inst':>8}  "
-            f"{'val img':>7}")
+    head = (
+        f"{'class':<{width}}  {'train inst':>10}  {'train img':>9}  {'val inst':>8}  {'val img':>7}"
+    )
     rows = [head, "-" * len(head)]
     for c in counts:
-        rows.append(f"{c.name:<{width}}  {c.train_instances:>10}  {c.train_images:>9}  "
-                    f"{c.val_instances:>8}  {c.val_images:>7}")
+        rows.append(
+            f"{c.name:<{width}}  {c.train_instances:>10}  {c.train_images:>9}  "
+            f"{c.val_instances:>8}  {c.val_images:>7}"
+        )
     return "\n".join(rows)
 
 
@@ -98,8 +111,7 @@ def _pyplot(show: bool):
     return plt
 
 
-def plot_counts(counts: Sequence[ClassCount], path: str | Path | None = None,
-                show: bool = False):
+def plot_counts(counts: Sequence[ClassCount], path: str | Path | None = None, show: bool = False):
     """Horizontal bars of instances per class (train and val); saved as PNG atomically."""
     plt = _pyplot(show)
     names = [c.name for c in counts]
@@ -108,8 +120,13 @@ def plot_counts(counts: Sequence[ClassCount], path: str | Path | None = None,
     ax.barh(y - 0.2, [c.train_instances for c in counts], 0.4, label="train")
     ax.barh(y + 0.2, [c.val_instances for c in counts], 0.4, label="val")
     for i, c in enumerate(counts):
-        ax.text(max(c.train_instances, c.val_instances), i, f"  {c.train_images}+"
-                f"{c.val_images} img", va="center", fontsize=8)
+        ax.text(
+            max(c.train_instances, c.val_instances),
+            i,
+            f"  {c.train_images}+{c.val_images} img",
+            va="center",
+            fontsize=8,
+        )
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     ax.set_xlabel("instances")
@@ -119,8 +136,9 @@ def plot_counts(counts: Sequence[ClassCount], path: str | Path | None = None,
     return finish_figure(fig, path, show)
 
 
-def _choose(items: list[tuple[str, dict, list[dict]]], names: dict[int, str], n: int,
-            seed: int) -> list[tuple[str, dict, list[dict]]]:
+def _choose(
+    items: list[tuple[str, dict, list[dict]]], names: dict[int, str], n: int, seed: int
+) -> list[tuple[str, dict, list[dict]]]:
     """Up to ``n`` of ``(split, image, annotations)``: one per class first (rarest first), then
     random annotated ones, then the rest."""
     rng = random.Random(seed)
@@ -150,9 +168,17 @@ def _load_rgb(path: Path, max_side: int) -> tuple[np.ndarray, float]:
         return np.asarray(im).copy(), scale
 
 
-def sample_grid(dataset: PreparedDataset | str | Path, path: str | Path | None = None, *,
-                split: str = "all", n_images: int = 8, seed: int = 0, columns: int = 4,
-                show: bool = False, max_side: int = 480):
+def sample_grid(
+    dataset: PreparedDataset | str | Path,
+    path: str | Path | None = None,
+    *,
+    split: str = "all",
+    n_images: int = 8,
+    seed: int = 0,
+    columns: int = 4,
+    show: bool = False,
+    max_side: int = 480,
+):
     """Draw masks and class names on ``n_images`` images of ``split`` (``train``, ``val`` or
     ``all``; every class shown when there are enough images); saved as PNG atomically; returns
     the matplotlib figure."""
@@ -186,8 +212,14 @@ def sample_grid(dataset: PreparedDataset | str | Path, path: str | Path | None =
     return save_grid(drawn, path, titles=titles, columns=columns, show=show)
 
 
-def preview_dataset(dataset: PreparedDataset | str | Path, out_dir: str | Path | None = None,
-                    *, n_images: int = 8, seed: int = 0, show: bool = False) -> Preview:
+def preview_dataset(
+    dataset: PreparedDataset | str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    n_images: int = 8,
+    seed: int = 0,
+    show: bool = False,
+) -> Preview:
     """Sample grid + class counts (table, CSV, bar plot) of a prepared dataset.
 
     Writes ``samples.png``, ``class_counts.png`` and ``class_counts.csv`` to ``out_dir`` (when
@@ -203,8 +235,10 @@ def preview_dataset(dataset: PreparedDataset | str | Path, out_dir: str | Path |
     plot_counts(counts, counts_png, show=show)
     if counts_csv is not None:
         lines = ["class,train_instances,train_images,val_instances,val_images"]
-        lines += [f"{_csv(c.name)},{c.train_instances},{c.train_images},{c.val_instances},"
-                  f"{c.val_images}" for c in counts]
+        lines += [
+            f"{_csv(c.name)},{c.train_instances},{c.train_images},{c.val_instances},{c.val_images}"
+            for c in counts
+        ]
         atomic_write_text(counts_csv, "\n".join(lines) + "\n")
     return Preview(counts, samples_png, counts_png, counts_csv)
 

@@ -19,8 +19,9 @@ from thingmask.datasets.validate import Category, Report, Sample
 __all__ = ["apply_class_map", "parse_class_map"]
 
 
-def parse_class_map(maps: Sequence[str] = (), drops: Sequence[str] = (),
-                    base: Mapping[str, str] | None = None) -> dict[str, str]:
+def parse_class_map(
+    maps: Sequence[str] = (), drops: Sequence[str] = (), base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """CLI ``--map old=new`` and ``--drop name`` items (on top of ``base``) → a class map.
 
     Raises ValueError naming the bad item when it has no ``=`` or an empty old name.
@@ -28,8 +29,10 @@ def parse_class_map(maps: Sequence[str] = (), drops: Sequence[str] = (),
     out = dict(base or {})
     for item in maps:
         if "=" not in item:
-            raise ValueError(f"--map {item!r}: expected OLD=NEW, e.g. --map doggo=dog "
-                             "(or --drop NAME to remove a class)")
+            raise ValueError(
+                f"--map {item!r}: expected OLD=NEW, e.g. --map doggo=dog "
+                "(or --drop NAME to remove a class)"
+            )
         old, new = (part.strip() for part in item.split("=", 1))
         if not old:
             raise ValueError(f"--map {item!r}: the class name before '=' is empty")
@@ -41,9 +44,12 @@ def parse_class_map(maps: Sequence[str] = (), drops: Sequence[str] = (),
     return out
 
 
-def apply_class_map(samples: Sequence[Sample], categories: Sequence[Category],
-                    class_map: Mapping[str, str] | None, report: Report
-                    ) -> tuple[list[Sample], list[Category]]:
+def apply_class_map(
+    samples: Sequence[Sample],
+    categories: Sequence[Category],
+    class_map: Mapping[str, str] | None,
+    report: Report,
+) -> tuple[list[Sample], list[Category]]:
     """Apply ``class_map`` to the samples' instances and the category list (pure: new lists).
 
     Names absent from the data are reported (``class-map-unknown``) with the closest class.
@@ -55,9 +61,12 @@ def apply_class_map(samples: Sequence[Sample], categories: Sequence[Category],
     for old in class_map:
         if old not in names:
             close = difflib.get_close_matches(old, names, n=1)
-            report.warning("class-map-unknown", f"class_map {old!r}", "is not a class of the "
-                           "data" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                           f"Use names from the data: {names}.")
+            report.warning(
+                "class-map-unknown",
+                f"class_map {old!r}",
+                "is not a class of the data" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                f"Use names from the data: {names}.",
+            )
     mapping = {n: class_map.get(n, n) for n in names}
     counts = Counter(i.category for s in samples for i in s.instances)
     new_cats: dict[str, Category] = {}
@@ -79,7 +88,10 @@ def apply_class_map(samples: Sequence[Sample], categories: Sequence[Category],
         report.info("class-map-applied", "class_map", "; ".join(changes))
     out = []
     for s in samples:
-        kept = tuple(replace(i, category=mapping.get(i.category, i.category))
-                     for i in s.instances if mapping.get(i.category, i.category))
+        kept = tuple(
+            replace(i, category=mapping.get(i.category, i.category))
+            for i in s.instances
+            if mapping.get(i.category, i.category)
+        )
         out.append(replace(s, instances=kept))
     return out, list(new_cats.values())

@@ -18,8 +18,15 @@ from thingmask.datasets.validate import Report, Sample
 __all__ = ["SPLIT_ALIASES", "assign_splits", "split_of_path", "stratified_split"]
 
 # folder/file names that mean a split, as annotation tools write them
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def split_of_path(parts: Sequence[str]) -> str | None:
@@ -31,8 +38,9 @@ def split_of_path(parts: Sequence[str]) -> str | None:
     return None
 
 
-def stratified_split(label_sets: Sequence[Collection[str]], val_fraction: float,
-                     seed: int) -> list[str]:
+def stratified_split(
+    label_sets: Sequence[Collection[str]], val_fraction: float, seed: int
+) -> list[str]:
     """``"train"``/``"val"`` for each item, given the set of class names on each image.
 
     Deterministic for a given input order and seed. At least one image goes to each split when
@@ -42,8 +50,9 @@ def stratified_split(label_sets: Sequence[Collection[str]], val_fraction: float,
     if n < 2:
         return ["train"] * n
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction {val_fraction!r}: expected a fraction between 0 and 1, "
-                         "e.g. 0.2")
+        raise ValueError(
+            f"val_fraction {val_fraction!r}: expected a fraction between 0 and 1, e.g. 0.2"
+        )
     rng = random.Random(seed)
     labels = [frozenset(s) for s in label_sets]
     order = list(range(n))
@@ -73,8 +82,9 @@ def stratified_split(label_sets: Sequence[Collection[str]], val_fraction: float,
             break
         lab = min(open_labels, key=lambda k: (len(open_labels[k]), k))
         for i in open_labels[lab]:
-            best = max(("val", "train"),
-                       key=lambda s, lab=lab: (want[s][lab], total[s], rng.random()))
+            best = max(
+                ("val", "train"), key=lambda s, lab=lab: (want[s][lab], total[s], rng.random())
+            )
             assign(i, best)
         pending = open_labels
     for i in order:
@@ -96,8 +106,13 @@ def _repair(out: list[str], labels: Sequence[frozenset[str]], counts: Counter) -
                 continue
             per_other = Counter(x for i, s in enumerate(out) if s == other for x in labels[i])
             # a donor must not take the last image of another class from its split
-            donors = [i for i, s in enumerate(out) if s == other and lab in labels[i]
-                      and all(per_other[x] > 1 or counts[x] < 2 for x in labels[i])]
+            donors = [
+                i
+                for i, s in enumerate(out)
+                if s == other
+                and lab in labels[i]
+                and all(per_other[x] > 1 or counts[x] < 2 for x in labels[i])
+            ]
             if donors and sum(1 for s in out if s == other) > 1:
                 out[min(donors, key=lambda i: (len(labels[i]), i))] = split
     for split, other in (("val", "train"), ("train", "val")):
@@ -109,8 +124,9 @@ def _repair(out: list[str], labels: Sequence[frozenset[str]], counts: Counter) -
         out[min(harmless or pool, key=lambda i: (len(labels[i]), i))] = split
 
 
-def assign_splits(samples: Sequence[Sample], val_fraction: float, seed: int,
-                  report: Report) -> list[str]:
+def assign_splits(
+    samples: Sequence[Sample], val_fraction: float, seed: int, report: Report
+) -> list[str]:
     """The final ``train``/``val`` of each sample.
 
     Samples carrying a split keep it (``test`` joins ``val``: thingmask evaluates on val); the
@@ -119,20 +135,33 @@ def assign_splits(samples: Sequence[Sample], val_fraction: float, seed: int,
     """
     given = [SPLIT_ALIASES.get(s.split or "") for s in samples]
     if "test" in given:
-        report.info("split-test-merged", "", f"{given.count('test')} image(s) of the source's "
-                    "test split go to val (thingmask trains on train and evaluates on val)")
+        report.info(
+            "split-test-merged",
+            "",
+            f"{given.count('test')} image(s) of the source's "
+            "test split go to val (thingmask trains on train and evaluates on val)",
+        )
     given = ["val" if g == "test" else g for g in given]
     if any(given) and "val" not in given:
-        report.info("split-train-only", "", "the source has a train split but no val/test "
-                    f"split; {val_fraction:.0%} of it is moved to val")
+        report.info(
+            "split-train-only",
+            "",
+            "the source has a train split but no val/test "
+            f"split; {val_fraction:.0%} of it is moved to val",
+        )
         given = [None] * len(given)
     free = [i for i, g in enumerate(given) if g is None]
     labels = [{inst.category for inst in samples[i].instances} for i in free]
     for i, split in zip(free, stratified_split(labels, val_fraction, seed), strict=True):
         given[i] = split
     splits = [g or "train" for g in given]
-    how = (f"stratified, val_fraction {val_fraction}, seed {seed}" if free == list(range(len(
-        samples))) else "kept from the source" if not free else "source split + stratified")
+    how = (
+        f"stratified, val_fraction {val_fraction}, seed {seed}"
+        if free == list(range(len(samples)))
+        else "kept from the source"
+        if not free
+        else "source split + stratified"
+    )
     report.summary.setdefault("split", {})["how"] = how
     _report_missing(samples, splits, report)
     return splits
@@ -144,11 +173,20 @@ def _report_missing(samples: Sequence[Sample], splits: Sequence[str], report: Re
         per[split].update({i.category for i in s.instances})
     for name in sorted(set(per["train"]) | set(per["val"])):
         if not per["train"][name]:
-            report.warning("split-class-missing", f"class {name!r}", "has no training image "
-                           f"(only {per['val'][name]} in val), so the model cannot learn it",
-                           "Annotate more images of it, or move some to train.")
+            report.warning(
+                "split-class-missing",
+                f"class {name!r}",
+                "has no training image "
+                f"(only {per['val'][name]} in val), so the model cannot learn it",
+                "Annotate more images of it, or move some to train.",
+            )
         elif not per["val"][name]:
             n = per["train"][name]
-            report.warning("split-class-missing", f"class {name!r}", f"has no validation image"
-                           f" ({n} in train{', too few to split' if n < 2 else ''}), so its AP "
-                           "cannot be measured", "Annotate more images of it.")
+            report.warning(
+                "split-class-missing",
+                f"class {name!r}",
+                f"has no validation image"
+                f" ({n} in train{', too few to split' if n < 2 else ''}), so its AP "
+                "cannot be measured",
+                "Annotate more images of it.",
+            )

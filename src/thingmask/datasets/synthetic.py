@@ -76,8 +76,9 @@ _LEAF_COLOURS = ((60, 140, 50), (95, 165, 40), (40, 110, 60), (150, 170, 50))
 # ----------------------------------------------------------------------------------------------
 # geometry helpers (local coordinates in units of the body length L; x forward, y down)
 # ----------------------------------------------------------------------------------------------
-def _ellipse(cx: float, cy: float, ax: float, ay: float, rot: float = 0.0, n: int = 40
-             ) -> np.ndarray:
+def _ellipse(
+    cx: float, cy: float, ax: float, ay: float, rot: float = 0.0, n: int = 40
+) -> np.ndarray:
     a = np.linspace(0.0, _TAU, n, endpoint=False)
     x, y = ax * np.cos(a), ay * np.sin(a)
     c, s = math.cos(rot), math.sin(rot)
@@ -91,15 +92,17 @@ def _stroke(points: np.ndarray, radius: float, n_cap: int = 10) -> list[np.ndarr
     d /= np.linalg.norm(d, axis=1, keepdims=True) + 1e-9
     normal = np.stack([-d[:, 1], d[:, 0]], axis=1) * radius
     band = np.concatenate([p + normal, (p - normal)[::-1]])
-    caps = [_ellipse(p[0, 0], p[0, 1], radius, radius, n=n_cap),
-            _ellipse(p[-1, 0], p[-1, 1], radius, radius, n=n_cap)]
+    caps = [
+        _ellipse(p[0, 0], p[0, 1], radius, radius, n=n_cap),
+        _ellipse(p[-1, 0], p[-1, 1], radius, radius, n=n_cap),
+    ]
     return [band, *caps]
 
 
 def _bezier(p0: tuple, p1: tuple, p2: tuple, n: int = 12) -> np.ndarray:
     t = np.linspace(0.0, 1.0, n)[:, None]
     a, b, c = (np.asarray(p, np.float64) for p in (p0, p1, p2))
-    return (1 - t) ** 2 * a + 2 * (1 - t) * t * b + t ** 2 * c
+    return (1 - t) ** 2 * a + 2 * (1 - t) * t * b + t**2 * c
 
 
 def _fill(polys: list[np.ndarray], h: int, w: int) -> np.ndarray:
@@ -161,8 +164,13 @@ def _cat_parts(pose: float) -> list[tuple[str, list[np.ndarray]]]:
         ("leg", _stroke(np.array([[0.20, 0.12], [0.20 - swing, 0.42]]), 0.065)),
         ("leg", _stroke(np.array([[0.33, 0.10], [0.33 + swing, 0.42]]), 0.065)),
         ("body", [_ellipse(0.0, 0.0, 0.47, 0.24)]),
-        ("ear", [np.array([[0.44, -0.32], [0.47, -0.58], [0.58, -0.38]]),
-                 np.array([[0.62, -0.40], [0.74, -0.57], [0.75, -0.32]])]),
+        (
+            "ear",
+            [
+                np.array([[0.44, -0.32], [0.47, -0.58], [0.58, -0.38]]),
+                np.array([[0.62, -0.40], [0.74, -0.57], [0.75, -0.32]]),
+            ],
+        ),
         ("head", [_ellipse(0.58, -0.24, 0.19, 0.17)]),
     ]
     return parts
@@ -171,16 +179,43 @@ def _cat_parts(pose: float) -> list[tuple[str, list[np.ndarray]]]:
 def _bird_parts(wing: float) -> list[tuple[str, list[np.ndarray]]]:
     lift = 0.15 + 0.5 * wing  # raised wings stick out above the back
     parts = [
-        ("tail", [np.array([[-0.30, -0.02], [-0.72, -0.16], [-0.74, 0.02], [-0.68, 0.16],
-                            [-0.30, 0.08]])]),
-        ("wing_far", [np.array([[-0.18, -0.10], [0.10, -0.12], [-0.05 - 0.2 * wing, -0.1 - lift],
-                                [-0.25, -0.12 - 0.6 * lift]])]),
+        (
+            "tail",
+            [
+                np.array(
+                    [[-0.30, -0.02], [-0.72, -0.16], [-0.74, 0.02], [-0.68, 0.16], [-0.30, 0.08]]
+                )
+            ],
+        ),
+        (
+            "wing_far",
+            [
+                np.array(
+                    [
+                        [-0.18, -0.10],
+                        [0.10, -0.12],
+                        [-0.05 - 0.2 * wing, -0.1 - lift],
+                        [-0.25, -0.12 - 0.6 * lift],
+                    ]
+                )
+            ],
+        ),
         ("body", [_ellipse(0.0, 0.0, 0.40, 0.21, rot=-0.15)]),
         ("head", [_ellipse(0.36, -0.19, 0.15, 0.14)]),
         ("beak", [np.array([[0.47, -0.26], [0.68, -0.17], [0.47, -0.10]])]),
-        ("wing", [np.array([[-0.22, -0.02], [0.16, -0.06],
-                            [-0.02 - 0.15 * wing, -0.05 - 0.9 * lift],
-                            [-0.32, -0.05 - 0.7 * lift]])]),
+        (
+            "wing",
+            [
+                np.array(
+                    [
+                        [-0.22, -0.02],
+                        [0.16, -0.06],
+                        [-0.02 - 0.15 * wing, -0.05 - 0.9 * lift],
+                        [-0.32, -0.05 - 0.7 * lift],
+                    ]
+                )
+            ],
+        ),
     ]
     return parts
 
@@ -194,8 +229,9 @@ def _leaf_parts(pose: float) -> list[tuple[str, list[np.ndarray]]]:
     return [("stem", stem), ("blade", [outline])]
 
 
-def _local_coords(h: int, w: int, cx: float, cy: float, ang: float, flip: bool, length: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def _local_coords(
+    h: int, w: int, cx: float, cy: float, ang: float, flip: bool, length: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel (u, v) in the thing's local frame (units of L)."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     dx, dy = (xs + 0.5 - cx) / length, (ys + 0.5 - cy) / length
@@ -204,16 +240,20 @@ def _local_coords(h: int, w: int, cx: float, cy: float, ang: float, flip: bool, 
     return (-u if flip else u), v
 
 
-def _render_thing(thing: Thing, t: float, h: int, w: int, cam_x: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def _render_thing(
+    thing: Thing, t: float, h: int, w: int, cam_x: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one thing → (colour layer (H, W, 3) float32 RGB, mask (H, W) bool)."""
     cx, cy, ang, pose = thing.state(t)
     cx -= cam_x
     if thing.name == "cat":
         parts = _cat_parts(pose)
     elif thing.name == "bird":
-        wing = (thing.wing if not thing.flaps else
-                0.5 + 0.5 * math.sin(_TAU * 2.5 * thing.freq * t + thing.phase))
+        wing = (
+            thing.wing
+            if not thing.flaps
+            else 0.5 + 0.5 * math.sin(_TAU * 2.5 * thing.freq * t + thing.phase)
+        )
         parts = _bird_parts(wing)
     else:
         parts = _leaf_parts(pose)
@@ -234,8 +274,7 @@ def _render_thing(thing: Thing, t: float, h: int, w: int, cam_x: float
     return colour, mask
 
 
-def _shade(thing: Thing, kind: str, base: np.ndarray, u: np.ndarray, v: np.ndarray
-           ) -> np.ndarray:
+def _shade(thing: Thing, kind: str, base: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """RGB colours (M, 3) of one part at local coordinates (u, v): texture + simple lighting."""
     light = (1.08 - 0.35 * np.clip(v + 0.25, 0.0, 1.0))[:, None]  # lit from above
     if thing.name == "cat":
@@ -246,10 +285,11 @@ def _shade(thing: Thing, kind: str, base: np.ndarray, u: np.ndarray, v: np.ndarr
             col = col * 0.85
         col[stripe & (kind != "ear")] *= 0.5
         if kind == "head":  # eyes and nose tell the head from the body
-            eye = ((u - 0.64) ** 2 + (v + 0.28) ** 2 < 0.03 ** 2) | (
-                (u - 0.52) ** 2 + (v + 0.28) ** 2 < 0.03 ** 2)
+            eye = ((u - 0.64) ** 2 + (v + 0.28) ** 2 < 0.03**2) | (
+                (u - 0.52) ** 2 + (v + 0.28) ** 2 < 0.03**2
+            )
             col[eye] = (40, 90, 30)
-            col[(u - 0.73) ** 2 + (v + 0.2) ** 2 < 0.025 ** 2] = (220, 120, 130)
+            col[(u - 0.73) ** 2 + (v + 0.2) ** 2 < 0.025**2] = (220, 120, 130)
         if kind == "body":
             col[v > 0.12] = col[v > 0.12] * 0.6 + np.array([240, 220, 190]) * 0.4
     elif thing.name == "bird":
@@ -262,19 +302,20 @@ def _shade(thing: Thing, kind: str, base: np.ndarray, u: np.ndarray, v: np.ndarr
             col[:] = (235, 180, 40)
         elif kind == "head":
             eye = (u - 0.42) ** 2 + (v + 0.22) ** 2
-            col[eye < 0.035 ** 2] = (245, 245, 245)
-            col[eye < 0.02 ** 2] = (10, 10, 10)
+            col[eye < 0.035**2] = (245, 245, 245)
+            col[eye < 0.02**2] = (10, 10, 10)
         if kind == "body":
             col[v > 0.06] = col[v > 0.06] * 0.45 + np.array([225, 225, 235]) * 0.55
         for su, sv, sr, sign in thing.spots:
             if kind in ("body", "head", "wing"):
-                hit = (u - su) ** 2 + (v - sv) ** 2 < sr ** 2
+                hit = (u - su) ** 2 + (v - sv) ** 2 < sr**2
                 col[hit] = col[hit] * 0.45 + (np.array([250, 250, 255]) if sign > 0 else 0) * 0.55
     else:
         col = np.repeat(base[None], len(u), 0)
         if kind == "blade":
-            vein = (np.abs(v) < 0.012) | (np.abs(np.sin(_TAU * (u - 1.3 * np.abs(v)) / 0.16))
-                                          < 0.12)
+            vein = (np.abs(v) < 0.012) | (
+                np.abs(np.sin(_TAU * (u - 1.3 * np.abs(v)) / 0.16)) < 0.12
+            )
             col[vein] *= 0.65
             col *= (1.0 + 0.15 * np.sign(v))[:, None] * 0.5 + 0.5  # two leaf halves lit unevenly
         else:
@@ -296,13 +337,29 @@ def _random_thing(rng: np.random.Generator, name: str, size: int, world_w: int) 
     spots = np.zeros((0, 4))
     if name == "bird":
         k = int(rng.integers(4, 12))
-        spots = np.stack([rng.uniform(-0.35, 0.45, k), rng.uniform(-0.25, 0.12, k),
-                          rng.uniform(0.02, 0.05, k), rng.choice([-1.0, 1.0], k)], 1)
-    return Thing(name=name, length=float(length), x0=float(rng.uniform(0, world_w)),
-                 y0=float(rng.uniform(0, size)), angle=float(angle), flip=bool(rng.random() < 0.5),
-                 colour=tuple(float(c) for c in colour), freq=float(rng.uniform(0.4, 1.2)),
-                 phase=float(rng.uniform(0, _TAU)), wing=float(rng.uniform(0, 1)),
-                 stripe_period=float(rng.uniform(0.1, 0.17)), spots=spots)
+        spots = np.stack(
+            [
+                rng.uniform(-0.35, 0.45, k),
+                rng.uniform(-0.25, 0.12, k),
+                rng.uniform(0.02, 0.05, k),
+                rng.choice([-1.0, 1.0], k),
+            ],
+            1,
+        )
+    return Thing(
+        name=name,
+        length=float(length),
+        x0=float(rng.uniform(0, world_w)),
+        y0=float(rng.uniform(0, size)),
+        angle=float(angle),
+        flip=bool(rng.random() < 0.5),
+        colour=tuple(float(c) for c in colour),
+        freq=float(rng.uniform(0.4, 1.2)),
+        phase=float(rng.uniform(0, _TAU)),
+        wing=float(rng.uniform(0, 1)),
+        stripe_period=float(rng.uniform(0.1, 0.17)),
+        spots=spots,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,15 +383,16 @@ def _fractal_noise(rng: np.random.Generator, h: int, w: int, cells: tuple[int, .
     out = np.zeros((h, w), np.float32)
     total = 0.0
     for i, c in enumerate(cells):
-        amp = 0.55 ** i
+        amp = 0.55**i
         grid = rng.random((c + 1, max(2, round(c * w / h) + 1))).astype(np.float32)
         out += amp * cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
         total += amp
     return np.clip(out / total, 0.0, 1.0)
 
 
-def _random_background(rng: np.random.Generator, h: int, world_w: int, water: bool | None = None
-                       ) -> Background:
+def _random_background(
+    rng: np.random.Generator, h: int, world_w: int, water: bool | None = None
+) -> Background:
     low, high = (np.asarray(c, np.float32) for c in _THEMES[rng.integers(len(_THEMES))])
     n1 = _fractal_noise(rng, h, world_w, (2, 5, 11, 23, 47))
     n2 = _fractal_noise(rng, h, world_w, (3, 9, 27))
@@ -343,23 +401,48 @@ def _random_background(rng: np.random.Generator, h: int, world_w: int, water: bo
     water_top = None
     if (rng.random() < 0.55) if water is None else water:
         xs = np.arange(world_w, dtype=np.float32)
-        water_top = (h * rng.uniform(0.35, 0.8) + 6 * np.sin(xs / rng.uniform(15, 40))
-                     ).astype(np.float32)
+        water_top = (h * rng.uniform(0.35, 0.8) + 6 * np.sin(xs / rng.uniform(15, 40))).astype(
+            np.float32
+        )
     n_grass = int(rng.integers(40, 140) * world_w / h)
-    grass = np.stack([rng.uniform(0, world_w, n_grass), rng.uniform(0.3 * h, 1.15 * h, n_grass),
-                      rng.uniform(0.06, 0.25, n_grass) * h, rng.normal(0, 0.25, n_grass),
-                      rng.uniform(0, _TAU, n_grass), rng.integers(1, 3, n_grass),
-                      rng.integers(0, len(_LEAF_COLOURS), n_grass)], 1)
+    grass = np.stack(
+        [
+            rng.uniform(0, world_w, n_grass),
+            rng.uniform(0.3 * h, 1.15 * h, n_grass),
+            rng.uniform(0.06, 0.25, n_grass) * h,
+            rng.normal(0, 0.25, n_grass),
+            rng.uniform(0, _TAU, n_grass),
+            rng.integers(1, 3, n_grass),
+            rng.integers(0, len(_LEAF_COLOURS), n_grass),
+        ],
+        1,
+    )
     n_fol = int(rng.integers(10, 60) * world_w / h)
     centres = rng.uniform((0, 0), (world_w, 0.7 * h), (max(1, n_fol // 6), 2))
     pick = centres[rng.integers(len(centres), size=n_fol)]
-    foliage = np.stack([pick[:, 0] + rng.normal(0, 10, n_fol), pick[:, 1] + rng.normal(0, 8, n_fol),
-                        rng.uniform(0.025, 0.07, n_fol) * h, rng.uniform(0, math.pi, n_fol),
-                        rng.uniform(0, _TAU, n_fol), rng.integers(0, len(_LEAF_COLOURS), n_fol)], 1)
-    return Background(ground=ground.astype(np.float32), water_top=water_top,
-                      ripple=(float(rng.uniform(0.15, 0.4)), float(rng.uniform(0.4, 0.9)),
-                              float(rng.uniform(2, 5))),
-                      grass=grass, foliage=foliage, wind=float(rng.uniform(0.1, 0.35)))
+    foliage = np.stack(
+        [
+            pick[:, 0] + rng.normal(0, 10, n_fol),
+            pick[:, 1] + rng.normal(0, 8, n_fol),
+            rng.uniform(0.025, 0.07, n_fol) * h,
+            rng.uniform(0, math.pi, n_fol),
+            rng.uniform(0, _TAU, n_fol),
+            rng.integers(0, len(_LEAF_COLOURS), n_fol),
+        ],
+        1,
+    )
+    return Background(
+        ground=ground.astype(np.float32),
+        water_top=water_top,
+        ripple=(
+            float(rng.uniform(0.15, 0.4)),
+            float(rng.uniform(0.4, 0.9)),
+            float(rng.uniform(2, 5)),
+        ),
+        grass=grass,
+        foliage=foliage,
+        wind=float(rng.uniform(0.1, 0.35)),
+    )
 
 
 def _render_background(bg: Background, t: float, h: int, w: int, cam_x: float) -> np.ndarray:
@@ -367,15 +450,16 @@ def _render_background(bg: Background, t: float, h: int, w: int, cam_x: float) -
     import cv2
 
     x0 = round(cam_x)
-    img = bg.ground[:, x0:x0 + w].copy()
+    img = bg.ground[:, x0 : x0 + w].copy()
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     if bg.water_top is not None:
-        top = bg.water_top[x0:x0 + w][None, :]
+        top = bg.water_top[x0 : x0 + w][None, :]
         water = ys > top
         fx, fy, speed = bg.ripple
         wx = xs + x0
-        ripple = (np.sin(fx * wx + 0.35 * np.sin(0.13 * ys) * 6 + speed * t) *
-                  np.sin(fy * (ys - top) - speed * 1.3 * t))
+        ripple = np.sin(fx * wx + 0.35 * np.sin(0.13 * ys) * 6 + speed * t) * np.sin(
+            fy * (ys - top) - speed * 1.3 * t
+        )
         tint = np.array([45, 95, 145], np.float32) + 45 * ripple[..., None] * (0.5, 0.7, 0.8)
         img[water] = 0.35 * img[water] + 0.65 * tint[water]
     sway = math.sin(_TAU * 0.35 * t)
@@ -386,8 +470,15 @@ def _render_background(bg: Background, t: float, h: int, w: int, cam_x: float) -
         bend = (lean + bg.wind * math.sin(_TAU * 0.8 * t + ph) + 0.3 * bg.wind * sway) * gh
         pts = _bezier((sx, gy), (sx + 0.2 * bend, gy - 0.5 * gh), (sx + bend, gy - gh), n=6)
         col = np.asarray(_LEAF_COLOURS[int(ci)], float) * (0.7 + 0.3 * math.cos(ph))
-        cv2.polylines(img, [np.round(pts * 16).astype(np.int32)], False, col.tolist(),
-                      int(thick), cv2.LINE_AA, shift=4)
+        cv2.polylines(
+            img,
+            [np.round(pts * 16).astype(np.int32)],
+            False,
+            col.tolist(),
+            int(thick),
+            cv2.LINE_AA,
+            shift=4,
+        )
     for fx_, fy_, fl, fa, ph, ci in bg.foliage:
         sx = fx_ - x0 + 3.0 * bg.wind * math.sin(_TAU * 0.6 * t + ph)
         if sx < -fl or sx > w + fl:
@@ -395,17 +486,26 @@ def _render_background(bg: Background, t: float, h: int, w: int, cam_x: float) -
         ang = fa + 0.6 * bg.wind * math.sin(_TAU * 0.6 * t + ph)
         poly = _ellipse(sx, fy_, fl, 0.35 * fl, rot=ang, n=14)
         col = np.asarray(_LEAF_COLOURS[int(ci)], float) * (0.6 + 0.4 * math.sin(ph) ** 2)
-        cv2.fillPoly(img, [np.round(poly * 16).astype(np.int32)], col.tolist(), cv2.LINE_AA,
-                     shift=4)
+        cv2.fillPoly(
+            img, [np.round(poly * 16).astype(np.int32)], col.tolist(), cv2.LINE_AA, shift=4
+        )
     return img
 
 
 # ----------------------------------------------------------------------------------------------
 # scenes
 # ----------------------------------------------------------------------------------------------
-def _compose(bg: Background, things: list[Thing], ids: list[int], t: float, size: int,
-             cam_x: float, rng: np.random.Generator, gain: float, cast: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+def _compose(
+    bg: Background,
+    things: list[Thing],
+    ids: list[int],
+    t: float,
+    size: int,
+    cam_x: float,
+    rng: np.random.Generator,
+    gain: float,
+    cast: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     """Paint things (in list order = back to front) over the background; finish like a camera."""
     import cv2
 
@@ -424,8 +524,9 @@ def _compose(bg: Background, things: list[Thing], ids: list[int], t: float, size
     return np.ascontiguousarray(bgr), masks[keep], names, np.asarray(ids, np.int64)[keep]
 
 
-def _place(rng: np.random.Generator, thing: Thing, placed: list[np.ndarray], size: int,
-           tries: int = 12) -> np.ndarray | None:
+def _place(
+    rng: np.random.Generator, thing: Thing, placed: list[np.ndarray], size: int, tries: int = 12
+) -> np.ndarray | None:
     """Choose a position keeping most of the thing in frame and at most partly covered/covering.
 
     Returns the thing's full mask at the accepted position, or None.
@@ -444,11 +545,12 @@ def _place(rng: np.random.Generator, thing: Thing, placed: list[np.ndarray], siz
 
 def _full_area(thing: Thing) -> float:
     # rough silhouette area in pixels (units of L²), for the in-frame check
-    return {"cat": 0.50, "bird": 0.40, "leaf": 0.22}[thing.name] * thing.length ** 2
+    return {"cat": 0.50, "bird": 0.40, "leaf": 0.22}[thing.name] * thing.length**2
 
 
-def render_scene(rng: np.random.Generator, size: int = 160, must_include: str | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def render_scene(
+    rng: np.random.Generator, size: int = 160, must_include: str | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """One still scene of the synthetic world.
 
     Args:
@@ -486,13 +588,15 @@ def render_scene(rng: np.random.Generator, size: int = 160, must_include: str | 
     things = [things[i] for i in order]
     gain = float(rng.uniform(0.8, 1.15))
     cast = rng.uniform(0.92, 1.08, 3).astype(np.float32)
-    image, masks, out_names, _ = _compose(bg, things, list(range(1, len(things) + 1)), t, size,
-                                          cam_x, rng, gain, cast)
+    image, masks, out_names, _ = _compose(
+        bg, things, list(range(1, len(things) + 1)), t, size, cam_x, rng, gain, cast
+    )
     return image, masks, out_names
 
 
-def render_video(n_frames: int, size: int = 160, seed: int = 0, fps: float = 12.0
-                 ) -> tuple[list[np.ndarray], list[VideoFrameGT]]:
+def render_video(
+    n_frames: int, size: int = 160, seed: int = 0, fps: float = 12.0
+) -> tuple[list[np.ndarray], list[VideoFrameGT]]:
     """The demo clip: two cats, two birds and drifting leaves over a panning, swaying scene.
 
     Returns:
@@ -509,8 +613,14 @@ def render_video(n_frames: int, size: int = 160, seed: int = 0, fps: float = 12.
     things: list[Thing] = []
     # (class, x, y as fractions of the frame, speed in units of the pan speed; the camera moves
     # right, so speed 1 keeps pace with it, 0 sits still in the world and drifts out to the left)
-    layout = [("leaf", 0.15, 0.3, 0.2), ("cat", 0.22, 0.74, 1.0), ("bird", 0.75, 0.27, 0.0),
-              ("cat", 1.1, 0.62, -0.4), ("bird", 0.05, 0.12, 2.2), ("leaf", 0.7, 0.88, 0.5)]
+    layout = [
+        ("leaf", 0.15, 0.3, 0.2),
+        ("cat", 0.22, 0.74, 1.0),
+        ("bird", 0.75, 0.27, 0.0),
+        ("cat", 1.1, 0.62, -0.4),
+        ("bird", 0.05, 0.12, 2.2),
+        ("leaf", 0.7, 0.88, 0.5),
+    ]
     for name, fx, fy, speed in layout:
         thing = _random_thing(rng, name, size, world_w)
         if name != "leaf":
@@ -533,8 +643,9 @@ def render_video(n_frames: int, size: int = 160, seed: int = 0, fps: float = 12.
         t = f / fps
         cam_x = min(pan_speed * t, world_w - size)
         frame_rng = np.random.default_rng([seed, 7_777, f])  # sensor noise, per frame
-        img, masks, names, kept_ids = _compose(bg, things, ids, t, size, cam_x, frame_rng, 1.0,
-                                               np.ones(3, np.float32))
+        img, masks, names, kept_ids = _compose(
+            bg, things, ids, t, size, cam_x, frame_rng, 1.0, np.ones(3, np.float32)
+        )
         frames.append(img)
         gts.append((masks, names, kept_ids))
     return frames, gts
@@ -577,8 +688,7 @@ def _segmentation(mask: np.ndarray) -> dict[str, Any] | list[list[float]]:
     return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
 
 
-def _split(out_dir: Path, split: str, n: int, size: int, seed: int, ext: str
-           ) -> dict[str, Any]:
+def _split(out_dir: Path, split: str, n: int, size: int, seed: int, ext: str) -> dict[str, Any]:
     import cv2
     from tqdm.auto import tqdm
 
@@ -597,29 +707,50 @@ def _split(out_dir: Path, split: str, n: int, size: int, seed: int, ext: str
         for mask, name in zip(masks, names, strict=True):
             ys, xs = np.nonzero(mask)
             x1, y1 = int(xs.min()), int(ys.min())
-            anns.append({
-                "id": len(anns) + 1, "image_id": image_id,
-                "category_id": CLASS_NAMES.index(name) + 1,
-                "segmentation": _segmentation(mask), "area": int(mask.sum()),
-                "bbox": [x1, y1, int(xs.max()) + 1 - x1, int(ys.max()) + 1 - y1], "iscrowd": 0,
-            })
-    cats = [{"id": i + 1, "name": n, "supercategory": "animal" if n != "leaf" else "plant"}
-            for i, n in enumerate(CLASS_NAMES)]
-    data = {"info": {"description": f"thingmask synthetic {split}", "version": GENERATOR_VERSION},
-            "images": images, "annotations": anns, "categories": cats}
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": CLASS_NAMES.index(name) + 1,
+                    "segmentation": _segmentation(mask),
+                    "area": int(mask.sum()),
+                    "bbox": [x1, y1, int(xs.max()) + 1 - x1, int(ys.max()) + 1 - y1],
+                    "iscrowd": 0,
+                }
+            )
+    cats = [
+        {"id": i + 1, "name": n, "supercategory": "animal" if n != "leaf" else "plant"}
+        for i, n in enumerate(CLASS_NAMES)
+    ]
+    data = {
+        "info": {"description": f"thingmask synthetic {split}", "version": GENERATOR_VERSION},
+        "images": images,
+        "annotations": anns,
+        "categories": cats,
+    }
     present = {CLASS_NAMES[a["category_id"] - 1] for a in anns}
     missing = [c for c in CLASS_NAMES if c not in present]
     if missing:  # only possible for tiny splits; each class is requested in turn
-        raise ValueError(f"synthetic {split} split of {n} images lacks classes {missing}; use at "
-                         f"least {len(CLASS_NAMES)} images per split (synthetic_*_images)")
+        raise ValueError(
+            f"synthetic {split} split of {n} images lacks classes {missing}; use at "
+            f"least {len(CLASS_NAMES)} images per split (synthetic_*_images)"
+        )
     return data
 
 
-def _manifest(n_train: int, n_val: int, image_size: int, seed: int, video_frames: int = 0,
-              fps: float = 12.0) -> dict[str, Any]:
-    return {"generator": "thingmask.synthetic", "version": GENERATOR_VERSION, "n_train": n_train,
-            "n_val": n_val, "image_size": image_size, "seed": seed, "video_frames": video_frames,
-            "fps": fps}
+def _manifest(
+    n_train: int, n_val: int, image_size: int, seed: int, video_frames: int = 0, fps: float = 12.0
+) -> dict[str, Any]:
+    return {
+        "generator": "thingmask.synthetic",
+        "version": GENERATOR_VERSION,
+        "n_train": n_train,
+        "n_val": n_val,
+        "image_size": image_size,
+        "seed": seed,
+        "video_frames": video_frames,
+        "fps": fps,
+    }
 
 
 def _check_target(out_dir: Path) -> None:
@@ -628,11 +759,18 @@ def _check_target(out_dir: Path) -> None:
         raise DatasetError(
             f"dataset_dir {out_dir} already holds files that the synthetic generator did not "
             "write. Set generate_synthetic=False to use that dataset, or choose an empty "
-            "dataset_dir for the synthetic demo data.")
+            "dataset_dir for the synthetic demo data."
+        )
 
 
-def generate_dataset(out_dir: str | Path, n_train: int = 120, n_val: int = 24,
-                     image_size: int = 160, seed: int = 0, ext: str = ".jpg") -> PreparedDataset:
+def generate_dataset(
+    out_dir: str | Path,
+    n_train: int = 120,
+    n_val: int = 24,
+    image_size: int = 160,
+    seed: int = 0,
+    ext: str = ".jpg",
+) -> PreparedDataset:
     """Write the synthetic dataset in the prepared layout and return it.
 
     ``<out_dir>/train.json``, ``val.json`` (COCO instance segmentation, categories 1..3 =
@@ -642,8 +780,10 @@ def generate_dataset(out_dir: str | Path, n_train: int = 120, n_val: int = 24,
     out_dir = Path(out_dir)
     for label, n in (("n_train", n_train), ("n_val", n_val)):
         if n < len(CLASS_NAMES):
-            raise ValueError(f"synthetic dataset: {label}={n}; need at least {len(CLASS_NAMES)} "
-                             "images so every class appears in both splits")
+            raise ValueError(
+                f"synthetic dataset: {label}={n}; need at least {len(CLASS_NAMES)} "
+                "images so every class appears in both splits"
+            )
     if ext not in (".jpg", ".png"):
         raise ValueError(f"synthetic dataset: ext={ext!r}; expected '.jpg' or '.png'")
     _check_target(out_dir)
@@ -666,11 +806,15 @@ def _pack_gt(gt: list[VideoFrameGT], h: int, w: int) -> dict[str, np.ndarray]:
     stack = np.concatenate(masks) if masks else np.zeros((0, h, w), bool)
     return {
         "masks_packed": np.packbits(stack.reshape(len(stack), -1), axis=1),
-        "frame_index": np.concatenate([np.full(len(m), f, np.int32) for f, (m, _, _)
-                                       in enumerate(gt)] or [np.zeros(0, np.int32)]),
+        "frame_index": np.concatenate(
+            [np.full(len(m), f, np.int32) for f, (m, _, _) in enumerate(gt)]
+            or [np.zeros(0, np.int32)]
+        ),
         "class_names": np.asarray([n for _, names, _ in gt for n in names], dtype="<U32"),
         "instance_ids": np.concatenate([ids for _, _, ids in gt] or [np.zeros(0, np.int64)]),
-        "n_frames": np.int64(len(gt)), "height": np.int64(h), "width": np.int64(w),
+        "n_frames": np.int64(len(gt)),
+        "height": np.int64(h),
+        "width": np.int64(w),
     }
 
 
@@ -694,8 +838,10 @@ def load_video_gt(path: str | Path) -> list[VideoFrameGT]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: video ground truth not found. Generate the demo data "
-                                "with generate_synthetic=True (thingmask generate).")
+        raise FileNotFoundError(
+            f"{path}: video ground truth not found. Generate the demo data "
+            "with generate_synthetic=True (thingmask generate)."
+        )
     with np.load(path, allow_pickle=False) as z:
         h, w, n = int(z["height"]), int(z["width"]), int(z["n_frames"])
         flat = np.unpackbits(z["masks_packed"], axis=1, count=h * w).astype(bool)
@@ -708,8 +854,9 @@ def load_video_gt(path: str | Path) -> list[VideoFrameGT]:
     return out
 
 
-def generate_video(out_dir: str | Path, n_frames: int = 48, size: int = 160, seed: int = 0,
-                   fps: float = 12.0) -> Path:
+def generate_video(
+    out_dir: str | Path, n_frames: int = 48, size: int = 160, seed: int = 0, fps: float = 12.0
+) -> Path:
     """Write ``<out_dir>/video/demo.mp4`` (H.264 via :func:`thingmask.video.write_video`) and its
     ground truth ``<out_dir>/video/demo_gt.npz`` beside it. Returns the video path."""
     from thingmask.video import write_video
@@ -728,16 +875,23 @@ def generate(config: Any) -> PreparedDataset:
     and the files are there) nothing is rewritten.
     """
     out_dir = Path(config.dataset_dir)
-    wanted = _manifest(config.synthetic_train_images, config.synthetic_val_images,
-                       config.synthetic_image_size, config.seed, config.synthetic_video_frames)
+    wanted = _manifest(
+        config.synthetic_train_images,
+        config.synthetic_val_images,
+        config.synthetic_image_size,
+        config.seed,
+        config.synthetic_video_frames,
+    )
     manifest_path = out_dir / MANIFEST
     if manifest_path.is_file():
         try:
             current = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             current = None
-        complete = all((out_dir / p).is_file() for p in
-                       ("train.json", "val.json", f"video/{VIDEO_NAME}", f"video/{VIDEO_GT_NAME}"))
+        complete = all(
+            (out_dir / p).is_file()
+            for p in ("train.json", "val.json", f"video/{VIDEO_NAME}", f"video/{VIDEO_GT_NAME}")
+        )
         if current == wanted and complete:
             log.info("synthetic dataset in %s is up to date; not regenerating", out_dir)
             return load_prepared(out_dir)
@@ -746,15 +900,24 @@ def generate(config: Any) -> PreparedDataset:
         manifest_path.unlink()  # an interrupted regeneration must not look complete
         if (out_dir / "video").is_dir():
             shutil.rmtree(out_dir / "video")
-    log.info("generating synthetic dataset in %s (%d train, %d val, %d px, seed %d)", out_dir,
-             config.synthetic_train_images, config.synthetic_val_images,
-             config.synthetic_image_size, config.seed)
+    log.info(
+        "generating synthetic dataset in %s (%d train, %d val, %d px, seed %d)",
+        out_dir,
+        config.synthetic_train_images,
+        config.synthetic_val_images,
+        config.synthetic_image_size,
+        config.seed,
+    )
     # The manifest goes first in spirit: write a placeholder so _check_target accepts the folder
     # on a retry, with a version that can never match.
     atomic_write_json(manifest_path, {**wanted, "version": -1})
-    dataset = generate_dataset(out_dir, config.synthetic_train_images, config.synthetic_val_images,
-                               config.synthetic_image_size, config.seed)
-    generate_video(out_dir, config.synthetic_video_frames, config.synthetic_image_size,
-                   config.seed)
+    dataset = generate_dataset(
+        out_dir,
+        config.synthetic_train_images,
+        config.synthetic_val_images,
+        config.synthetic_image_size,
+        config.seed,
+    )
+    generate_video(out_dir, config.synthetic_video_frames, config.synthetic_image_size, config.seed)
     atomic_write_json(manifest_path, wanted)
     return dataset

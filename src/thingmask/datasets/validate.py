@@ -125,8 +125,10 @@ class Report:
         the JSON report has all of them)."""
         lines = _summary_lines(self.summary)
         c = self.counts()
-        lines.append(f"{c['error']} error(s), {c['warning']} warning(s), {c['info']} note(s)"
-                     + ("" if self.ok else " -- errors stop `prepare`; fix them and re-run"))
+        lines.append(
+            f"{c['error']} error(s), {c['warning']} warning(s), {c['info']} note(s)"
+            + ("" if self.ok else " -- errors stop `prepare`; fix them and re-run")
+        )
         groups: dict[tuple[str, str], list[Issue]] = defaultdict(list)
         for issue in self.issues:
             groups[(issue.severity, issue.rule)].append(issue)
@@ -138,16 +140,21 @@ class Report:
                 for issue in items[:limit]:
                     lines.append("  - " + issue.text())
                 if len(items) > limit:
-                    lines.append(f"  ... and {len(items) - limit} more like this "
-                                 "(all listed in report.json)")
+                    lines.append(
+                        f"  ... and {len(items) - limit} more like this (all listed in report.json)"
+                    )
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.text()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "counts": self.counts(), "summary": self.summary,
-                "issues": [asdict(i) for i in self.issues]}
+        return {
+            "ok": self.ok,
+            "counts": self.counts(),
+            "summary": self.summary,
+            "issues": [asdict(i) for i in self.issues],
+        }
 
     def write_json(self, path: str | Path) -> Path:
         return atomic_write_json(path, self.to_dict())
@@ -155,8 +162,13 @@ class Report:
     def log_counts(self, logger: logging.Logger = log) -> None:
         c = self.counts()
         level = logging.ERROR if c["error"] else logging.WARNING if c["warning"] else logging.INFO
-        logger.log(level, "dataset check: %d error(s), %d warning(s), %d note(s)", c["error"],
-                   c["warning"], c["info"])
+        logger.log(
+            level,
+            "dataset check: %d error(s), %d warning(s), %d note(s)",
+            c["error"],
+            c["warning"],
+            c["info"],
+        )
 
 
 def _summary_lines(summary: Mapping[str, Any]) -> list[str]:
@@ -169,13 +181,17 @@ def _summary_lines(summary: Mapping[str, Any]) -> list[str]:
     lines.append(head)
     if "images" in summary:
         classes = summary.get("classes") or []
-        lines.append(f"{summary['images']} images, {summary.get('instances', 0)} instances, "
-                     f"{len(classes)} classes: {', '.join(classes)}")
+        lines.append(
+            f"{summary['images']} images, {summary.get('instances', 0)} instances, "
+            f"{len(classes)} classes: {', '.join(classes)}"
+        )
     split = summary.get("split")
     if split:
-        lines.append(f"split ({split.get('how', '')}): train {split['train']['images']} images / "
-                     f"{split['train']['instances']} instances, val {split['val']['images']} "
-                     f"images / {split['val']['instances']} instances")
+        lines.append(
+            f"split ({split.get('how', '')}): train {split['train']['images']} images / "
+            f"{split['train']['instances']} instances, val {split['val']['images']} "
+            f"images / {split['val']['instances']} instances"
+        )
     return lines
 
 
@@ -288,8 +304,12 @@ def polygon_area(flat: Sequence[float]) -> float:
 def clip_polygon(flat: Sequence[float], width: float, height: float) -> list[float]:
     """Clip a polygon to the image rectangle (Sutherland–Hodgman); ``[]`` when nothing is left."""
     pts = list(zip(flat[0::2], flat[1::2], strict=False))
-    for axis, bound, keep_low in ((0, 0.0, False), (0, width, True), (1, 0.0, False),
-                                  (1, height, True)):
+    for axis, bound, keep_low in (
+        (0, 0.0, False),
+        (0, width, True),
+        (1, 0.0, False),
+        (1, height, True),
+    ):
         if not pts:
             break
 
@@ -341,8 +361,9 @@ def rle_counts_from_string(s: str) -> list[int] | None:
     return counts
 
 
-def orientation_decision(annotated: tuple[int, int] | None, stored: tuple[int, int],
-                         orientation: int) -> tuple[str, tuple[int, int] | None, str]:
+def orientation_decision(
+    annotated: tuple[int, int] | None, stored: tuple[int, int], orientation: int
+) -> tuple[str, tuple[int, int] | None, str]:
     """Decide which pixel size is right for an image with EXIF ``orientation``.
 
     ``annotated``: (width, height) from the annotation file, or None; ``stored``: (width, height)
@@ -383,9 +404,16 @@ class CheckedSource:
     categories: list[Category]
 
 
-def check_coco(data: Any, *, source: str, image_root: Path, report: Report,
-               split: str | None = None, embedded: Mapping[str, bytes] | None = None,
-               fmt: str = "coco") -> CheckedSource:
+def check_coco(
+    data: Any,
+    *,
+    source: str,
+    image_root: Path,
+    report: Report,
+    split: str | None = None,
+    embedded: Mapping[str, bytes] | None = None,
+    fmt: str = "coco",
+) -> CheckedSource:
     """Check one COCO instances dict (untrusted: any JSON value) against its image folder.
 
     Args:
@@ -412,16 +440,25 @@ class _Checker:
     def run(self, data: Any) -> CheckedSource:
         r, src = self.report, self.source
         if not isinstance(data, dict):
-            r.error("coco-structure", src, f"expected a JSON object with images, annotations "
-                    f"and categories, got {type(data).__name__}",
-                    "Export as 'COCO instances' (COCO 1.0 in CVAT) from your annotation tool.")
+            r.error(
+                "coco-structure",
+                src,
+                f"expected a JSON object with images, annotations "
+                f"and categories, got {type(data).__name__}",
+                "Export as 'COCO instances' (COCO 1.0 in CVAT) from your annotation tool.",
+            )
             return CheckedSource([], [])
-        missing = [k for k in ("images", "annotations", "categories")
-                   if not isinstance(data.get(k), list)]
+        missing = [
+            k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)
+        ]
         if missing:
-            r.error("coco-structure", src, f"missing or not a list: {', '.join(missing)}",
-                    "This is not a COCO instances file; re-export it, or pick the matching "
-                    "--format (labelme, via, yolo, ...).")
+            r.error(
+                "coco-structure",
+                src,
+                f"missing or not a list: {', '.join(missing)}",
+                "This is not a COCO instances file; re-export it, or pick the matching "
+                "--format (labelme, via, yolo, ...).",
+            )
             return CheckedSource([], [])
         cats = self._categories(data["categories"])
         images = self._images(data["images"])
@@ -440,29 +477,42 @@ class _Checker:
         for i, c in enumerate(raw):
             where = f"{src}: categories[{i}]"
             if not isinstance(c, dict):
-                r.error("category-invalid", where, f"expected an object, got {_short(c)}",
-                        "Each category needs an integer 'id' and a 'name'.")
+                r.error(
+                    "category-invalid",
+                    where,
+                    f"expected an object, got {_short(c)}",
+                    "Each category needs an integer 'id' and a 'name'.",
+                )
                 continue
             cid, name = _as_int(c.get("id")), c.get("name")
             if cid is None or not isinstance(name, str) or not name.strip():
-                r.error("category-invalid", where, f"id {_short(c.get('id'))}, name "
-                        f"{_short(name)}: needs an integer id and a non-empty name",
-                        "Fix the category list in the export (or the tool's label list).")
+                r.error(
+                    "category-invalid",
+                    where,
+                    f"id {_short(c.get('id'))}, name "
+                    f"{_short(name)}: needs an integer id and a non-empty name",
+                    "Fix the category list in the export (or the tool's label list).",
+                )
                 continue
             if cid in cats:
-                r.error("category-duplicate-id", where, f"id {cid} is used by both "
-                        f"{cats[cid].name!r} and {name!r}",
-                        "Give every category its own id in the annotation file.")
+                r.error(
+                    "category-duplicate-id",
+                    where,
+                    f"id {cid} is used by both {cats[cid].name!r} and {name!r}",
+                    "Give every category its own id in the annotation file.",
+                )
                 continue
             sup = c.get("supercategory")
             cats[cid] = Category(name.strip(), sup.strip() if isinstance(sup, str) else "", cid)
         seen: dict[str, int] = {}
         for cid, cat in sorted(cats.items()):
             if cat.name in seen:
-                r.warning("category-duplicate-name", f"{src}: category {cid}",
-                          f"name {cat.name!r} is also category {seen[cat.name]}",
-                          "Merged into one class. Rename one of them if they are different "
-                          "animals.")
+                r.warning(
+                    "category-duplicate-name",
+                    f"{src}: category {cid}",
+                    f"name {cat.name!r} is also category {seen[cat.name]}",
+                    "Merged into one class. Rename one of them if they are different animals.",
+                )
             else:
                 seen[cat.name] = cid
         return dict(sorted(cats.items()))
@@ -474,37 +524,57 @@ class _Checker:
 
         images: dict[int, Sample | None] = {}
         by_file: dict[str, int] = {}
-        for i, img in enumerate(tqdm(raw, desc=f"checking {src}", unit="img",
-                                     disable=len(raw) < 200)):
+        for i, img in enumerate(
+            tqdm(raw, desc=f"checking {src}", unit="img", disable=len(raw) < 200)
+        ):
             where = f"{src}: images[{i}]"
             if not isinstance(img, dict):
-                r.error("image-record-invalid", where, f"expected an object, got {_short(img)}",
-                        "Each image needs 'id', 'file_name', 'width', 'height'.")
+                r.error(
+                    "image-record-invalid",
+                    where,
+                    f"expected an object, got {_short(img)}",
+                    "Each image needs 'id', 'file_name', 'width', 'height'.",
+                )
                 continue
             img_id = _as_int(img.get("id"))
             if img_id is None:
-                r.error("image-record-invalid", where, f"id {_short(img.get('id'))} is not an "
-                        "integer", "Give each image a unique integer id.")
+                r.error(
+                    "image-record-invalid",
+                    where,
+                    f"id {_short(img.get('id'))} is not an integer",
+                    "Give each image a unique integer id.",
+                )
                 continue
             where = f"{src}: image {img_id}"
             if img_id in images:
-                r.error("image-duplicate-id", where, "this id is used by two images, so their "
-                        "annotations cannot be told apart", "Give each image a unique id "
-                        "(re-export from the tool).")
+                r.error(
+                    "image-duplicate-id",
+                    where,
+                    "this id is used by two images, so their annotations cannot be told apart",
+                    "Give each image a unique id (re-export from the tool).",
+                )
                 images[img_id] = None
                 continue
             images[img_id] = None  # until it passes
             rel, why = normalize_file_name(img.get("file_name"))
             if rel is None:
-                r.error("file-name-unsafe", where, why + "; it is not read",
-                        "Use a file name relative to the image folder, e.g. 'img_001.jpg' or "
-                        "'batch1/img_001.jpg', and put the image there.")
+                r.error(
+                    "file-name-unsafe",
+                    where,
+                    why + "; it is not read",
+                    "Use a file name relative to the image folder, e.g. 'img_001.jpg' or "
+                    "'batch1/img_001.jpg', and put the image there.",
+                )
                 continue
             where = f"{src}: image {img_id} '{rel}'"
             if rel in by_file:
-                r.error("image-duplicate-file", where, f"the same file is also image "
-                        f"{by_file[rel]}; its annotations would be split between two records",
-                        "Keep one image record and move all its annotations to it.")
+                r.error(
+                    "image-duplicate-file",
+                    where,
+                    f"the same file is also image "
+                    f"{by_file[rel]}; its annotations would be split between two records",
+                    "Keep one image record and move all its annotations to it.",
+                )
                 continue
             by_file[rel] = img_id
             size = self._declared_size(img, where)
@@ -519,10 +589,13 @@ class _Checker:
             return None
         wi, hi = _as_int(w), _as_int(h)
         if wi is None or hi is None or not (0 < wi <= MAX_SIDE and 0 < hi <= MAX_SIDE):
-            self.report.error("image-size-invalid", where, f"width {_short(w)} / height "
-                              f"{_short(h)} must be positive whole numbers of pixels",
-                              "Fix width/height in the annotation file (or remove both: they "
-                              "are then read from the image).")
+            self.report.error(
+                "image-size-invalid",
+                where,
+                f"width {_short(w)} / height {_short(h)} must be positive whole numbers of pixels",
+                "Fix width/height in the annotation file (or remove both: they "
+                "are then read from the image).",
+            )
             return False
         return (wi, hi)
 
@@ -533,18 +606,25 @@ class _Checker:
         source: Path | bytes
         resolved = resolve_inside(self.root, rel)
         if resolved is None:
-            r.error("file-name-unsafe", where, f"resolves outside the image folder "
-                    f"{self.root} (a symlink?); it is not read",
-                    "Copy the image into the image folder instead of linking it.")
+            r.error(
+                "file-name-unsafe",
+                where,
+                f"resolves outside the image folder {self.root} (a symlink?); it is not read",
+                "Copy the image into the image folder instead of linking it.",
+            )
             return None
         if resolved.is_file():
             source = resolved
         elif self.embedded.get(rel) is not None:
             source = self.embedded[rel]
         else:
-            r.error("image-missing", where, f"no such file under {self.root}",
-                    "Put the image there (same relative path), pass --images DIR with the "
-                    "folder that holds it, or delete the image and its annotations.")
+            r.error(
+                "image-missing",
+                where,
+                f"no such file under {self.root}",
+                "Put the image there (same relative path), pass --images DIR with the "
+                "folder that holds it, or delete the image and its annotations.",
+            )
             return None
         try:
             import io
@@ -554,50 +634,85 @@ class _Checker:
                 orientation = _exif_orientation(im)
                 im.load()  # decodes fully: truncated downloads fail here, not in training
         except Exception as exc:  # PIL raises many types for corrupt files
-            r.error("image-unreadable", where, f"cannot be decoded as an image ({exc})",
-                    "Re-download or re-export it (jpg/png), or delete it and its annotations.")
+            r.error(
+                "image-unreadable",
+                where,
+                f"cannot be decoded as an image ({exc})",
+                "Re-download or re-export it (jpg/png), or delete it and its annotations.",
+            )
             return None
         fix, size, verdict = orientation_decision(declared, stored, orientation)
         self._report_size(where, declared, stored, orientation, verdict)
         if size is None:
             return None
-        return Sample(file_name=rel, source=source, width=size[0], height=size[1],
-                      split=self.split, orientation=orientation, fix=fix, where=where)
+        return Sample(
+            file_name=rel,
+            source=source,
+            width=size[0],
+            height=size[1],
+            split=self.split,
+            orientation=orientation,
+            fix=fix,
+            where=where,
+        )
 
     def _report_size(self, where, declared, stored, orientation, verdict) -> None:
         r = self.report
         sw, sh = stored
         if verdict == "filled" and self.fmt not in ("via",):
-            r.info("image-size-filled", where, f"no width/height in the annotations; using the "
-                   f"file's {sw}x{sh}")
+            r.info(
+                "image-size-filled",
+                where,
+                f"no width/height in the annotations; using the file's {sw}x{sh}",
+            )
         elif verdict == "display":
-            r.info("image-exif-rotation", where, f"stored as {sw}x{sh} with EXIF orientation "
-                   f"{orientation}; the annotations match the rotated view "
-                   f"{declared[0]}x{declared[1]} (as labelme, browsers and detectron2 show it)",
-                   "Written upright without the tag, so every reader sees the same pixels.")
+            r.info(
+                "image-exif-rotation",
+                where,
+                f"stored as {sw}x{sh} with EXIF orientation "
+                f"{orientation}; the annotations match the rotated view "
+                f"{declared[0]}x{declared[1]} (as labelme, browsers and detectron2 show it)",
+                "Written upright without the tag, so every reader sees the same pixels.",
+            )
         elif verdict == "stored":
-            r.warning("image-exif-rotation", where, f"EXIF orientation {orientation} would rotate "
-                      f"it to {sh}x{sw}, but the annotations ({declared[0]}x{declared[1]}) were "
-                      "drawn on the stored, unrotated pixels; detectron2 would rotate the image "
-                      "and misalign every mask",
-                      "Written with the stored pixels and without the orientation tag.")
+            r.warning(
+                "image-exif-rotation",
+                where,
+                f"EXIF orientation {orientation} would rotate "
+                f"it to {sh}x{sw}, but the annotations ({declared[0]}x{declared[1]}) were "
+                "drawn on the stored, unrotated pixels; detectron2 would rotate the image "
+                "and misalign every mask",
+                "Written with the stored pixels and without the orientation tag.",
+            )
         elif verdict == "ambiguous":
-            r.warning("image-exif-rotation", where, f"EXIF orientation {orientation}: the "
-                      "annotation size fits both the stored and the rotated view; assumed the "
-                      "rotated view (as labelme, browsers and detectron2 show it)",
-                      "Written upright. Check this image in the preview; if the masks are "
-                      "misplaced, re-save the image without EXIF rotation and re-annotate.")
+            r.warning(
+                "image-exif-rotation",
+                where,
+                f"EXIF orientation {orientation}: the "
+                "annotation size fits both the stored and the rotated view; assumed the "
+                "rotated view (as labelme, browsers and detectron2 show it)",
+                "Written upright. Check this image in the preview; if the masks are "
+                "misplaced, re-save the image without EXIF rotation and re-annotate.",
+            )
         elif verdict == "mismatch":
-            view = (f" ({sh}x{sw} after EXIF orientation {orientation})"
-                    if orientation in (5, 6, 7, 8) else "")
-            r.error("image-size-mismatch", where, f"annotations say {declared[0]}x"
-                    f"{declared[1]}, the file is {sw}x{sh}{view}; the image was probably "
-                    "resized or replaced after annotating",
-                    "Use the original image the annotations were made on, or re-annotate.")
+            view = (
+                f" ({sh}x{sw} after EXIF orientation {orientation})"
+                if orientation in (5, 6, 7, 8)
+                else ""
+            )
+            r.error(
+                "image-size-mismatch",
+                where,
+                f"annotations say {declared[0]}x"
+                f"{declared[1]}, the file is {sw}x{sh}{view}; the image was probably "
+                "resized or replaced after annotating",
+                "Use the original image the annotations were made on, or re-annotate.",
+            )
 
     # annotations
-    def _annotations(self, raw: list, images: dict[int, Sample | None],
-                     cats: dict[int, Category]) -> dict[int, list[Instance]]:
+    def _annotations(
+        self, raw: list, images: dict[int, Sample | None], cats: dict[int, Category]
+    ) -> dict[int, list[Instance]]:
         r, src = self.report, self.source
         out: dict[int, list[Instance]] = defaultdict(list)
         seen_ids: set[int] = set()
@@ -605,9 +720,12 @@ class _Checker:
         for i, ann in enumerate(raw):
             where = f"{src}: annotations[{i}]"
             if not isinstance(ann, dict):
-                r.error("annotation-record-invalid", where, f"expected an object, got "
-                        f"{_short(ann)}",
-                        "Each annotation needs image_id, category_id and segmentation.")
+                r.error(
+                    "annotation-record-invalid",
+                    where,
+                    f"expected an object, got {_short(ann)}",
+                    "Each annotation needs image_id, category_id and segmentation.",
+                )
                 continue
             ann_id = _as_int(ann.get("id"))
             if ann_id is None or ann_id in seen_ids:
@@ -617,9 +735,12 @@ class _Checker:
                 where = f"{src}: annotation {ann_id}"
             img_id = _as_int(ann.get("image_id"))
             if img_id is None or img_id not in images:
-                r.error("annotation-unknown-image", where, f"image_id "
-                        f"{_short(ann.get('image_id'))} is not an image of this file",
-                        "Delete the annotation or add the image record it belongs to.")
+                r.error(
+                    "annotation-unknown-image",
+                    where,
+                    f"image_id {_short(ann.get('image_id'))} is not an image of this file",
+                    "Delete the annotation or add the image record it belongs to.",
+                )
                 continue
             sample = images[img_id]
             if sample is None:
@@ -627,18 +748,25 @@ class _Checker:
             where = f"{sample.where}, annotation {ann_id if ann_id is not None else f'#{i}'}"
             cat_id = _as_int(ann.get("category_id"))
             if cat_id is None or cat_id not in cats:
-                r.error("annotation-unknown-category", where, f"category_id "
-                        f"{_short(ann.get('category_id'))} is not in the categories "
-                        f"{sorted(cats)}", "Add the category to 'categories' or delete the "
-                        "annotation.")
+                r.error(
+                    "annotation-unknown-category",
+                    where,
+                    f"category_id "
+                    f"{_short(ann.get('category_id'))} is not in the categories "
+                    f"{sorted(cats)}",
+                    "Add the category to 'categories' or delete the annotation.",
+                )
                 continue
             inst = self._instance(ann, sample, cats[cat_id].name, where)
             if inst is not None:
                 out[img_id].append(inst)
         if renumbered:
-            r.warning("annotation-duplicate-id", src, f"{renumbered} annotation(s) have a "
-                      "missing, non-integer or repeated id", "Renumbered in the output; "
-                      "nothing else to do.")
+            r.warning(
+                "annotation-duplicate-id",
+                src,
+                f"{renumbered} annotation(s) have a missing, non-integer or repeated id",
+                "Renumbered in the output; nothing else to do.",
+            )
         return out
 
     def _instance(self, ann: dict, sample: Sample, name: str, where: str) -> Instance | None:
@@ -646,8 +774,12 @@ class _Checker:
         crowd_raw = ann.get("iscrowd", 0)
         iscrowd = _as_int(crowd_raw)
         if iscrowd not in (0, 1):
-            r.warning("annotation-invalid", where, f"iscrowd {_short(crowd_raw)} must be 0 or 1",
-                      "Treated as 0 (a normal instance).")
+            r.warning(
+                "annotation-invalid",
+                where,
+                f"iscrowd {_short(crowd_raw)} must be 0 or 1",
+                "Treated as 0 (a normal instance).",
+            )
             iscrowd = 0
         seg = ann.get("segmentation")
         w, h = sample.width, sample.height
@@ -663,10 +795,14 @@ class _Checker:
             rle = None
         else:
             bbox_only = _bbox(ann.get("bbox")) is not None
-            r.warning("segmentation-missing", where, "no mask (segmentation is "
-                      f"{_short(seg)})" + ("; it has only a box" if bbox_only else ""),
-                      "Dropped: instance segmentation needs a mask. Draw polygons or brush "
-                      "masks (a box-only project cannot train masks).")
+            r.warning(
+                "segmentation-missing",
+                where,
+                "no mask (segmentation is "
+                f"{_short(seg)})" + ("; it has only a box" if bbox_only else ""),
+                "Dropped: instance segmentation needs a mask. Draw polygons or brush "
+                "masks (a box-only project cannot train masks).",
+            )
             return None
         from pycocotools import mask as mask_utils
 
@@ -683,20 +819,28 @@ class _Checker:
         if given is not None:
             x, y, gw, gh = given
             if x >= w or y >= h or x + gw <= 0 or y + gh <= 0:
-                r.error("annotation-outside-image", where, f"bbox {list(given)} lies entirely "
-                        f"outside the {w}x{h} image", "Fix or delete the annotation (were "
-                        "the image and annotation files mixed up?).")
+                r.error(
+                    "annotation-outside-image",
+                    where,
+                    f"bbox {list(given)} lies entirely outside the {w}x{h} image",
+                    "Fix or delete the annotation (were the image and annotation files mixed up?).",
+                )
                 return None
             # half a pixel of slack: tools round box corners outward
             clipped = clipped or min(x, y) < -0.5 or x + gw > w + 0.5 or y + gh > h + 0.5
         if clipped:
-            r.warning("annotation-outside-image", where, f"extends beyond the {w}x{h} image",
-                      "Clipped to the image border.")
+            r.warning(
+                "annotation-outside-image",
+                where,
+                f"extends beyond the {w}x{h} image",
+                "Clipped to the image border.",
+            )
         segmentation = polys if rle is None else rle
         return Instance(name, segmentation, iscrowd, area, (bx, by, bw, bh), where)
 
-    def _polygons(self, seg: list, w: int, h: int, where: str
-                  ) -> tuple[list[list[float]] | None, bool]:
+    def _polygons(
+        self, seg: list, w: int, h: int, where: str
+    ) -> tuple[list[list[float]] | None, bool]:
         r = self.report
         kept: list[list[float]] = []
         clipped = False
@@ -728,16 +872,29 @@ class _Checker:
                 clipped, nums = True, cut
             kept.append(nums)
         if problems:
-            r.warning("polygon-degenerate", where, "; ".join(problems),
-                      "Those polygons are dropped" + ("" if kept or outside else " and so is "
-                      "the annotation") + ". Redraw the outline with at least 3 distinct points.")
+            r.warning(
+                "polygon-degenerate",
+                where,
+                "; ".join(problems),
+                "Those polygons are dropped"
+                + ("" if kept or outside else " and so is the annotation")
+                + ". Redraw the outline with at least 3 distinct points.",
+            )
         if outside and not kept:
-            r.error("annotation-outside-image", where, f"lies entirely outside the {w}x{h} "
-                    "image", "Fix or delete the annotation (were the image and annotation "
-                    "files mixed up, or the image resized?).")
+            r.error(
+                "annotation-outside-image",
+                where,
+                f"lies entirely outside the {w}x{h} image",
+                "Fix or delete the annotation (were the image and annotation "
+                "files mixed up, or the image resized?).",
+            )
         elif outside:
-            r.warning("annotation-outside-image", where, f"polygon(s) {outside} lie entirely "
-                      f"outside the {w}x{h} image", "Those polygons are dropped.")
+            r.warning(
+                "annotation-outside-image",
+                where,
+                f"polygon(s) {outside} lie entirely outside the {w}x{h} image",
+                "Those polygons are dropped.",
+            )
         if not kept:
             return None, clipped
         return kept, clipped
@@ -747,13 +904,20 @@ class _Checker:
         size, counts = seg.get("size"), seg.get("counts")
         hw = [_as_int(v) for v in size] if isinstance(size, list) and len(size) == 2 else None
         if hw is None or None in hw:
-            r.error("rle-invalid", where, f"RLE size {_short(size)} is not [height, width]",
-                    "Re-export the masks from the annotation tool.")
+            r.error(
+                "rle-invalid",
+                where,
+                f"RLE size {_short(size)} is not [height, width]",
+                "Re-export the masks from the annotation tool.",
+            )
             return None
         if hw != [h, w]:
-            r.error("rle-size-mismatch", where, f"RLE size {hw} (height, width) differs from "
-                    f"the image's [{h}, {w}]", "Re-export the masks for this image, or use the "
-                    "image the masks were drawn on.")
+            r.error(
+                "rle-size-mismatch",
+                where,
+                f"RLE size {hw} (height, width) differs from the image's [{h}, {w}]",
+                "Re-export the masks for this image, or use the image the masks were drawn on.",
+            )
             return None
         if isinstance(counts, str):
             runs = rle_counts_from_string(counts)
@@ -763,9 +927,13 @@ class _Checker:
         else:
             runs = None
         if runs is None or any(v < 0 for v in runs) or sum(runs) != h * w:
-            r.error("rle-invalid", where, "RLE counts are malformed (they must be run lengths "
-                    f"summing to height*width = {h * w})", "Re-export the masks from the "
-                    "annotation tool.")
+            r.error(
+                "rle-invalid",
+                where,
+                "RLE counts are malformed (they must be run lengths "
+                f"summing to height*width = {h * w})",
+                "Re-export the masks from the annotation tool.",
+            )
             return None
         if isinstance(counts, str):
             return {"size": [h, w], "counts": counts}
@@ -778,8 +946,10 @@ class _Checker:
 def rle_to_pycoco(rle: Mapping[str, Any]) -> dict[str, Any]:
     """Compressed RLE with ``str`` counts (JSON form) → pycocotools form (``bytes`` counts)."""
     counts = rle["counts"]
-    return {"size": list(rle["size"]),
-            "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return {
+        "size": list(rle["size"]),
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
 
 
 def _bbox(value: Any) -> tuple[float, float, float, float] | None:
@@ -804,7 +974,7 @@ def _short(value: Any, limit: int = 60) -> str:
         text = json.dumps(value, allow_nan=True)
     except (TypeError, ValueError):
         text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --- whole-dataset checks -----------------------------------------------------------------------
@@ -818,14 +988,24 @@ def merge_categories(parts: Iterable[list[Category]], report: Report) -> list[Ca
             merged.setdefault(c.name, c)
     names = [[c.name for c in cats] for cats in parts if cats]
     if any(n != names[0] for n in names[1:]):
-        report.info("category-lists-differ", "", "the source files list different classes; "
-                    "merged by name", "Nothing to do if the names are right.")
+        report.info(
+            "category-lists-differ",
+            "",
+            "the source files list different classes; merged by name",
+            "Nothing to do if the names are right.",
+        )
     return list(merged.values())
 
 
-def finalize(samples: list[Sample], categories: list[Category], report: Report, *,
-             convert_crowd: bool = True, display_things: Sequence[str] | None = None,
-             fmt: str = "coco") -> tuple[list[Sample], list[str]]:
+def finalize(
+    samples: list[Sample],
+    categories: list[Category],
+    report: Report,
+    *,
+    convert_crowd: bool = True,
+    display_things: Sequence[str] | None = None,
+    fmt: str = "coco",
+) -> tuple[list[Sample], list[str]]:
     """Whole-dataset rules, after ``class_map`` was applied.
 
     Crowd masks (converted by default), parent/empty categories (dropped), contiguous ids (the
@@ -841,36 +1021,57 @@ def finalize(samples: list[Sample], categories: list[Category], report: Report, 
         if used[c.name]:
             keep.append(c)
         elif c.name in supers or (fmt == "roboflow" and c.source_id == 0):
-            report.info("category-parent", f"category {c.source_id} {c.name!r}", "a parent "
-                        "category with no annotations of its own (Roboflow adds one with id 0); "
-                        "training on it would add a class that never appears",
-                        "Dropped; nothing to do.")
+            report.info(
+                "category-parent",
+                f"category {c.source_id} {c.name!r}",
+                "a parent "
+                "category with no annotations of its own (Roboflow adds one with id 0); "
+                "training on it would add a class that never appears",
+                "Dropped; nothing to do.",
+            )
         else:
-            report.warning("category-empty", f"category {c.source_id} {c.name!r}", "no "
-                           "annotation uses this class", "Dropped from the class list. "
-                           "Annotate some examples or remove it from the tool's label list.")
+            report.warning(
+                "category-empty",
+                f"category {c.source_id} {c.name!r}",
+                "no annotation uses this class",
+                "Dropped from the class list. "
+                "Annotate some examples or remove it from the tool's label list.",
+            )
     names = [c.name for c in keep]
     old_ids = [c.source_id for c in keep]
     if old_ids and old_ids != list(range(1, len(old_ids) + 1)):
         mapping = ", ".join(f"{c.name!r} {c.source_id}->{i}" for i, c in enumerate(keep, 1))
-        report.info("category-ids-remapped", "", f"category ids were not 1..{len(keep)}; "
-                    f"renumbered: {mapping}", "Nothing to do: engines take the class names in "
-                    "this order.")
+        report.info(
+            "category-ids-remapped",
+            "",
+            f"category ids were not 1..{len(keep)}; renumbered: {mapping}",
+            "Nothing to do: engines take the class names in this order.",
+        )
     for name in display_things or ():
         if name not in names:
-            report.warning("display-things-absent", f"display_things {list(display_things)}",
-                           f"{name!r} is not a class of this dataset "
-                           f"({'dropped: no annotations' if name in present else 'not found'})",
-                           f"Set display_things to classes of the dataset: {names}.")
+            report.warning(
+                "display-things-absent",
+                f"display_things {list(display_things)}",
+                f"{name!r} is not a class of this dataset "
+                f"({'dropped: no annotations' if name in present else 'not found'})",
+                f"Set display_things to classes of the dataset: {names}.",
+            )
     for s in samples:
         if not s.instances:
-            report.warning("image-no-annotations", s.where, "no annotated object",
-                           "Kept as a background-only example. If it does show animals, "
-                           "annotate them: unlabelled animals teach the model to ignore them.")
+            report.warning(
+                "image-no-annotations",
+                s.where,
+                "no annotated object",
+                "Kept as a background-only example. If it does show animals, "
+                "annotate them: unlabelled animals teach the model to ignore them.",
+            )
     if not used and not report.errors:
-        report.error("no-annotations", "", "the dataset has no usable annotation, so there is "
-                     "nothing to train on", "Annotate objects with polygons or brush masks "
-                     "and export again (see data/README.md).")
+        report.error(
+            "no-annotations",
+            "",
+            "the dataset has no usable annotation, so there is nothing to train on",
+            "Annotate objects with polygons or brush masks and export again (see data/README.md).",
+        )
     return samples, names
 
 
@@ -879,29 +1080,51 @@ def _crowd(samples: list[Sample], report: Report, convert: bool, fmt: str) -> li
     n_all = sum(len(s.instances) for s in samples)
     if not n_crowd:
         return samples
-    why = ("CVAT exports brush masks as iscrowd=1" if fmt == "cvat"
-           else "iscrowd=1 marks a region of many objects")
+    why = (
+        "CVAT exports brush masks as iscrowd=1"
+        if fmt == "cvat"
+        else "iscrowd=1 marks a region of many objects"
+    )
     if convert:
-        report.warning("crowd-converted", "", f"{n_crowd} of {n_all} annotations have iscrowd=1 "
-                       f"({why}); detectron2 and torchvision skip crowd regions in training",
-                       "Converted to normal instances (masks kept). If some really are crowds "
-                       "of several animals, pass --keep-crowd (convert_crowd=False).")
-        return [replace(s, instances=tuple(replace(i, iscrowd=0) for i in s.instances))
-                for s in samples]
+        report.warning(
+            "crowd-converted",
+            "",
+            f"{n_crowd} of {n_all} annotations have iscrowd=1 "
+            f"({why}); detectron2 and torchvision skip crowd regions in training",
+            "Converted to normal instances (masks kept). If some really are crowds "
+            "of several animals, pass --keep-crowd (convert_crowd=False).",
+        )
+        return [
+            replace(s, instances=tuple(replace(i, iscrowd=0) for i in s.instances)) for s in samples
+        ]
     if n_crowd == n_all:
-        report.error("crowd-all", "", f"all {n_all} annotations have iscrowd=1 ({why}); the "
-                     "model would train on nothing, without any error",
-                     "Run prepare without --keep-crowd (convert_crowd=True) to convert them.")
+        report.error(
+            "crowd-all",
+            "",
+            f"all {n_all} annotations have iscrowd=1 ({why}); the "
+            "model would train on nothing, without any error",
+            "Run prepare without --keep-crowd (convert_crowd=True) to convert them.",
+        )
     else:
-        report.info("crowd-kept", "", f"{n_crowd} of {n_all} annotations have iscrowd=1 and "
-                    "are kept as crowd regions (ignored in training)")
+        report.info(
+            "crowd-kept",
+            "",
+            f"{n_crowd} of {n_all} annotations have iscrowd=1 and "
+            "are kept as crowd regions (ignored in training)",
+        )
     return samples
 
 
-def validate_coco(data: Any, image_root: str | Path, *, source: str = "annotations",
-                  class_map: Mapping[str, str] | None = None,
-                  display_things: Sequence[str] | None = None, convert_crowd: bool = True,
-                  fmt: str = "coco") -> tuple[list[Sample], list[str], Report]:
+def validate_coco(
+    data: Any,
+    image_root: str | Path,
+    *,
+    source: str = "annotations",
+    class_map: Mapping[str, str] | None = None,
+    display_things: Sequence[str] | None = None,
+    convert_crowd: bool = True,
+    fmt: str = "coco",
+) -> tuple[list[Sample], list[str], Report]:
     """Every rule on one COCO dict, without writing anything (``prepare`` minus split/write).
 
     Returns ``(samples, class names in id order, report)``; never raises for bad input.
@@ -909,9 +1132,9 @@ def validate_coco(data: Any, image_root: str | Path, *, source: str = "annotatio
     from thingmask.datasets.remap import apply_class_map
 
     report = Report()
-    checked = check_coco(data, source=source, image_root=Path(image_root), report=report,
-                         fmt=fmt)
+    checked = check_coco(data, source=source, image_root=Path(image_root), report=report, fmt=fmt)
     samples, cats = apply_class_map(checked.samples, checked.categories, class_map, report)
-    samples, names = finalize(samples, cats, report, convert_crowd=convert_crowd,
-                              display_things=display_things, fmt=fmt)
+    samples, names = finalize(
+        samples, cats, report, convert_crowd=convert_crowd, display_things=display_things, fmt=fmt
+    )
     return samples, names, report

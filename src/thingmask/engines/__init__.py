@@ -28,16 +28,86 @@ __all__ = ["COCO_CLASSES", "Predictor", "TrainHook", "get_engine", "read_model_m
 
 # COCO's 80 thing classes, in detectron2's contiguous order (torchvision adds background and gaps).
 COCO_CLASSES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
-    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
 )
 
 
@@ -66,8 +136,10 @@ class TrainHook:
         """Called after the final model is written."""
 
 
-_MODULES = {"torchvision": "thingmask.engines.torchvision_engine",
-            "detectron2": "thingmask.engines.detectron2_engine"}
+_MODULES = {
+    "torchvision": "thingmask.engines.torchvision_engine",
+    "detectron2": "thingmask.engines.detectron2_engine",
+}
 
 
 def get_engine(name: str) -> ModuleType:
@@ -89,6 +161,8 @@ def read_model_meta(run_dir: str | Path) -> dict[str, Any]:
     """``run_dir/model_meta.json`` with a clear error when the folder holds no trained model."""
     path = Path(run_dir) / "model_meta.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no trained model here (model_meta.json missing). "
-                                "Train one with `thingmask train` or the notebook's section 4.")
+        raise FileNotFoundError(
+            f"{run_dir}: no trained model here (model_meta.json missing). "
+            "Train one with `thingmask train` or the notebook's section 4."
+        )
     return json.loads(path.read_text(encoding="utf-8"))

@@ -16,8 +16,13 @@ from typing import Any
 
 from thingmask.io_utils import atomic_path
 
-__all__ = ["checkpoint_iteration", "find_latest_checkpoint", "is_valid_checkpoint",
-           "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "checkpoint_iteration",
+    "find_latest_checkpoint",
+    "is_valid_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 _ITER = re.compile(r"(\d+)(?=\.pth$)")
@@ -58,8 +63,9 @@ def checkpoint_iteration(path: str | Path) -> int:
     return int(match.group(1)) if match else -1
 
 
-def find_latest_checkpoint(folders: Iterable[str | Path], pattern: str = "*.pth",
-                           validate: bool = True) -> Path | None:
+def find_latest_checkpoint(
+    folders: Iterable[str | Path], pattern: str = "*.pth", validate: bool = True
+) -> Path | None:
     """Newest valid checkpoint among ``folders`` (highest iteration, then newest file).
 
     Missing folders are ignored; temporary ``.part`` files are never considered.

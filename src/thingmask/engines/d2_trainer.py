@@ -34,10 +34,18 @@ from thingmask.engines.checkpoints import save_checkpoint
 from thingmask.engines.detectron2_engine import ZOO_URL_PREFIX
 from thingmask.io_utils import atomic_write_text
 
-__all__ = ["BitmaskMapper", "MyTrainer", "SafeCheckpointer", "TinyNet", "TrainHookAdapter",
-           "build_tiny_fpn_backbone", "zoo_cache_path"]
+__all__ = [
+    "BitmaskMapper",
+    "MyTrainer",
+    "SafeCheckpointer",
+    "TinyNet",
+    "TrainHookAdapter",
+    "build_tiny_fpn_backbone",
+    "zoo_cache_path",
+]
 
 log = logging.getLogger(__name__)
+
 
 def zoo_cache_path(url: str) -> Path:
     """Where detectron2 (iopath) caches the download of ``url``; a copy placed there is used
@@ -62,8 +70,7 @@ class SafeCheckpointer(DetectionCheckpointer):
       detectron2's own loader; any other ``.pkl`` is refused.
     """
 
-    def __init__(self, model: torch.nn.Module, save_dir: str = "", **checkpointables: Any
-                 ) -> None:
+    def __init__(self, model: torch.nn.Module, save_dir: str = "", **checkpointables: Any) -> None:
         super().__init__(model, save_dir, **checkpointables)
         self.last_saved: tuple[Path, int] | None = None
         self._loading_zoo_url = False
@@ -77,12 +84,16 @@ class SafeCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename: str) -> dict[str, Any]:
         if filename.endswith(".pkl") and not self._loading_zoo_url:
-            raise ValueError(f"{filename}: .pkl weights are Python pickles, which can run code "
-                             "when loaded; thingmask opens only the official detectron2 model-zoo "
-                             ".pkl files (by their URL) and its own .pth checkpoints.")
+            raise ValueError(
+                f"{filename}: .pkl weights are Python pickles, which can run code "
+                "when loaded; thingmask opens only the official detectron2 model-zoo "
+                ".pkl files (by their URL) and its own .pth checkpoints."
+            )
         if filename.endswith(".pyth"):
-            raise ValueError(f"{filename}: pycls .pyth checkpoints are not supported; use a .pth "
-                             "checkpoint written by thingmask.")
+            raise ValueError(
+                f"{filename}: pycls .pyth checkpoints are not supported; use a .pth "
+                "checkpoint written by thingmask."
+            )
         return super()._load_file(filename)
 
     def _torch_load(self, f: str) -> dict[str, Any]:
@@ -110,8 +121,9 @@ def _gn(channels: int) -> nn.GroupNorm:
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), _gn(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), _gn(cout), nn.ReLU(inplace=True)
+    )
 
 
 class _Residual(nn.Module):
@@ -138,11 +150,14 @@ class TinyNet(Backbone):
         self.names = [f"res{i + 2}" for i in range(len(widths))]
         cin = widths[0]
         for i, (name, width) in enumerate(zip(self.names, widths, strict=True)):
-            self.add_module(name, nn.Sequential(_conv(cin, width, 1 if i == 0 else 2),
-                                                _Residual(width)))
+            self.add_module(
+                name, nn.Sequential(_conv(cin, width, 1 if i == 0 else 2), _Residual(width))
+            )
             cin = width
-        self._shapes = {name: ShapeSpec(channels=w, stride=4 * 2 ** i)
-                        for i, (name, w) in enumerate(zip(self.names, widths, strict=True))}
+        self._shapes = {
+            name: ShapeSpec(channels=w, stride=4 * 2**i)
+            for i, (name, w) in enumerate(zip(self.names, widths, strict=True))
+        }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out, x = {}, self.stem(x)
@@ -158,9 +173,14 @@ class TinyNet(Backbone):
 @BACKBONE_REGISTRY.register()
 def build_tiny_fpn_backbone(cfg: Any, input_shape: ShapeSpec) -> Backbone:
     """``MODEL.BACKBONE.NAME = "build_tiny_fpn_backbone"``: :class:`TinyNet` + detectron2's FPN."""
-    return FPN(bottom_up=TinyNet(input_shape.channels), in_features=cfg.MODEL.FPN.IN_FEATURES,
-               out_channels=cfg.MODEL.FPN.OUT_CHANNELS, norm=cfg.MODEL.FPN.NORM,
-               top_block=LastLevelMaxPool(), fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
+    return FPN(
+        bottom_up=TinyNet(input_shape.channels),
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelMaxPool(),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
 
 
 class BitmaskMapper(DatasetMapper):
@@ -182,8 +202,7 @@ class BitmaskMapper(DatasetMapper):
                 polys = [p for p in seg if len(p) >= 6]
                 if not polys:
                     continue  # no area: nothing to learn from
-                ann = {**ann, "segmentation": mask_utils.merge(
-                    mask_utils.frPyObjects(polys, h, w))}
+                ann = {**ann, "segmentation": mask_utils.merge(mask_utils.frPyObjects(polys, h, w))}
             annos.append(ann)
         return super().__call__({**dataset_dict, "annotations": annos})
 
@@ -204,8 +223,7 @@ class TrainHookAdapter(HookBase):
 
     def after_step(self) -> None:
         step = self.trainer.iter + 1
-        losses = {k: float(v[0]) for k, v in self.trainer.storage.latest().items()
-                  if "loss" in k}
+        losses = {k: float(v[0]) for k, v in self.trainer.storage.latest().items() if "loss" in k}
         for hook in self._hooks:
             hook.after_step(step, losses)
         saved = self._checkpointer.last_saved
@@ -229,12 +247,15 @@ class MyTrainer(DefaultTrainer):
     @classmethod
     def train_augmentations(cls, cfg: Any) -> list[T.Augmentation]:
         """``ResizeShortestEdge`` from ``cfg.INPUT`` followed by the config's augmentations."""
-        resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
-                                      cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)
+        resize = T.ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        )
         node = cfg.get("THINGMASK")
         if node is None or "AUGMENTATIONS" not in node:
-            log.warning("cfg has no THINGMASK.AUGMENTATIONS (not built by build_cfg); training "
-                        "with resizing only")
+            log.warning(
+                "cfg has no THINGMASK.AUGMENTATIONS (not built by build_cfg); training "
+                "with resizing only"
+            )
             return [resize]
         return [resize, *to_detectron2(parse_augmentations(json.loads(node.AUGMENTATIONS)))]
 
@@ -243,8 +264,9 @@ class MyTrainer(DefaultTrainer):
         """The training mapper (boxes recomputed from masks after crops/rotations)."""
         augs = cls.train_augmentations(cfg)
         log.info("training augmentations: %s", ", ".join(str(a) for a in augs))
-        return BitmaskMapper(cfg, is_train=True, augmentations=augs,
-                             recompute_boxes=bool(cfg.MODEL.MASK_ON))
+        return BitmaskMapper(
+            cfg, is_train=True, augmentations=augs, recompute_boxes=bool(cfg.MODEL.MASK_ON)
+        )
 
     @classmethod
     def build_train_loader(cls, cfg: Any) -> Any:
@@ -258,22 +280,30 @@ class MyTrainer(DefaultTrainer):
         if node is None or node.get("OPTIMIZER", "sgd") == "sgd":
             return super().build_optimizer(cfg, model)
         params = get_default_optimizer_params(
-            model, base_lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
             weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
             bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
-            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS)
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
         adamw = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
         return adamw(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
 
     @classmethod
     def build_evaluator(cls, cfg: Any, dataset_name: str) -> COCOEvaluator:
-        return COCOEvaluator(dataset_name, tasks=("bbox", "segm"), distributed=False,
-                             output_dir=os.path.join(cfg.OUTPUT_DIR, "eval"))
+        return COCOEvaluator(
+            dataset_name,
+            tasks=("bbox", "segm"),
+            distributed=False,
+            output_dir=os.path.join(cfg.OUTPUT_DIR, "eval"),
+        )
 
     def build_hooks(self) -> list[HookBase]:
         # Swap in the safe checkpointer before the default hooks capture self.checkpointer.
-        self.checkpointer = SafeCheckpointer(self.checkpointer.model, self.cfg.OUTPUT_DIR,
-                                             trainer=weakref.proxy(self))
+        self.checkpointer = SafeCheckpointer(
+            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
         out = []
         for hook in super().build_hooks():
             if isinstance(hook, hooks.EvalHook) and self.cfg.TEST.EVAL_PERIOD == 0:

@@ -83,6 +83,7 @@ _PIXEL_STD_SCRATCH = [57.375, 57.12, 58.395]
 
 # --- engine availability ---------------------------------------------------------------------
 
+
 def available() -> bool:
     """True when detectron2 (with its compiled extension) imports."""
     try:
@@ -98,9 +99,11 @@ def resolve_engine(config: Config | str) -> str:
     a warning) when detectron2 was asked for but is not importable (install cell skipped/failed)."""
     engine = config if isinstance(config, str) else config.engine
     if engine == "detectron2" and not available():
-        log.warning("engine='detectron2' but detectron2 is not installed (or its compiled part "
-                    "failed to import); using engine='torchvision' instead. In Colab run the "
-                    "detectron2 install cell (section 0) to use detectron2.")
+        log.warning(
+            "engine='detectron2' but detectron2 is not installed (or its compiled part "
+            "failed to import); using engine='torchvision' instead. In Colab run the "
+            "detectron2 install cell (section 0) to use detectron2."
+        )
         return "torchvision"
     return engine
 
@@ -139,15 +142,20 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "mps":
-        raise ConfigError("device: got 'mps'; detectron2 runs on cpu or cuda. Set device='cpu' "
-                          "(or 'auto'), or use engine='torchvision' on Apple silicon.")
+        raise ConfigError(
+            "device: got 'mps'; detectron2 runs on cpu or cuda. Set device='cpu' "
+            "(or 'auto'), or use engine='torchvision' on Apple silicon."
+        )
     if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: got 'cuda' but no CUDA GPU is visible. In Colab choose "
-                          "Runtime > Change runtime type > GPU, or set device='auto'.")
+        raise ConfigError(
+            "device: got 'cuda' but no CUDA GPU is visible. In Colab choose "
+            "Runtime > Change runtime type > GPU, or set device='auto'."
+        )
     return device
 
 
 # --- the config bridge -----------------------------------------------------------------------
+
 
 def dataset_names(dataset: PreparedDataset) -> tuple[str, str]:
     """detectron2 catalog names of the train and val splits."""
@@ -174,9 +182,11 @@ def cfg_overrides(config: Config, dataset: PreparedDataset | None) -> dict[str, 
     """
     base = config.d2_base_config
     if not base.endswith(".yaml"):
-        raise ConfigError(f"d2_base_config: got {base!r}; expected a detectron2 model-zoo YAML "
-                          f"config such as {DEFAULT_BASE_CONFIG!r} (LazyConfig .py files are "
-                          "not supported).")
+        raise ConfigError(
+            f"d2_base_config: got {base!r}; expected a detectron2 model-zoo YAML "
+            f"config such as {DEFAULT_BASE_CONFIG!r} (LazyConfig .py files are "
+            "not supported)."
+        )
     class_names = COCO_CLASSES if dataset is None else tuple(dataset.class_names)
     ov: dict[str, Any] = {
         "MODEL.MASK_ON": True,
@@ -187,94 +197,123 @@ def cfg_overrides(config: Config, dataset: PreparedDataset | None) -> dict[str, 
     }
     if dataset is None:
         coco_mask = base.startswith("COCO-InstanceSegmentation/") or (
-            base.startswith("Misc/") and "mask_rcnn" in base)
+            base.startswith("Misc/") and "mask_rcnn" in base
+        )
         if not coco_mask:
-            raise ConfigError(f"d2_base_config: got {base!r}; zero_training needs a COCO "
-                              f"instance-segmentation model, e.g. {DEFAULT_BASE_CONFIG!r}.")
+            raise ConfigError(
+                f"d2_base_config: got {base!r}; zero_training needs a COCO "
+                f"instance-segmentation model, e.g. {DEFAULT_BASE_CONFIG!r}."
+            )
         if config.image_size < 480:
-            log.info("zero_training with image_size=%d: COCO models were trained at 640-800 px; "
-                     "set image_size=800 if animals are missed", config.image_size)
+            log.info(
+                "zero_training with image_size=%d: COCO models were trained at 640-800 px; "
+                "set image_size=800 if animals are missed",
+                config.image_size,
+            )
         return ov
 
     train_name, val_name = dataset_names(dataset)
     iters = config.iterations
-    ov.update({
-        "DATASETS.TRAIN": [train_name],
-        "DATASETS.TEST": [val_name],
-        "INPUT.MIN_SIZE_TRAIN": [config.image_size],
-        "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice",
-        "INPUT.MAX_SIZE_TRAIN": config.max_image_size,
-        # Bitmasks accept polygons and RLE alike and survive crops/rotations without degenerate
-        # polygons; at these image sizes their memory cost is negligible.
-        "INPUT.MASK_FORMAT": "bitmask",
-        # Flips come from config.augmentations only (MyTrainer), not detectron2's default.
-        "INPUT.RANDOM_FLIP": "none",
-        "SOLVER.BASE_LR": float(config.learning_rate),
-        "SOLVER.MAX_ITER": iters,
-        "SOLVER.IMS_PER_BATCH": config.batch_size,
-        "SOLVER.CHECKPOINT_PERIOD": config.checkpoint_period,
-        "SOLVER.WARMUP_ITERS": min(1000, max(1, iters // 10)),
-        "SOLVER.STEPS": _solver_steps(iters),
-        "SOLVER.REFERENCE_WORLD_SIZE": 0,
-        "DATALOADER.NUM_WORKERS": config.num_workers,
-        "TEST.EVAL_PERIOD": 0,  # evaluation is its own stage (evaluate())
-        "SEED": config.seed,
-    })
+    ov.update(
+        {
+            "DATASETS.TRAIN": [train_name],
+            "DATASETS.TEST": [val_name],
+            "INPUT.MIN_SIZE_TRAIN": [config.image_size],
+            "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice",
+            "INPUT.MAX_SIZE_TRAIN": config.max_image_size,
+            # Bitmasks accept polygons and RLE alike and survive crops/rotations without degenerate
+            # polygons; at these image sizes their memory cost is negligible.
+            "INPUT.MASK_FORMAT": "bitmask",
+            # Flips come from config.augmentations only (MyTrainer), not detectron2's default.
+            "INPUT.RANDOM_FLIP": "none",
+            "SOLVER.BASE_LR": float(config.learning_rate),
+            "SOLVER.MAX_ITER": iters,
+            "SOLVER.IMS_PER_BATCH": config.batch_size,
+            "SOLVER.CHECKPOINT_PERIOD": config.checkpoint_period,
+            "SOLVER.WARMUP_ITERS": min(1000, max(1, iters // 10)),
+            "SOLVER.STEPS": _solver_steps(iters),
+            "SOLVER.REFERENCE_WORLD_SIZE": 0,
+            "DATALOADER.NUM_WORKERS": config.num_workers,
+            "TEST.EVAL_PERIOD": 0,  # evaluation is its own stage (evaluate())
+            "SEED": config.seed,
+        }
+    )
     if config.pretrained:
         if config.backbone != "resnet50_fpn":
-            log.info("pretrained=True: the architecture is %s's (the zoo weights fix it); "
-                     "backbone=%r applies to training from scratch only", base, config.backbone)
+            log.info(
+                "pretrained=True: the architecture is %s's (the zoo weights fix it); "
+                "backbone=%r applies to training from scratch only",
+                base,
+                config.backbone,
+            )
         return ov
 
     # From scratch: the zoo's frozen BatchNorm has no statistics without pretrained weights and
     # diverges ("Predicted boxes or scores contain Inf/NaN"); GroupNorm as in detectron2's
     # Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml trains from random init.
-    ov.update({
-        "MODEL.BACKBONE.FREEZE_AT": 0,
-        "MODEL.RESNETS.NORM": "GN",
-        "MODEL.RESNETS.STRIDE_IN_1X1": False,
-        "MODEL.FPN.NORM": "GN",
-        "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
-        "MODEL.ROI_BOX_HEAD.NORM": "GN",
-        "MODEL.ROI_MASK_HEAD.NORM": "GN",
-        "MODEL.PIXEL_STD": list(_PIXEL_STD_SCRATCH),
-        # Random init gives occasional large gradients early on; clipping keeps them finite.
-        "SOLVER.CLIP_GRADIENTS.ENABLED": True,
-        "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "norm",
-        "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": 5.0,
-    })
+    ov.update(
+        {
+            "MODEL.BACKBONE.FREEZE_AT": 0,
+            "MODEL.RESNETS.NORM": "GN",
+            "MODEL.RESNETS.STRIDE_IN_1X1": False,
+            "MODEL.FPN.NORM": "GN",
+            "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
+            "MODEL.ROI_BOX_HEAD.NORM": "GN",
+            "MODEL.ROI_MASK_HEAD.NORM": "GN",
+            "MODEL.PIXEL_STD": list(_PIXEL_STD_SCRATCH),
+            # Random init gives occasional large gradients early on; clipping keeps them finite.
+            "SOLVER.CLIP_GRADIENTS.ENABLED": True,
+            "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "norm",
+            "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": 5.0,
+        }
+    )
     if config.image_size <= 400:
         # Small images hold small objects: shift the FPN anchors (P2..P6) one octave down.
         ov["MODEL.ANCHOR_GENERATOR.SIZES"] = [[16], [32], [64], [128], [256]]
     if config.backbone == "resnet50_fpn":
-        ov.update({"MODEL.RESNETS.DEPTH": 50, "MODEL.ROI_BOX_HEAD.NUM_CONV": 4,
-                   "MODEL.ROI_BOX_HEAD.NUM_FC": 1})
+        ov.update(
+            {
+                "MODEL.RESNETS.DEPTH": 50,
+                "MODEL.ROI_BOX_HEAD.NUM_CONV": 4,
+                "MODEL.ROI_BOX_HEAD.NUM_FC": 1,
+            }
+        )
     elif config.backbone == "resnet18_fpn":
         # detectron2 supports R18/R34 with BasicBlocks when RES2_OUT_CHANNELS is 64.
-        ov.update({"MODEL.RESNETS.DEPTH": 18, "MODEL.RESNETS.RES2_OUT_CHANNELS": 64,
-                   "MODEL.ROI_BOX_HEAD.NUM_CONV": 4, "MODEL.ROI_BOX_HEAD.NUM_FC": 1})
+        ov.update(
+            {
+                "MODEL.RESNETS.DEPTH": 18,
+                "MODEL.RESNETS.RES2_OUT_CHANNELS": 64,
+                "MODEL.ROI_BOX_HEAD.NUM_CONV": 4,
+                "MODEL.ROI_BOX_HEAD.NUM_FC": 1,
+            }
+        )
     elif config.backbone == "tiny_fpn":
         # CPU-sized: a small GroupNorm CNN (d2_trainer.TinyNet, registered with detectron2's
         # backbone registry) under a 64-channel FPN, slim heads, fewer proposals and RoIs.
-        ov.update({
-            "MODEL.BACKBONE.NAME": "build_tiny_fpn_backbone",
-            "MODEL.FPN.OUT_CHANNELS": 64,
-            "MODEL.ROI_BOX_HEAD.NUM_CONV": 0,
-            "MODEL.ROI_BOX_HEAD.NUM_FC": 2,
-            "MODEL.ROI_BOX_HEAD.FC_DIM": 256,
-            "MODEL.ROI_MASK_HEAD.CONV_DIM": 64,
-            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 128,
-            "MODEL.RPN.BATCH_SIZE_PER_IMAGE": 128,
-            "MODEL.RPN.PRE_NMS_TOPK_TRAIN": 600,
-            "MODEL.RPN.POST_NMS_TOPK_TRAIN": 300,
-            "MODEL.RPN.PRE_NMS_TOPK_TEST": 300,
-            "MODEL.RPN.POST_NMS_TOPK_TEST": 100,
-            "TEST.DETECTIONS_PER_IMAGE": 50,
-        })
+        ov.update(
+            {
+                "MODEL.BACKBONE.NAME": "build_tiny_fpn_backbone",
+                "MODEL.FPN.OUT_CHANNELS": 64,
+                "MODEL.ROI_BOX_HEAD.NUM_CONV": 0,
+                "MODEL.ROI_BOX_HEAD.NUM_FC": 2,
+                "MODEL.ROI_BOX_HEAD.FC_DIM": 256,
+                "MODEL.ROI_MASK_HEAD.CONV_DIM": 64,
+                "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 128,
+                "MODEL.RPN.BATCH_SIZE_PER_IMAGE": 128,
+                "MODEL.RPN.PRE_NMS_TOPK_TRAIN": 600,
+                "MODEL.RPN.POST_NMS_TOPK_TRAIN": 300,
+                "MODEL.RPN.PRE_NMS_TOPK_TEST": 300,
+                "MODEL.RPN.POST_NMS_TOPK_TEST": 100,
+                "TEST.DETECTIONS_PER_IMAGE": 50,
+            }
+        )
     else:
-        raise ConfigError(f"backbone: got {config.backbone!r}, which the detectron2 engine does "
-                          "not build; choose resnet50_fpn, resnet18_fpn or tiny_fpn, or set "
-                          "engine='torchvision'.")
+        raise ConfigError(
+            f"backbone: got {config.backbone!r}, which the detectron2 engine does "
+            "not build; choose resnet50_fpn, resnet18_fpn or tiny_fpn, or set "
+            "engine='torchvision'."
+        )
     return ov
 
 
@@ -305,8 +344,10 @@ def _zoo_cfg(base: str) -> Any:
     try:
         path = model_zoo.get_config_file(base)
     except RuntimeError:
-        raise ConfigError(f"d2_base_config: {base!r} is not in detectron2's model zoo. Use e.g. "
-                          f"{DEFAULT_BASE_CONFIG!r} (see detectron2's MODEL_ZOO.md).") from None
+        raise ConfigError(
+            f"d2_base_config: {base!r} is not in detectron2's model zoo. Use e.g. "
+            f"{DEFAULT_BASE_CONFIG!r} (see detectron2's MODEL_ZOO.md)."
+        ) from None
     cfg = get_cfg()
     # Trusted: a YAML file shipped inside the detectron2 package itself.
     cfg.merge_from_file(path)
@@ -319,9 +360,10 @@ def _zoo_weights_url(base: str) -> str:
     try:
         return model_zoo.get_checkpoint_url(base)
     except RuntimeError:
-        raise ConfigError(f"d2_base_config: {base!r} has no pretrained weights in detectron2's "
-                          f"model zoo; set pretrained=False or use {DEFAULT_BASE_CONFIG!r}."
-                          ) from None
+        raise ConfigError(
+            f"d2_base_config: {base!r} has no pretrained weights in detectron2's "
+            f"model zoo; set pretrained=False or use {DEFAULT_BASE_CONFIG!r}."
+        ) from None
 
 
 def _set_thingmask_keys(cfg: Any, config: Config) -> None:
@@ -336,8 +378,7 @@ def _set_thingmask_keys(cfg: Any, config: Config) -> None:
     cfg.THINGMASK.OPTIMIZER = getattr(config, "optimizer", "sgd")
 
 
-def build_cfg(config: Config, dataset: PreparedDataset | None, run_dir: str | Path | None
-              ) -> Any:
+def build_cfg(config: Config, dataset: PreparedDataset | None, run_dir: str | Path | None) -> Any:
     """The detectron2 ``CfgNode`` for ``config``: zoo base + :func:`cfg_overrides` + run keys.
 
     ``dataset`` must be registered (:func:`register_dataset`); ``dataset=None`` builds the
@@ -357,17 +398,22 @@ def build_cfg(config: Config, dataset: PreparedDataset | None, run_dir: str | Pa
 
         thing = tuple(MetadataCatalog.get(dataset_names(dataset)[0]).get("thing_classes", ()))
         if thing != tuple(dataset.class_names):
-            raise ValueError(f"{dataset.train_json}: registered classes {list(thing)} differ from "
-                             f"the dataset's {list(dataset.class_names)}; call "
-                             "register_dataset(dataset) before build_cfg.")
+            raise ValueError(
+                f"{dataset.train_json}: registered classes {list(thing)} differ from "
+                f"the dataset's {list(dataset.class_names)}; call "
+                "register_dataset(dataset) before build_cfg."
+            )
         if len(thing) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-            raise ValueError(f"MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES} but "
-                             f"the dataset has {len(thing)} classes")
+            raise ValueError(
+                f"MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES} but "
+                f"the dataset has {len(thing)} classes"
+            )
         _set_thingmask_keys(cfg, config)
     return cfg
 
 
 # --- registration ------------------------------------------------------------------------------
+
 
 def register_dataset(dataset: PreparedDataset) -> tuple[str, str]:
     """Register the prepared train/val splits in detectron2's catalogs; safe to call again.
@@ -385,8 +431,12 @@ def register_dataset(dataset: PreparedDataset) -> tuple[str, str]:
             DatasetCatalog.remove(name)
         if name in MetadataCatalog.list():
             MetadataCatalog.remove(name)
-        register_coco_instances(name, {"thing_classes": list(dataset.class_names)},
-                                str(json_file), str(dataset.image_root))
+        register_coco_instances(
+            name,
+            {"thing_classes": list(dataset.class_names)},
+            str(json_file),
+            str(dataset.image_root),
+        )
     _warn_crowd(dataset.train_json)
     return names
 
@@ -395,13 +445,18 @@ def _warn_crowd(train_json: Path) -> None:
     data = json.loads(Path(train_json).read_text(encoding="utf-8"))
     crowd = sum(1 for a in data.get("annotations", []) if a.get("iscrowd", 0))
     if crowd:
-        log.warning("%s: %d of %d annotations have iscrowd=1; detectron2 ignores them in "
-                    "training (CVAT COCO exports mark every mask so). Re-import with "
-                    "`thingmask prepare`, which resets iscrowd.", train_json, crowd,
-                    len(data["annotations"]))
+        log.warning(
+            "%s: %d of %d annotations have iscrowd=1; detectron2 ignores them in "
+            "training (CVAT COCO exports mark every mask so). Re-import with "
+            "`thingmask prepare`, which resets iscrowd.",
+            train_json,
+            crowd,
+            len(data["annotations"]),
+        )
 
 
 # --- resume --------------------------------------------------------------------------------------
+
 
 def _ckpt_sort_key(path: Path) -> tuple[int, float]:
     it = checkpoint_iteration(path)
@@ -417,8 +472,9 @@ def _ckpt_sort_key(path: Path) -> tuple[int, float]:
 
 def _checkpoints(folders: Iterable[Path]) -> list[Path]:
     """``*.pth`` files of ``folders``, newest iteration first (temporary ``.part`` files out)."""
-    found = [p for f in folders if f.is_dir() for p in f.glob("model_*.pth")
-             if ".part" not in p.name]
+    found = [
+        p for f in folders if f.is_dir() for p in f.glob("model_*.pth") if ".part" not in p.name
+    ]
     return sorted(found, key=_ckpt_sort_key, reverse=True)
 
 
@@ -426,8 +482,11 @@ def _previous_runs(config: Config, run_dir: Path) -> list[Path]:
     root = Path(config.output_dir)
     if not root.is_dir():
         return []
-    return [p for p in root.glob(f"{config.run_name}-*") if p.is_dir()
-            and p.resolve() != run_dir.resolve()]
+    return [
+        p
+        for p in root.glob(f"{config.run_name}-*")
+        if p.is_dir() and p.resolve() != run_dir.resolve()
+    ]
 
 
 def _model_section(cfg_yaml: str) -> dict[str, Any]:
@@ -447,14 +506,22 @@ def _compatible(checkpoint: Path, model: dict[str, Any] | None) -> bool:
         return True
     if _model_section(recorded.read_text(encoding="utf-8")) == model:
         return True
-    log.warning("not resuming from %s: its run (%s) used different model settings "
-                "(classes, backbone or heads); set resume=False or a new run_name to start "
-                "afresh", checkpoint, recorded)
+    log.warning(
+        "not resuming from %s: its run (%s) used different model settings "
+        "(classes, backbone or heads); set resume=False or a new run_name to start "
+        "afresh",
+        checkpoint,
+        recorded,
+    )
     return False
 
 
-def prepare_resume(config: Config, run_dir: str | Path, resume_from: str | Path | None = None,
-                   model: dict[str, Any] | None = None) -> Path | None:
+def prepare_resume(
+    config: Config,
+    run_dir: str | Path,
+    resume_from: str | Path | None = None,
+    model: dict[str, Any] | None = None,
+) -> Path | None:
     """Point ``run_dir/last_checkpoint`` at the checkpoint to resume from, copying it in.
 
     Sources: ``resume_from`` (a ``.pth`` file, e.g. on Drive, or a run folder) when given; else,
@@ -473,13 +540,17 @@ def prepare_resume(config: Config, run_dir: str | Path, resume_from: str | Path 
             candidates = _checkpoints([src])
         elif src.is_file():
             if src.suffix != ".pth":
-                raise ValueError(f"resume_from {src}: expected a .pth checkpoint written by "
-                                 "thingmask (other formats, e.g. .pkl pickles, are not loaded: "
-                                 "they can run code).")
+                raise ValueError(
+                    f"resume_from {src}: expected a .pth checkpoint written by "
+                    "thingmask (other formats, e.g. .pkl pickles, are not loaded: "
+                    "they can run code)."
+                )
             candidates = [src]
         else:
-            raise FileNotFoundError(f"resume_from {src} does not exist. Pass a checkpoint file "
-                                    "(model_XXXXXXX.pth) or a run folder.")
+            raise FileNotFoundError(
+                f"resume_from {src} does not exist. Pass a checkpoint file "
+                "(model_XXXXXXX.pth) or a run folder."
+            )
     elif config.resume:
         candidates = _checkpoints([run_dir]) + _checkpoints(_previous_runs(config, run_dir))
     else:
@@ -503,32 +574,43 @@ def prepare_resume(config: Config, run_dir: str | Path, resume_from: str | Path 
         atomic_write_text(marker, target.name)
         return target
     if resume_from is not None:
-        raise ValueError(f"resume_from {resume_from}: no usable checkpoint there (see the "
-                         "warnings above). Pass another file or set resume_from=None.")
+        raise ValueError(
+            f"resume_from {resume_from}: no usable checkpoint there (see the "
+            "warnings above). Pass another file or set resume_from=None."
+        )
     marker.unlink(missing_ok=True)
     return None
 
 
 # --- train / evaluate --------------------------------------------------------------------------
 
+
 def _write_meta(config: Config, dataset: PreparedDataset, run_dir: Path, weights: str) -> None:
     import detectron2
 
-    atomic_write_json(run_dir / META_FILE, {
-        "engine": "detectron2",
-        "class_names": list(dataset.class_names),
-        "d2_base_config": config.d2_base_config,
-        "overrides": cfg_overrides(config, dataset),
-        "augmentations": [{"name": s.name, **s.params}
-                          for s in parse_augmentations(config.augmentations)],
-        "weights": weights,
-        "detectron2_version": detectron2.__version__,
-    })
+    atomic_write_json(
+        run_dir / META_FILE,
+        {
+            "engine": "detectron2",
+            "class_names": list(dataset.class_names),
+            "d2_base_config": config.d2_base_config,
+            "overrides": cfg_overrides(config, dataset),
+            "augmentations": [
+                {"name": s.name, **s.params} for s in parse_augmentations(config.augmentations)
+            ],
+            "weights": weights,
+            "detectron2_version": detectron2.__version__,
+        },
+    )
 
 
-def train(config: Config, dataset: PreparedDataset, run_dir: str | Path,
-          hooks: Sequence[TrainHook] = (), resume_from: str | Path | None = None
-          ) -> dict[str, Any]:
+def train(
+    config: Config,
+    dataset: PreparedDataset,
+    run_dir: str | Path,
+    hooks: Sequence[TrainHook] = (),
+    resume_from: str | Path | None = None,
+) -> dict[str, Any]:
     """Train Mask R-CNN on ``dataset`` into ``run_dir``; resume when configured.
 
     Writes ``d2_config.yaml`` (resolved detectron2 config), ``model_XXXXXXX.pth`` checkpoints
@@ -544,8 +626,10 @@ def train(config: Config, dataset: PreparedDataset, run_dir: str | Path,
     from thingmask.engines.d2_trainer import MyTrainer
 
     if config.zero_training:
-        raise ConfigError("zero_training=True uses the COCO model as is: there is nothing to "
-                          "train. Set zero_training=False to train on your dataset.")
+        raise ConfigError(
+            "zero_training=True uses the COCO model as is: there is nothing to "
+            "train. Set zero_training=False to train on your dataset."
+        )
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     register_dataset(dataset)
@@ -559,12 +643,18 @@ def train(config: Config, dataset: PreparedDataset, run_dir: str | Path,
     started = time.monotonic()
     trainer = MyTrainer(cfg, hooks=hooks)
     # last_checkpoint when prepare_resume set one, else MODEL.WEIGHTS (zoo URL or none).
-    _load_weights(lambda: trainer.resume_or_load(resume=True), cfg.MODEL.WEIGHTS,
-                  "or set pretrained=False to train from scratch")
+    _load_weights(
+        lambda: trainer.resume_or_load(resume=True),
+        cfg.MODEL.WEIGHTS,
+        "or set pretrained=False to train from scratch",
+    )
     start_iter = trainer.start_iter
     if start_iter >= cfg.SOLVER.MAX_ITER:
-        log.info("checkpoint is at iteration %d of %d: training is already complete",
-                 start_iter, cfg.SOLVER.MAX_ITER)
+        log.info(
+            "checkpoint is at iteration %d of %d: training is already complete",
+            start_iter,
+            cfg.SOLVER.MAX_ITER,
+        )
     trainer.train()
     final = run_dir / FINAL_MODEL
     if not final.is_file():  # resumed from a checkpoint at or past MAX_ITER
@@ -597,8 +687,13 @@ def _save_loss_curve(run_dir: Path) -> Path | None:
             except json.JSONDecodeError:  # a line cut short by an interruption
                 continue
             if "total_loss" in event and "iteration" in event:
-                history.append({"iteration": event["iteration"], "loss": event["total_loss"],
-                                **{k: v for k, v in event.items() if k.startswith("loss_")}})
+                history.append(
+                    {
+                        "iteration": event["iteration"],
+                        "loss": event["total_loss"],
+                        **{k: v for k, v in event.items() if k.startswith("loss_")},
+                    }
+                )
     if not history:
         log.warning("%s: no losses logged; no loss curve", log_file)
         return None
@@ -609,8 +704,10 @@ def _run_cfg(config: Config, run_dir: Path) -> tuple[Any, tuple[str, ...], Path]
     """Rebuild a trained run's detectron2 config from ``model_meta.json`` (plain JSON only)."""
     meta = read_model_meta(run_dir)
     if meta.get("engine") != "detectron2":
-        raise ValueError(f"{run_dir}: trained with engine={meta.get('engine')!r}, not "
-                         "detectron2; load it with that engine (engine setting).")
+        raise ValueError(
+            f"{run_dir}: trained with engine={meta.get('engine')!r}, not "
+            "detectron2; load it with that engine (engine setting)."
+        )
     cfg = apply_overrides(_zoo_cfg(meta["d2_base_config"]), meta["overrides"])
     cfg.MODEL.DEVICE = resolve_device(config.device)
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(config.score_threshold)
@@ -619,10 +716,11 @@ def _run_cfg(config: Config, run_dir: Path) -> tuple[Any, tuple[str, ...], Path]
     if not (weights.is_file() and is_valid_checkpoint(weights)):
         found = next((p for p in _checkpoints([run_dir]) if is_valid_checkpoint(p)), None)
         if found is None:
-            raise FileNotFoundError(f"{run_dir}: no loadable model checkpoint (.pth). Train again "
-                                    "(resume picks up where it stopped).")
-        log.warning("%s: %s is missing or unreadable; using %s", run_dir, weights.name,
-                    found.name)
+            raise FileNotFoundError(
+                f"{run_dir}: no loadable model checkpoint (.pth). Train again "
+                "(resume picks up where it stopped)."
+            )
+        log.warning("%s: %s is missing or unreadable; using %s", run_dir, weights.name, found.name)
         weights = found
     cfg.MODEL.WEIGHTS = str(weights)
     return cfg, tuple(meta["class_names"]), weights
@@ -634,8 +732,10 @@ def _no_prediction_results(raw: dict[str, Any], class_names: Sequence[str]) -> d
     for task in ("bbox", "segm"):
         if not out.get(task):
             log.warning("evaluation: no %s predictions on the val set; AP = 0", task)
-            out[task] = {**{k: 0.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
-                         **{f"AP-{n}": 0.0 for n in class_names}}
+            out[task] = {
+                **{k: 0.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
+                **{f"AP-{n}": 0.0 for n in class_names},
+            }
     return out
 
 
@@ -662,19 +762,28 @@ def evaluate(config: Config, dataset: PreparedDataset, run_dir: str | Path) -> d
     _, val_name = register_dataset(dataset)
     cfg, class_names, weights = _run_cfg(config, run_dir)
     if tuple(dataset.class_names) != class_names:
-        raise ValueError(f"{dataset.root}: classes {list(dataset.class_names)} differ from the "
-                         f"model's {list(class_names)} ({run_dir}); evaluate on the dataset it "
-                         "was trained on.")
+        raise ValueError(
+            f"{dataset.root}: classes {list(dataset.class_names)} differ from the "
+            f"model's {list(class_names)} ({run_dir}); evaluate on the dataset it "
+            "was trained on."
+        )
     cfg.DATASETS.TEST = (val_name,)
     # The display threshold would cut the precision-recall curve short and understate AP.
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = EVAL_SCORE_THRESHOLD
     model = build_model(cfg)
     SafeCheckpointer(model).load(str(weights))
     model.eval()
-    evaluators = DatasetEvaluators([
-        COCOEvaluator(val_name, tasks=("bbox", "segm"), distributed=False,
-                      output_dir=str(run_dir / "eval")),
-        _CountingEvaluator()])
+    evaluators = DatasetEvaluators(
+        [
+            COCOEvaluator(
+                val_name,
+                tasks=("bbox", "segm"),
+                distributed=False,
+                output_dir=str(run_dir / "eval"),
+            ),
+            _CountingEvaluator(),
+        ]
+    )
     loader = build_detection_test_loader(cfg, val_name)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):  # pycocotools prints; the package logs
@@ -683,12 +792,17 @@ def evaluate(config: Config, dataset: PreparedDataset, run_dir: str | Path) -> d
     metrics = {**_no_prediction_results(raw, class_names), "checkpoint": weights.name}
     atomic_write_json(run_dir / "eval.json", metrics)
     save_ap_plot(metrics, run_dir / "eval_ap.png", title=f"Validation AP ({run_dir.name})")
-    log.info("validation AP: box %.1f, mask %.1f (%s)", metrics["bbox"]["AP"],
-             metrics["segm"]["AP"], run_dir / "eval.json")
+    log.info(
+        "validation AP: box %.1f, mask %.1f (%s)",
+        metrics["bbox"]["AP"],
+        metrics["segm"]["AP"],
+        run_dir / "eval.json",
+    )
     return metrics
 
 
 # --- prediction --------------------------------------------------------------------------------
+
 
 class D2Predictor:
     """detectron2's ``DefaultPredictor`` returning :class:`~thingmask.detections.Detections`.
@@ -708,18 +822,24 @@ class D2Predictor:
         empty.MODEL.WEIGHTS = ""  # DefaultPredictor's own loader is skipped; ours is safe
         self._predictor = DefaultPredictor(empty)
         checkpointer = SafeCheckpointer(self._predictor.model)
-        _load_weights(lambda: checkpointer.load(weights), weights,
-                      "or train a model on your data (zero_training=False)")
+        _load_weights(
+            lambda: checkpointer.load(weights),
+            weights,
+            "or train a model on your data (zero_training=False)",
+        )
         self.class_names = tuple(class_names)
         self.cfg = cfg
 
     def __call__(self, image_bgr: np.ndarray) -> Detections:
         if not isinstance(image_bgr, np.ndarray) or image_bgr.dtype != np.uint8:
-            raise TypeError(f"predictor: expected a uint8 numpy image, got "
-                            f"{getattr(image_bgr, 'dtype', type(image_bgr).__name__)}")
+            raise TypeError(
+                f"predictor: expected a uint8 numpy image, got "
+                f"{getattr(image_bgr, 'dtype', type(image_bgr).__name__)}"
+            )
         if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(f"predictor: expected an (H, W, 3) BGR image, got shape "
-                             f"{image_bgr.shape}")
+            raise ValueError(
+                f"predictor: expected an (H, W, 3) BGR image, got shape {image_bgr.shape}"
+            )
         h, w = image_bgr.shape[:2]
         inst = self._predictor(image_bgr)["instances"].to("cpu")
         if len(inst) == 0:
@@ -756,8 +876,10 @@ def load_predictor(config: Config, run_dir: str | Path | None = None) -> D2Predi
     ``config.zero_training`` the COCO-pretrained zoo model (80 COCO classes)."""
     if run_dir is None:
         if not config.zero_training:
-            raise ValueError("load_predictor: no run folder given. Train first (section 4) or "
-                             "set zero_training=True to use the COCO-pretrained model.")
+            raise ValueError(
+                "load_predictor: no run folder given. Train first (section 4) or "
+                "set zero_training=True to use the COCO-pretrained model."
+            )
         cfg = build_cfg(config, None, None)
         return D2Predictor(cfg, COCO_CLASSES)
     cfg, class_names, _ = _run_cfg(config, Path(run_dir))

@@ -45,8 +45,14 @@ from thingmask.engines.checkpoints import (
 )
 from thingmask.io_utils import atomic_path, atomic_write_json
 
-__all__ = ["TorchvisionPredictor", "build_model", "evaluate", "load_predictor", "resolve_device",
-           "train"]
+__all__ = [
+    "TorchvisionPredictor",
+    "build_model",
+    "evaluate",
+    "load_predictor",
+    "resolve_device",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +75,10 @@ def resolve_device(name: str) -> Any:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: got 'cuda' but no CUDA GPU is visible to torch. Use "
-                         "device='auto' or 'cpu' (in Colab: Runtime > Change runtime type > GPU).")
+        raise ValueError(
+            "device: got 'cuda' but no CUDA GPU is visible to torch. Use "
+            "device='auto' or 'cpu' (in Colab: Runtime > Change runtime type > GPU)."
+        )
     if name == "mps" and not has_mps:
         raise ValueError("device: got 'mps' but Apple MPS is not available. Use device='auto'.")
     return torch.device(name)
@@ -95,9 +103,12 @@ def _fine_mask_predictor(channels: int, num_labels: int) -> Any:
 
     half = max(16, channels // 2)
     return nn.Sequential(
-        nn.ConvTranspose2d(channels, channels, 2, 2), nn.ReLU(inplace=True),
-        nn.ConvTranspose2d(channels, half, 2, 2), nn.ReLU(inplace=True),
-        nn.Conv2d(half, num_labels, 1))
+        nn.ConvTranspose2d(channels, channels, 2, 2),
+        nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(channels, half, 2, 2),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(half, num_labels, 1),
+    )
 
 
 def _tiny_backbone(out_channels: int = 64) -> Any:
@@ -107,14 +118,16 @@ def _tiny_backbone(out_channels: int = 64) -> Any:
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
     def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), _group_norm(cout),
-                             nn.ReLU(inplace=True))
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), _group_norm(cout), nn.ReLU(inplace=True)
+        )
 
     class Residual(nn.Module):
         def __init__(self, ch: int) -> None:
             super().__init__()
-            self.body = nn.Sequential(conv(ch, ch), nn.Conv2d(ch, ch, 3, 1, 1, bias=False),
-                                      _group_norm(ch))
+            self.body = nn.Sequential(
+                conv(ch, ch), nn.Conv2d(ch, ch, 3, 1, 1, bias=False), _group_norm(ch)
+            )
 
         def forward(self, x: Any) -> Any:
             return nn.functional.relu(x + self.body(x))
@@ -130,9 +143,9 @@ def _tiny_backbone(out_channels: int = 64) -> Any:
                 stages.append(nn.Sequential(conv(cin, w, 1 if i == 0 else 2), Residual(w)))
                 cin = w
             self.stages = nn.ModuleList(stages)
-            self.fpn = FeaturePyramidNetwork(list(widths), out_channels,
-                                             extra_blocks=LastLevelMaxPool(),
-                                             norm_layer=_group_norm)
+            self.fpn = FeaturePyramidNetwork(
+                list(widths), out_channels, extra_blocks=LastLevelMaxPool(), norm_layer=_group_norm
+            )
             self.out_channels = out_channels
 
         def forward(self, x: Any) -> Any:
@@ -150,16 +163,23 @@ def _load_weights(weights: Any, what: str, zero_training: bool) -> Any | None:
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # URLError, SSL, hash mismatch, ...: all mean "no weights here"
-        hint = ("connect to the internet once (the file is then cached in the torch hub folder, "
-                "~/.cache/torch/hub/checkpoints), or copy "
-                f"{Path(str(weights.url)).name} there yourself")
+        hint = (
+            "connect to the internet once (the file is then cached in the torch hub folder, "
+            "~/.cache/torch/hub/checkpoints), or copy "
+            f"{Path(str(weights.url)).name} there yourself"
+        )
         if zero_training:
             raise RuntimeError(
                 f"zero_training needs the {what} ({weights.url}) but they could not be loaded "
                 f"({exc}). To fix: {hint}; or set zero_training=False and train on your dataset."
             ) from None
-        log.warning("pretrained=True but the %s could not be loaded (%s). Training from scratch "
-                    "instead: expect lower accuracy. To use them, %s.", what, exc, hint)
+        log.warning(
+            "pretrained=True but the %s could not be loaded (%s). Training from scratch "
+            "instead: expect lower accuracy. To use them, %s.",
+            what,
+            exc,
+            hint,
+        )
         return None
 
 
@@ -180,11 +200,19 @@ def _fpn_body(backbone: str, norm: str) -> Any:
     if backbone == "tiny_fpn":
         return _tiny_backbone(64)
     if backbone in ("resnet50_fpn", "resnet18_fpn"):
-        return resnet_fpn_backbone(backbone_name=backbone.split("_")[0], weights=None,
-                                   norm_layer=layer, trainable_layers=3 if norm == "frozen_bn"
-                                   else 5)
-    return mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None, fpn=True,
-                              norm_layer=layer, trainable_layers=3 if norm == "frozen_bn" else 6)
+        return resnet_fpn_backbone(
+            backbone_name=backbone.split("_")[0],
+            weights=None,
+            norm_layer=layer,
+            trainable_layers=3 if norm == "frozen_bn" else 5,
+        )
+    return mobilenet_backbone(
+        backbone_name="mobilenet_v3_large",
+        weights=None,
+        fpn=True,
+        norm_layer=layer,
+        trainable_layers=3 if norm == "frozen_bn" else 6,
+    )
 
 
 def _pretrained_state(backbone: str, zero_training: bool) -> dict[str, Any] | None:
@@ -193,25 +221,42 @@ def _pretrained_state(backbone: str, zero_training: bool) -> dict[str, Any] | No
     from torchvision.models import detection as tvd
 
     if backbone == "resnet50_fpn" or zero_training:
-        return _load_weights(tvd.MaskRCNN_ResNet50_FPN_Weights.DEFAULT,
-                             "COCO-pretrained Mask R-CNN weights", zero_training)
+        return _load_weights(
+            tvd.MaskRCNN_ResNet50_FPN_Weights.DEFAULT,
+            "COCO-pretrained Mask R-CNN weights",
+            zero_training,
+        )
     if backbone == "tiny_fpn":
-        log.warning("pretrained=True: there are no pretrained weights for tiny_fpn; it trains "
-                    "from scratch (choose resnet50_fpn for COCO weights)")
+        log.warning(
+            "pretrained=True: there are no pretrained weights for tiny_fpn; it trains "
+            "from scratch (choose resnet50_fpn for COCO weights)"
+        )
         return None
-    enum, prefix = ((tvm.ResNet18_Weights.IMAGENET1K_V1, "backbone.body.")
-                    if backbone == "resnet18_fpn" else
-                    (tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1, "backbone.body."))
+    enum, prefix = (
+        (tvm.ResNet18_Weights.IMAGENET1K_V1, "backbone.body.")
+        if backbone == "resnet18_fpn"
+        else (tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1, "backbone.body.")
+    )
     state = _load_weights(enum, "ImageNet backbone weights", False)
     if state is None:
         return None
-    return {prefix + k.removeprefix("features."): v for k, v in state.items()
-            if not k.startswith(("fc.", "classifier."))}
+    return {
+        prefix + k.removeprefix("features."): v
+        for k, v in state.items()
+        if not k.startswith(("fc.", "classifier."))
+    }
 
 
-def build_model(backbone: str, num_classes: int, image_size: int, max_image_size: int,
-                pretrained: bool = False, zero_training: bool = False, norm: str | None = None,
-                mask_size: int | None = None) -> Any:
+def build_model(
+    backbone: str,
+    num_classes: int,
+    image_size: int,
+    max_image_size: int,
+    pretrained: bool = False,
+    zero_training: bool = False,
+    norm: str | None = None,
+    mask_size: int | None = None,
+) -> Any:
     """A torchvision ``MaskRCNN`` for ``num_classes`` foreground classes (labels 1..N, 0 = bg).
 
     ``pretrained`` loads COCO (resnet50_fpn) or ImageNet (resnet18/mobilenet) weights when they
@@ -231,8 +276,11 @@ def build_model(backbone: str, num_classes: int, image_size: int, max_image_size
 
     if zero_training:
         backbone = "resnet50_fpn"
-    state = _pretrained_state(backbone, zero_training) if (
-        norm is None and (pretrained or zero_training)) else None
+    state = (
+        _pretrained_state(backbone, zero_training)
+        if (norm is None and (pretrained or zero_training))
+        else None
+    )
     if norm is None:
         norm = "frozen_bn" if state is not None else "group_norm"
     body = _fpn_body(backbone, norm)
@@ -262,9 +310,14 @@ def build_model(backbone: str, num_classes: int, image_size: int, max_image_size
         sampling = 1
         rep, mask_layers = 256, (64, 64, 64, 64)
         # small images, few objects: fewer proposals and sampled RoIs keep CPU steps short
-        kw = {"rpn_pre_nms_top_n_train": 600, "rpn_post_nms_top_n_train": 300,
-              "rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 100,
-              "box_batch_size_per_image": _TINY_ROI_BATCH, "box_detections_per_img": 50}
+        kw = {
+            "rpn_pre_nms_top_n_train": 600,
+            "rpn_post_nms_top_n_train": 300,
+            "rpn_pre_nms_top_n_test": 300,
+            "rpn_post_nms_top_n_test": 100,
+            "box_batch_size_per_image": _TINY_ROI_BATCH,
+            "box_detections_per_img": 50,
+        }
     else:
         rep, mask_layers = 1024, (256, 256, 256, 256)
     with torch.no_grad():  # learn the pyramid's level names rather than hard-code them
@@ -273,15 +326,23 @@ def build_model(backbone: str, num_classes: int, image_size: int, max_image_size
     n_maps = len(levels) + 1  # + the max-pooled extra level
     anchors = AnchorGenerator(_anchor_sizes(image_size, n_maps), ((0.5, 1.0, 2.0),) * n_maps)
     model = tvd.MaskRCNN(
-        body, num_classes=None, rpn_anchor_generator=anchors,
+        body,
+        num_classes=None,
+        rpn_anchor_generator=anchors,
         rpn_head=RPNHead(ch, anchors.num_anchors_per_location()[0]),
         box_roi_pool=MultiScaleRoIAlign(levels, 7, sampling),
-        box_head=TwoMLPHead(ch * 49, rep), box_predictor=FastRCNNPredictor(rep, num_classes + 1),
+        box_head=TwoMLPHead(ch * 49, rep),
+        box_predictor=FastRCNNPredictor(rep, num_classes + 1),
         mask_roi_pool=MultiScaleRoIAlign(levels, 14, sampling),
         mask_head=MaskRCNNHeads(ch, list(mask_layers), 1, norm_layer=_group_norm),
-        mask_predictor=(_fine_mask_predictor(mask_layers[-1], num_classes + 1) if mask_size == 56
-                        else MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], num_classes + 1)),
-        **sizes, **kw)
+        mask_predictor=(
+            _fine_mask_predictor(mask_layers[-1], num_classes + 1)
+            if mask_size == 56
+            else MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], num_classes + 1)
+        ),
+        **sizes,
+        **kw,
+    )
     if state is not None:
         missing = model.load_state_dict(state, strict=False).missing_keys
         loaded = [k for k in state if k not in missing]
@@ -306,8 +367,9 @@ class CocoInstances:
         id_to_name = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         unknown = sorted(set(id_to_name.values()) - set(class_names))
         if unknown:
-            raise DatasetError(f"{json_path}: categories {unknown} are not among the classes "
-                               f"{list(class_names)}")
+            raise DatasetError(
+                f"{json_path}: categories {unknown} are not among the classes {list(class_names)}"
+            )
         self.id_to_label = {cid: list(class_names).index(n) + 1 for cid, n in id_to_name.items()}
         self.images = list(data["images"])
         self.anns: dict[int, list[dict]] = {int(im["id"]): [] for im in self.images}
@@ -318,8 +380,9 @@ class CocoInstances:
                 continue
             self.anns.setdefault(int(ann["image_id"]), []).append(ann)
         if crowd:
-            log.warning("%s: %d crowd annotations (iscrowd=1) are not used for training",
-                        json_path, crowd)
+            log.warning(
+                "%s: %d crowd annotations (iscrowd=1) are not used for training", json_path, crowd
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -330,8 +393,10 @@ class CocoInstances:
         path = self.image_root / self.images[index]["file_name"]
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            raise DatasetError(f"{self.json_path}: image {path} is missing or unreadable. "
-                               "Check file_name against the images/ folder.")
+            raise DatasetError(
+                f"{self.json_path}: image {path} is missing or unreadable. "
+                "Check file_name against the images/ folder."
+            )
         return image
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -341,8 +406,11 @@ class CocoInstances:
         image = self.read_image(index)
         h, w = image.shape[:2]
         anns = self.anns.get(int(info["id"]), [])
-        masks = np.stack([annotation_to_mask(a, h, w) for a in anns]) if anns else np.zeros(
-            (0, h, w), bool)
+        masks = (
+            np.stack([annotation_to_mask(a, h, w) for a in anns])
+            if anns
+            else np.zeros((0, h, w), bool)
+        )
         labels = np.asarray([self.id_to_label[int(a["category_id"])] for a in anns], np.int64)
         return image, masks, labels
 
@@ -363,8 +431,14 @@ class TrainSamples:
     run would, whatever the number of loader workers.
     """
 
-    def __init__(self, data: CocoInstances, augmentations: Sequence[Any], seed: int,
-                 total: int, start: int = 0) -> None:
+    def __init__(
+        self,
+        data: CocoInstances,
+        augmentations: Sequence[Any],
+        seed: int,
+        total: int,
+        start: int = 0,
+    ) -> None:
         from thingmask.augment import parse_augmentations
 
         self.data, self.seed, self.total, self.start = data, seed, total, start
@@ -388,15 +462,18 @@ class TrainSamples:
 
         p = self.start + i
         image, masks, labels = self.data.load(self.index_of(p))
-        image, masks = apply_numpy(self.specs, image, masks,
-                                   np.random.default_rng([self.seed, 1, p]))
+        image, masks = apply_numpy(
+            self.specs, image, masks, np.random.default_rng([self.seed, 1, p])
+        )
         keep = masks.any(axis=(1, 2))  # instances cropped/rotated away vanish
         masks, labels = masks[keep], labels[keep]
         rgb = np.ascontiguousarray(image[..., ::-1])
         tensor = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
-        target = {"boxes": torch.from_numpy(_boxes_from_masks(masks)).reshape(-1, 4),
-                  "labels": torch.from_numpy(labels),
-                  "masks": torch.from_numpy(masks.astype(np.uint8))}
+        target = {
+            "boxes": torch.from_numpy(_boxes_from_masks(masks)).reshape(-1, 4),
+            "labels": torch.from_numpy(labels),
+            "masks": torch.from_numpy(masks.astype(np.uint8)),
+        }
         return tensor, target
 
 
@@ -428,19 +505,29 @@ def _make_optimizer(config: Any, params: list) -> Any:
 
 
 def _model_meta(config: Any, class_names: Sequence[str], model: Any) -> dict[str, Any]:
-    return {"engine": ENGINE, "class_names": list(class_names), "backbone": config.backbone,
-            "norm": model.thingmask_norm, "mask_size": model.thingmask_mask_size,
-            "optimizer": config.optimizer, "image_size": config.image_size,
-            "max_image_size": config.max_image_size, "pretrained": config.pretrained,
-            "iterations": config.iterations, "weights": "model_final.pth"}
+    return {
+        "engine": ENGINE,
+        "class_names": list(class_names),
+        "backbone": config.backbone,
+        "norm": model.thingmask_norm,
+        "mask_size": model.thingmask_mask_size,
+        "optimizer": config.optimizer,
+        "image_size": config.image_size,
+        "max_image_size": config.max_image_size,
+        "pretrained": config.pretrained,
+        "iterations": config.iterations,
+        "weights": "model_final.pth",
+    }
 
 
 def _resume_checkpoint(config: Any, resume_from: str | Path | None) -> Path | None:
     if resume_from is not None:
         path = Path(resume_from)
         if not path.is_file():
-            raise FileNotFoundError(f"resume_from: {path} does not exist. Pass a checkpoint file "
-                                    "(run folder/checkpoints/model_NNNNNNN.pth) or None.")
+            raise FileNotFoundError(
+                f"resume_from: {path} does not exist. Pass a checkpoint file "
+                "(run folder/checkpoints/model_NNNNNNN.pth) or None."
+            )
         return path
     if not config.resume:
         return None
@@ -448,9 +535,13 @@ def _resume_checkpoint(config: Any, resume_from: str | Path | None) -> Path | No
     return find_latest_checkpoint(folders)
 
 
-def train(config: Any, dataset: PreparedDataset, run_dir: str | Path,
-          hooks: Iterable[TrainHook] = (), resume_from: str | Path | None = None
-          ) -> dict[str, Any]:
+def train(
+    config: Any,
+    dataset: PreparedDataset,
+    run_dir: str | Path,
+    hooks: Iterable[TrainHook] = (),
+    resume_from: str | Path | None = None,
+) -> dict[str, Any]:
     """Train Mask R-CNN on ``dataset`` into ``run_dir``; return the metrics dict.
 
     Resumes from ``resume_from`` (a checkpoint file), else — when ``config.resume`` — from the
@@ -467,8 +558,13 @@ def train(config: Any, dataset: PreparedDataset, run_dir: str | Path,
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     class_names = tuple(dataset.class_names)
-    model = build_model(config.backbone, len(class_names), config.image_size,
-                        config.max_image_size, pretrained=config.pretrained).to(device)
+    model = build_model(
+        config.backbone,
+        len(class_names),
+        config.image_size,
+        config.max_image_size,
+        pretrained=config.pretrained,
+    ).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config.iterations))
@@ -482,10 +578,11 @@ def train(config: Any, dataset: PreparedDataset, run_dir: str | Path,
         differ = {k: (old.get(k), meta[k]) for k in keys if old.get(k) != meta[k]}
         same = not differ
         if not same and resume_from is not None:
-            raise ValueError(f"resume_from: {resume_path} does not match this run: "
-                             + "; ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in
-                                         differ.items())
-                             + ". Start a new run (resume=False) or pick a matching checkpoint.")
+            raise ValueError(
+                f"resume_from: {resume_path} does not match this run: "
+                + "; ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in differ.items())
+                + ". Start a new run (resume=False) or pick a matching checkpoint."
+            )
         if same:
             model.load_state_dict(state["model"])
             if "optimizer" in state:
@@ -498,25 +595,50 @@ def train(config: Any, dataset: PreparedDataset, run_dir: str | Path,
             history = list(state.get("history", []))
             log.info("resuming from %s at iteration %d", resume_path, start)
         else:
-            log.warning("not resuming from %s: it differs from this run (%s); training from "
-                        "scratch", resume_path, differ)
+            log.warning(
+                "not resuming from %s: it differs from this run (%s); training from scratch",
+                resume_path,
+                differ,
+            )
 
     data = CocoInstances(dataset.train_json, dataset.image_root, class_names)
     total = config.iterations * config.batch_size
-    samples = TrainSamples(data, config.augmentations, config.seed, total,
-                           start=min(start, config.iterations) * config.batch_size)
+    samples = TrainSamples(
+        data,
+        config.augmentations,
+        config.seed,
+        total,
+        start=min(start, config.iterations) * config.batch_size,
+    )
     # Own generator: the loader would otherwise draw its base seed from the global RNG, whose
     # state a resumed run restores from the checkpoint.
-    loader = torch.utils.data.DataLoader(samples, batch_size=config.batch_size, shuffle=False,
-                                         num_workers=config.num_workers, collate_fn=_collate,
-                                         generator=torch.Generator().manual_seed(config.seed))
-    log.info("training %s Mask R-CNN (%s) on %d images, classes %s, device %s, iterations "
-             "%d..%d", ENGINE, config.backbone, len(data), list(class_names), device, start,
-             config.iterations)
+    loader = torch.utils.data.DataLoader(
+        samples,
+        batch_size=config.batch_size,
+        shuffle=False,
+        num_workers=config.num_workers,
+        collate_fn=_collate,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    log.info(
+        "training %s Mask R-CNN (%s) on %d images, classes %s, device %s, iterations %d..%d",
+        ENGINE,
+        config.backbone,
+        len(data),
+        list(class_names),
+        device,
+        start,
+        config.iterations,
+    )
     t0 = time.perf_counter()
     model.train()
-    bar = tqdm(total=config.iterations, initial=start, desc="train", unit="it",
-               disable=start >= config.iterations)
+    bar = tqdm(
+        total=config.iterations,
+        initial=start,
+        desc="train",
+        unit="it",
+        disable=start >= config.iterations,
+    )
     iteration = start
     for images, targets in loader:
         iteration += 1
@@ -528,7 +650,8 @@ def train(config: Any, dataset: PreparedDataset, run_dir: str | Path,
             raise FloatingPointError(
                 f"training diverged at iteration {iteration} (loss {float(loss)}). Lower "
                 f"learning_rate (now {config.learning_rate}) or resume from an earlier "
-                "checkpoint.")
+                "checkpoint."
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, _GRAD_CLIP)
@@ -536,40 +659,60 @@ def train(config: Any, dataset: PreparedDataset, run_dir: str | Path,
         scheduler.step()
         scalars = {k: float(v.detach()) for k, v in loss_dict.items()}
         scalars["loss"] = float(loss.detach())
-        history.append({"iteration": iteration, "lr": optimizer.param_groups[0]["lr"],
-                        **scalars})
+        history.append({"iteration": iteration, "lr": optimizer.param_groups[0]["lr"], **scalars})
         bar.update(1)
         bar.set_postfix(loss=f"{scalars['loss']:.3f}")
         if iteration % 20 == 0 or iteration == config.iterations:
-            log.info("iter %d/%d loss %.4f (%s)", iteration, config.iterations, scalars["loss"],
-                     ", ".join(f"{k} {v:.3f}" for k, v in scalars.items() if k != "loss"))
+            log.info(
+                "iter %d/%d loss %.4f (%s)",
+                iteration,
+                config.iterations,
+                scalars["loss"],
+                ", ".join(f"{k} {v:.3f}" for k, v in scalars.items() if k != "loss"),
+            )
         for hook in hooks:
             hook.after_step(iteration, scalars)
         if iteration % config.checkpoint_period == 0 or iteration == config.iterations:
             path = save_checkpoint(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "iteration": iteration, "meta": meta,
-                 "history": history, "torch_rng": torch.get_rng_state()},
-                ckpt_dir / f"model_{iteration:07d}.pth")
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "iteration": iteration,
+                    "meta": meta,
+                    "history": history,
+                    "torch_rng": torch.get_rng_state(),
+                },
+                ckpt_dir / f"model_{iteration:07d}.pth",
+            )
             for hook in hooks:
                 hook.after_checkpoint(path, iteration)
     bar.close()
     wall = time.perf_counter() - t0
     meta["mask_threshold"], calibration = calibrate_mask_threshold(
-        model, dataset, device, config.score_threshold)
+        model, dataset, device, config.score_threshold
+    )
 
-    save_checkpoint({"model": model.state_dict(), "iteration": iteration, "meta": meta},
-                    run_dir / "model_final.pth")
+    save_checkpoint(
+        {"model": model.state_dict(), "iteration": iteration, "meta": meta},
+        run_dir / "model_final.pth",
+    )
     atomic_write_json(run_dir / "model_meta.json", meta)
-    metrics = {"engine": ENGINE, "backbone": config.backbone, "device": str(device),
-               "start_iteration": start, "iterations": iteration,
-               "train_images": len(data), "batch_size": config.batch_size,
-               "wall_time_s": round(wall, 2),
-               "seconds_per_iteration": round(wall / max(1, iteration - start), 4),
-               "final_loss": history[-1]["loss"] if history else None,
-               "mask_threshold": meta["mask_threshold"],
-               "mask_threshold_val_iou": calibration,
-               "loss_history": history}
+    metrics = {
+        "engine": ENGINE,
+        "backbone": config.backbone,
+        "device": str(device),
+        "start_iteration": start,
+        "iterations": iteration,
+        "train_images": len(data),
+        "batch_size": config.batch_size,
+        "wall_time_s": round(wall, 2),
+        "seconds_per_iteration": round(wall / max(1, iteration - start), 4),
+        "final_loss": history[-1]["loss"] if history else None,
+        "mask_threshold": meta["mask_threshold"],
+        "mask_threshold_val_iou": calibration,
+        "loss_history": history,
+    }
     atomic_write_json(run_dir / "metrics.json", metrics)
     if history:
         save_loss_curve(history, run_dir / "loss_curve.png")
@@ -582,8 +725,9 @@ def train(config: Any, dataset: PreparedDataset, run_dir: str | Path,
 MASK_THRESHOLDS = (0.35, 0.4, 0.45, 0.5, 0.55)  # candidates for calibrate_mask_threshold
 
 
-def calibrate_mask_threshold(model: Any, dataset: PreparedDataset, device: Any,
-                             score_threshold: float) -> tuple[float, dict[str, float]]:
+def calibrate_mask_threshold(
+    model: Any, dataset: PreparedDataset, device: Any, score_threshold: float
+) -> tuple[float, dict[str, float]]:
     """The mask-probability threshold that best reproduces the validation split's masks.
 
     Small objects' thin parts (tails, ears, legs) come out of the 28x28 mask head as soft
@@ -620,8 +764,11 @@ def calibrate_mask_threshold(model: Any, dataset: PreparedDataset, device: Any,
     best = max(MASK_THRESHOLDS, key=lambda t: means[t])
     if means[best] - means[0.5] < 0.002:
         best = 0.5
-    log.info("mask threshold %.2f (validation foreground IoU %s)", best,
-             ", ".join(f"{t}: {v:.3f}" for t, v in means.items()))
+    log.info(
+        "mask threshold %.2f (validation foreground IoU %s)",
+        best,
+        ", ".join(f"{t}: {v:.3f}" for t, v in means.items()),
+    )
     return best, {str(t): round(v, 4) for t, v in means.items()}
 
 
@@ -637,7 +784,7 @@ def save_loss_curve(history: Sequence[dict[str, float]], path: str | Path) -> Pa
     for key in keys:
         vals = np.asarray([h.get(key, np.nan) for h in history], float)
         smooth = np.convolve(vals, np.ones(k) / k, mode="valid")
-        ax.plot(its[k - 1:], smooth, label=key, linewidth=2.0 if key == "loss" else 1.0)
+        ax.plot(its[k - 1 :], smooth, label=key, linewidth=2.0 if key == "loss" else 1.0)
     ax.set_xlabel("iteration")
     ax.set_ylabel(f"loss (moving average of {k})")
     ax.set_yscale("log")
@@ -660,8 +807,14 @@ class TorchvisionPredictor:
     ``score_threshold`` are dropped. :meth:`predict_batch` runs several frames in one forward.
     """
 
-    def __init__(self, model: Any, label_names: Sequence[str], device: Any,
-                 score_threshold: float, mask_threshold: float = 0.5) -> None:
+    def __init__(
+        self,
+        model: Any,
+        label_names: Sequence[str],
+        device: Any,
+        score_threshold: float,
+        mask_threshold: float = 0.5,
+    ) -> None:
         self.model = model.eval().to(device)
         self.device = device
         self.score_threshold = float(score_threshold)
@@ -679,31 +832,39 @@ class TorchvisionPredictor:
         tensors = []
         for i, img in enumerate(images_bgr):
             if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3:
-                raise ValueError(f"predictor: image {i} must be an (H, W, 3) BGR array, got "
-                                 f"{getattr(img, 'shape', type(img).__name__)}")
+                raise ValueError(
+                    f"predictor: image {i} must be an (H, W, 3) BGR array, got "
+                    f"{getattr(img, 'shape', type(img).__name__)}"
+                )
             if img.dtype != np.uint8:
                 raise TypeError(f"predictor: image {i} must be uint8 (0..255), got {img.dtype}")
             rgb = np.ascontiguousarray(img[..., ::-1])
             tensors.append(torch.from_numpy(rgb).permute(2, 0, 1).to(self.device).float() / 255)
         with torch.inference_mode():
             outputs = self.model(tensors) if tensors else []
-        return [self._to_detections(o, img.shape[0], img.shape[1])
-                for o, img in zip(outputs, images_bgr, strict=True)]
+        return [
+            self._to_detections(o, img.shape[0], img.shape[1])
+            for o, img in zip(outputs, images_bgr, strict=True)
+        ]
 
     def _to_detections(self, out: dict[str, Any], h: int, w: int) -> Detections:
         scores = out["scores"].float().cpu().numpy()
         labels = out["labels"].cpu().numpy()
         keep = scores >= self.score_threshold
-        keep &= np.array([0 < lab < len(self._label_names) and bool(self._label_names[lab])
-                          for lab in labels], bool).reshape(-1)
+        keep &= np.array(
+            [0 < lab < len(self._label_names) and bool(self._label_names[lab]) for lab in labels],
+            bool,
+        ).reshape(-1)
         if not keep.any():
             return Detections.empty(h, w)
         idx = np.nonzero(keep)[0]
         masks = (out["masks"][idx, 0] > self.mask_threshold).cpu().numpy()
-        return Detections(masks=masks, boxes=out["boxes"][idx].float().cpu().numpy(),
-                          class_names=np.asarray([self._label_names[labels[i]] for i in idx],
-                                                 object),
-                          scores=scores[idx])
+        return Detections(
+            masks=masks,
+            boxes=out["boxes"][idx].float().cpu().numpy(),
+            class_names=np.asarray([self._label_names[labels[i]] for i in idx], object),
+            scores=scores[idx],
+        )
 
 
 def _coco_label_names() -> list[str]:
@@ -718,18 +879,22 @@ def _coco_label_names() -> list[str]:
 
 
 def _latest_run(config: Any) -> Path:
-    runs = sorted((p.parent for p in Path(config.output_dir).glob(
-        f"{config.run_name}-*/model_meta.json")), key=lambda p: p.stat().st_mtime)
+    runs = sorted(
+        (p.parent for p in Path(config.output_dir).glob(f"{config.run_name}-*/model_meta.json")),
+        key=lambda p: p.stat().st_mtime,
+    )
     if not runs:
         raise FileNotFoundError(
             f"no trained model found in {config.output_dir}/{config.run_name}-*/. Train one "
             "first (`thingmask train` or the notebook's section 4), pass the run folder, or set "
-            "zero_training=True to use a COCO-pretrained model.")
+            "zero_training=True to use a COCO-pretrained model."
+        )
     return runs[-1]
 
 
-def load_predictor(config: Any, run_dir: str | Path | None = None,
-                   score_threshold: float | None = None) -> TorchvisionPredictor:
+def load_predictor(
+    config: Any, run_dir: str | Path | None = None, score_threshold: float | None = None
+) -> TorchvisionPredictor:
     """A predictor for a trained run folder, or for the COCO model when ``run_dir`` is None and
     ``config.zero_training`` is set. ``run_dir=None`` otherwise means the newest run of
     ``config.run_name``. ``score_threshold`` defaults to ``config.score_threshold``."""
@@ -739,33 +904,50 @@ def load_predictor(config: Any, run_dir: str | Path | None = None,
     threshold = config.score_threshold if score_threshold is None else score_threshold
     if run_dir is None and config.zero_training:
         if config.image_size < 480:
-            log.warning("zero_training with image_size=%d: COCO models see 800 px images in "
-                        "training; set image_size=800, max_image_size=1333 for better masks",
-                        config.image_size)
-        model = build_model("resnet50_fpn", 90, config.image_size, config.max_image_size,
-                            zero_training=True)
+            log.warning(
+                "zero_training with image_size=%d: COCO models see 800 px images in "
+                "training; set image_size=800, max_image_size=1333 for better masks",
+                config.image_size,
+            )
+        model = build_model(
+            "resnet50_fpn", 90, config.image_size, config.max_image_size, zero_training=True
+        )
         return TorchvisionPredictor(model, _coco_label_names(), device, threshold)
     run_dir = _latest_run(config) if run_dir is None else Path(run_dir)
     meta = read_model_meta(run_dir)
     if meta.get("engine") != ENGINE:
-        raise ValueError(f"{run_dir}: trained with engine {meta.get('engine')!r}; load it with "
-                         f"engine={meta.get('engine')!r}")
+        raise ValueError(
+            f"{run_dir}: trained with engine {meta.get('engine')!r}; load it with "
+            f"engine={meta.get('engine')!r}"
+        )
     class_names = list(meta["class_names"])
-    model = build_model(meta["backbone"], len(class_names), int(meta["image_size"]),
-                        int(meta["max_image_size"]), norm=meta.get("norm", "group_norm"),
-                        mask_size=int(meta.get("mask_size", 28)))
-    state = torch.load(run_dir / meta.get("weights", "model_final.pth"), map_location="cpu",
-                       weights_only=True)
+    model = build_model(
+        meta["backbone"],
+        len(class_names),
+        int(meta["image_size"]),
+        int(meta["max_image_size"]),
+        norm=meta.get("norm", "group_norm"),
+        mask_size=int(meta.get("mask_size", 28)),
+    )
+    state = torch.load(
+        run_dir / meta.get("weights", "model_final.pth"), map_location="cpu", weights_only=True
+    )
     model.load_state_dict(state.get("model", state))
-    return TorchvisionPredictor(model, ["", *class_names], device, threshold,
-                                mask_threshold=float(meta.get("mask_threshold", 0.5)))
+    return TorchvisionPredictor(
+        model,
+        ["", *class_names],
+        device,
+        threshold,
+        mask_threshold=float(meta.get("mask_threshold", 0.5)),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # evaluation
 # ----------------------------------------------------------------------------------------------
-def evaluate(config: Any, dataset: PreparedDataset, run_dir: str | Path,
-             batch_size: int = 4) -> dict[str, Any]:
+def evaluate(
+    config: Any, dataset: PreparedDataset, run_dir: str | Path, batch_size: int = 4
+) -> dict[str, Any]:
     """COCO box + mask AP of the run's model on the validation split.
 
     Detections down to score 0.05 count (AP integrates over confidence); masks use the run's

@@ -18,8 +18,14 @@ from thingmask.datasets.importers.via import import_via, is_via
 from thingmask.datasets.importers.yolo import find_class_list, import_yolo
 from thingmask.datasets.validate import Report
 
-__all__ = ["FORMATS", "CocoSource", "detect_format", "find_coco_files", "import_sources",
-           "read_json"]
+__all__ = [
+    "FORMATS",
+    "CocoSource",
+    "detect_format",
+    "find_coco_files",
+    "import_sources",
+    "read_json",
+]
 
 FORMATS = ("coco", "cvat", "roboflow", "labelme", "via", "yolo")
 _PEEK_BYTES = 50_000_000  # larger JSON files are not opened just to guess a format
@@ -45,8 +51,10 @@ def _kind_of_json(path: Path, data: object) -> str | None:
         anns = data.get("annotations")
         first = anns[0] if isinstance(anns, list) and anns else None
         cvat = path.stem == "instances_default" or (
-            isinstance(first, dict) and isinstance(first.get("attributes"), dict)
-            and "occluded" in first["attributes"])
+            isinstance(first, dict)
+            and isinstance(first.get("attributes"), dict)
+            and "occluded" in first["attributes"]
+        )
         return "cvat" if cvat else "coco"
     return None
 
@@ -59,8 +67,10 @@ def detect_format(source: str | Path) -> str:
     source = Path(source)
     if source.is_file():
         if source.suffix.lower() == ".zip":
-            raise ValueError(f"{source}: a .zip archive. Unzip it first (e.g. `unzip "
-                             f"{source.name} -d {source.stem}`) and pass the folder.")
+            raise ValueError(
+                f"{source}: a .zip archive. Unzip it first (e.g. `unzip "
+                f"{source.name} -d {source.stem}`) and pass the folder."
+            )
         if source.suffix.lower() in (".yaml", ".yml", ".txt"):
             return "yolo"
         kind = _kind_of_json(source, _peek(source))
@@ -68,7 +78,8 @@ def detect_format(source: str | Path) -> str:
             return kind
     elif source.is_dir():
         if (source / "_annotations.coco.json").is_file() or any(
-                source.glob("*/_annotations.coco.json")):
+            source.glob("*/_annotations.coco.json")
+        ):
             return "roboflow"
         if find_class_list(source) is not None:
             return "yolo"
@@ -87,16 +98,26 @@ def detect_format(source: str | Path) -> str:
             order = ("cvat", "coco", "roboflow", "labelme", "via")
             return max(set(kinds), key=lambda k: (kinds.count(k), -order.index(k)))
     else:
-        raise ValueError(f"dataset source {source} does not exist. Set dataset_source (or the "
-                         "SRC argument) to your annotation export: a folder or a .json file.")
-    raise ValueError(f"{source}: cannot tell the annotation format. Pass it explicitly "
-                     f"(--format / dataset_format: one of {', '.join(FORMATS)}); "
-                     "data/README.md shows the layout each tool exports.")
+        raise ValueError(
+            f"dataset source {source} does not exist. Set dataset_source (or the "
+            "SRC argument) to your annotation export: a folder or a .json file."
+        )
+    raise ValueError(
+        f"{source}: cannot tell the annotation format. Pass it explicitly "
+        f"(--format / dataset_format: one of {', '.join(FORMATS)}); "
+        "data/README.md shows the layout each tool exports."
+    )
 
 
-def import_sources(source: str | Path, fmt: str, report: Report, *,
-                   image_dir: str | Path | None = None, class_attribute: str | None = None,
-                   default_class: str = "object") -> list[CocoSource]:
+def import_sources(
+    source: str | Path,
+    fmt: str,
+    report: Report,
+    *,
+    image_dir: str | Path | None = None,
+    class_attribute: str | None = None,
+    default_class: str = "object",
+) -> list[CocoSource]:
     """Read ``source`` in format ``fmt`` (not ``auto``; see :func:`detect_format`)."""
     source = Path(source)
     if fmt in ("coco", "cvat", "roboflow"):
@@ -108,4 +129,3 @@ def import_sources(source: str | Path, fmt: str, report: Report, *,
     if fmt == "yolo":
         return import_yolo(source, report)
     raise ValueError(f"dataset_format {fmt!r}: expected auto or one of {', '.join(FORMATS)}")
-

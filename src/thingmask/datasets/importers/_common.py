@@ -11,8 +11,15 @@ from typing import Any
 
 from thingmask.datasets.validate import Report
 
-__all__ = ["IMAGE_EXTENSIONS", "CocoSource", "circle_polygon", "ellipse_polygon", "read_json",
-           "rect_polygon", "rel_name"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "CocoSource",
+    "circle_polygon",
+    "ellipse_polygon",
+    "read_json",
+    "rect_polygon",
+    "rel_name",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CIRCLE_POINTS = 64  # a 64-gon covers 99.8 % of its circle
@@ -40,14 +47,22 @@ def read_json(path: Path, report: Report, name: str | None = None) -> Any | None
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: Windows tools write a BOM
     except (OSError, UnicodeDecodeError) as exc:
-        report.error("json-invalid", where, f"cannot be read as UTF-8 text ({exc})",
-                     "Re-export the annotations from your tool.")
+        report.error(
+            "json-invalid",
+            where,
+            f"cannot be read as UTF-8 text ({exc})",
+            "Re-export the annotations from your tool.",
+        )
         return None
     try:
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        report.error("json-invalid", where, f"is not valid JSON ({exc})",
-                     "Re-export it; an interrupted download or a hand edit breaks JSON.")
+        report.error(
+            "json-invalid",
+            where,
+            f"is not valid JSON ({exc})",
+            "Re-export it; an interrupted download or a hand edit breaks JSON.",
+        )
         return None
 
 
@@ -66,8 +81,9 @@ def rect_polygon(x1: float, y1: float, x2: float, y2: float) -> list[float]:
     return [xa, ya, xb, ya, xb, yb, xa, yb]
 
 
-def ellipse_polygon(cx: float, cy: float, rx: float, ry: float, theta: float = 0.0,
-                    n: int = CIRCLE_POINTS) -> list[float]:
+def ellipse_polygon(
+    cx: float, cy: float, rx: float, ry: float, theta: float = 0.0, n: int = CIRCLE_POINTS
+) -> list[float]:
     """Ellipse (radians ``theta`` rotation) → flat polygon of ``n`` points."""
     ct, st = math.cos(theta), math.sin(theta)
     out: list[float] = []

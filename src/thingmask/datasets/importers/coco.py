@@ -40,17 +40,27 @@ def find_coco_files(root: Path) -> list[tuple[Path, str | None, str]]:
     if (root / "_annotations.coco.json").is_file():
         robo.insert(0, root / "_annotations.coco.json")
     if robo:
-        return [(p, SPLIT_ALIASES.get(p.parent.name.lower()) if p.parent != root else None,
-                 p.parent.name if p.parent != root else "") for p in robo]
-    cands = [p for p in sorted(root.glob("*.json")) + sorted(root.glob("annotations/*.json"))
-             if p.name not in _OWN_OUTPUTS]
+        return [
+            (
+                p,
+                SPLIT_ALIASES.get(p.parent.name.lower()) if p.parent != root else None,
+                p.parent.name if p.parent != root else "",
+            )
+            for p in robo
+        ]
+    cands = [
+        p
+        for p in sorted(root.glob("*.json")) + sorted(root.glob("annotations/*.json"))
+        if p.name not in _OWN_OUTPUTS
+    ]
     named = [(p, *_split_of_stem(p.stem)) for p in cands]
     with_split = [c for c in named if c[1]]
     return with_split or [(p, None, sub) for p, _, sub in named]
 
 
-def _image_root(json_path: Path, subset: str, file_names: list[str],
-                image_dir: Path | None) -> Path:
+def _image_root(
+    json_path: Path, subset: str, file_names: list[str], image_dir: Path | None
+) -> Path:
     d = json_path.parent
     cands: list[Path] = []
     if image_dir is not None:
@@ -73,15 +83,20 @@ def _image_root(json_path: Path, subset: str, file_names: list[str],
     return uniq[best]
 
 
-def import_coco(source: Path, fmt: str, report: Report, image_dir: Path | None = None
-                ) -> list[CocoSource]:
+def import_coco(
+    source: Path, fmt: str, report: Report, image_dir: Path | None = None
+) -> list[CocoSource]:
     """Read the COCO file(s) of ``source`` (file or folder) for ``fmt`` coco/cvat/roboflow."""
     base = source if source.is_dir() else source.parent
     found = find_coco_files(source)
     if not found:
-        report.error("format-not-found", str(source), f"no COCO .json file found for format "
-                     f"{fmt!r}", "Point at the export folder (or its .json file); see "
-                     "data/README.md for the layouts each tool writes.")
+        report.error(
+            "format-not-found",
+            str(source),
+            f"no COCO .json file found for format {fmt!r}",
+            "Point at the export folder (or its .json file); see "
+            "data/README.md for the layouts each tool writes.",
+        )
         return []
     sources: list[CocoSource] = []
     loose: list[str] = []
@@ -94,17 +109,27 @@ def import_coco(source: Path, fmt: str, report: Report, image_dir: Path | None =
             loose.append(name)
             continue
         images = data.get("images") if isinstance(data, dict) else None
-        names = [i.get("file_name") for i in images if isinstance(i, dict)] \
-            if isinstance(images, list) else []
+        names = (
+            [i.get("file_name") for i in images if isinstance(i, dict)]
+            if isinstance(images, list)
+            else []
+        )
         root = _image_root(path, subset, names, image_dir)
         sources.append(CocoSource(name, data, root, split))
     if loose:
-        report.info("coco-files-skipped", str(source), f"not COCO instance files, skipped: "
-                    f"{', '.join(loose)}")
+        report.info(
+            "coco-files-skipped",
+            str(source),
+            f"not COCO instance files, skipped: {', '.join(loose)}",
+        )
     if len(sources) > 1 and all(s.split is None for s in sources):
-        report.error("coco-files-ambiguous", str(source), "several COCO files and none is named "
-                     f"by a split: {', '.join(s.name for s in sources)}",
-                     "Pass the one file to use, or name them train.json and val.json.")
+        report.error(
+            "coco-files-ambiguous",
+            str(source),
+            "several COCO files and none is named "
+            f"by a split: {', '.join(s.name for s in sources)}",
+            "Pass the one file to use, or name them train.json and val.json.",
+        )
         return []
     if fmt == "roboflow" and not any(s.name.endswith("_annotations.coco.json") for s in sources):
         report.info("format-hint", str(source), "no _annotations.coco.json: read as plain COCO")

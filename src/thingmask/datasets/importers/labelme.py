@@ -77,32 +77,44 @@ def _mask_rle(shape: dict, pts, width, height) -> dict | None:
     ch, cw = min(crop.shape[0], height - y0), min(crop.shape[1], width - x0)
     if ch <= 0 or cw <= 0:
         return None
-    full[y0:y0 + ch, x0:x0 + cw] = crop[:ch, :cw]
+    full[y0 : y0 + ch, x0 : x0 + cw] = crop[:ch, :cw]
     enc = mask_utils.encode(np.asfortranarray(full))
     return {"size": [height, width], "counts": enc["counts"].decode("ascii")}
 
 
-def _shape_part(shape: Any, where: str, data: dict, report: Report
-                ) -> tuple[str, str, Any] | None:
+def _shape_part(shape: Any, where: str, data: dict, report: Report) -> tuple[str, str, Any] | None:
     """One shape → (label, kind "poly"/"rle", geometry) or None (reported)."""
     if not isinstance(shape, dict):
-        report.warning("labelme-shape-invalid", where, f"not an object: {str(shape)[:40]}",
-                       "Skipped.")
+        report.warning(
+            "labelme-shape-invalid", where, f"not an object: {str(shape)[:40]}", "Skipped."
+        )
         return None
     label, kind = shape.get("label"), shape.get("shape_type") or "polygon"
     if not isinstance(label, str) or not label.strip():
-        report.warning("labelme-shape-invalid", where, f"shape without a label ({label!r})",
-                       "Skipped. Give the shape a label in labelme.")
+        report.warning(
+            "labelme-shape-invalid",
+            where,
+            f"shape without a label ({label!r})",
+            "Skipped. Give the shape a label in labelme.",
+        )
         return None
     pts = _points(shape.get("points"))
     if pts is None:
-        report.warning("labelme-shape-invalid", where, f"{label!r}: points are not [x, y] "
-                       "number pairs", "Skipped. Redraw the shape in labelme.")
+        report.warning(
+            "labelme-shape-invalid",
+            where,
+            f"{label!r}: points are not [x, y] number pairs",
+            "Skipped. Redraw the shape in labelme.",
+        )
         return None
     label = label.strip()
     if kind in _NO_AREA:
-        report.warning("labelme-shape-unsupported", where, f"{label!r} is a {kind}, which "
-                       "has no area", "Skipped. Outline the animal with a polygon instead.")
+        report.warning(
+            "labelme-shape-unsupported",
+            where,
+            f"{label!r} is a {kind}, which has no area",
+            "Skipped. Outline the animal with a polygon instead.",
+        )
         return None
     if kind == "rectangle" and len(pts) == 2:
         return label, "poly", rect_polygon(*pts[0], *pts[1])
@@ -112,15 +124,23 @@ def _shape_part(shape: Any, where: str, data: dict, report: Report
     if kind == "mask":
         rle = _mask_rle(shape, pts, data.get("imageWidth"), data.get("imageHeight"))
         if rle is None:
-            report.warning("labelme-shape-invalid", where, f"{label!r}: the mask cannot be "
-                           "decoded (or imageWidth/imageHeight are missing)", "Skipped.")
+            report.warning(
+                "labelme-shape-invalid",
+                where,
+                f"{label!r}: the mask cannot be decoded (or imageWidth/imageHeight are missing)",
+                "Skipped.",
+            )
             return None
         return label, "rle", rle
     if kind in ("polygon", "rectangle", "circle"):
         # polygons with < 3 points are reported by the validator, with the others
         return label, "poly", [c for p in pts for c in p]
-    report.warning("labelme-shape-unsupported", where, f"{label!r}: shape type {kind!r} is "
-                   "not supported", "Skipped. Use polygon, rectangle, circle or mask.")
+    report.warning(
+        "labelme-shape-unsupported",
+        where,
+        f"{label!r}: shape type {kind!r} is not supported",
+        "Skipped. Use polygon, rectangle, circle or mask.",
+    )
     return None
 
 
@@ -179,10 +199,14 @@ def import_labelme(root: Path, report: Report) -> list[CocoSource]:
     if root.is_file():
         files, root = [root], root.parent
     else:
-        files = sorted(p for p in root.rglob("*.json")
-                       if not any(part.startswith(".") for part in p.relative_to(root).parts))
+        files = sorted(
+            p
+            for p in root.rglob("*.json")
+            if not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
     per_split: dict[str | None, dict[str, Any]] = defaultdict(
-        lambda: {"images": [], "annotations": [], "embedded": {}})
+        lambda: {"images": [], "annotations": [], "embedded": {}}
+    )
     records: list[tuple[str | None, dict, list[tuple[str, list[tuple[str, Any]]]]]] = []
     labels: set[str] = set()
     skipped = 0
@@ -196,8 +220,12 @@ def import_labelme(root: Path, report: Report) -> list[CocoSource]:
             continue
         file_name, payload = _image_file(path, data, root)
         if file_name is None:
-            report.error("image-missing", name, "no imagePath and no imageData",
-                         "Open the image in labelme again and save.")
+            report.error(
+                "image-missing",
+                name,
+                "no imagePath and no imageData",
+                "Open the image in labelme again and save.",
+            )
             continue
         split = split_of_path(Path(name).parts[:-1])
         image = {"id": len(records) + 1, "file_name": file_name}
@@ -206,8 +234,11 @@ def import_labelme(root: Path, report: Report) -> list[CocoSource]:
             image.update(width=w, height=h)
         if payload is not None:
             per_split[split]["embedded"][file_name] = payload
-            report.info("labelme-image-embedded", name, "the image file was not found; using "
-                        "the copy embedded in the JSON (imageData)")
+            report.info(
+                "labelme-image-embedded",
+                name,
+                "the image file was not found; using the copy embedded in the JSON (imageData)",
+            )
         groups: dict[Any, list[tuple[str, Any]]] = {}
         order: list[tuple[str, Any]] = []
         for k, shape in enumerate(data["shapes"]):
@@ -216,8 +247,11 @@ def import_labelme(root: Path, report: Report) -> list[CocoSource]:
                 continue
             label, kind, geom = part
             gid = shape.get("group_id")
-            key = (label, gid) if isinstance(gid, (int, str)) and not isinstance(gid, bool) \
+            key = (
+                (label, gid)
+                if isinstance(gid, (int, str)) and not isinstance(gid, bool)
                 else (label, ("shape", k))
+            )
             if key not in groups:
                 groups[key] = []
                 order.append(key)
@@ -226,8 +260,11 @@ def import_labelme(root: Path, report: Report) -> list[CocoSource]:
         records.append((split, image, [(key[0], groups[key]) for key in order]))
         per_split[split]["images"].append(image)
     if skipped:
-        report.info("labelme-files-skipped", str(root), f"{skipped} .json file(s) are not "
-                    "labelme annotations and were skipped")
+        report.info(
+            "labelme-files-skipped",
+            str(root),
+            f"{skipped} .json file(s) are not labelme annotations and were skipped",
+        )
     cat_ids = {name: i for i, name in enumerate(sorted(labels), 1)}
     ann_id = 0
     for split, image, instances in records:
@@ -238,9 +275,22 @@ def import_labelme(root: Path, report: Report) -> list[CocoSource]:
             else:
                 seg = [geom for _, geom in parts]
             per_split[split]["annotations"].append(
-                {"id": ann_id, "image_id": image["id"], "category_id": cat_ids[label],
-                 "segmentation": seg, "iscrowd": 0})
+                {
+                    "id": ann_id,
+                    "image_id": image["id"],
+                    "category_id": cat_ids[label],
+                    "segmentation": seg,
+                    "iscrowd": 0,
+                }
+            )
     cats = [{"id": i, "name": n} for n, i in cat_ids.items()]
-    return [CocoSource(f"labelme:{split or 'all'}", {"images": v["images"],
-                       "annotations": v["annotations"], "categories": cats}, root, split,
-                       v["embedded"]) for split, v in per_split.items()]
+    return [
+        CocoSource(
+            f"labelme:{split or 'all'}",
+            {"images": v["images"], "annotations": v["annotations"], "categories": cats},
+            root,
+            split,
+            v["embedded"],
+        )
+        for split, v in per_split.items()
+    ]

@@ -39,8 +39,9 @@ def via_entries(data: Any) -> dict[str, dict] | None:
         data = data["_via_img_metadata"]
     if not isinstance(data, dict) or not data:
         return None
-    entries = {k: v for k, v in data.items()
-               if isinstance(v, dict) and "filename" in v and "regions" in v}
+    entries = {
+        k: v for k, v in data.items() if isinstance(v, dict) and "filename" in v and "regions" in v
+    }
     return entries if entries and len(entries) == len(data) else None
 
 
@@ -55,8 +56,9 @@ def _is_via3(data: Any) -> bool:
 def _regions(entry: dict) -> list[Any]:
     regions = entry.get("regions")
     if isinstance(regions, dict):  # VIA 1: {"0": {...}, "1": {...}}
-        keys = sorted(regions, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit()
-                                              else 0, str(k)))
+        keys = sorted(
+            regions, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0, str(k))
+        )
         return [regions[k] for k in keys]
     return regions if isinstance(regions, list) else []
 
@@ -65,8 +67,10 @@ def _polygon(shape: Any) -> tuple[list[float] | None, str]:
     if not isinstance(shape, dict):
         return None, "shape_attributes is not an object"
     name = shape.get("name")
-    num = {k: as_float(shape.get(k)) for k in ("x", "y", "width", "height", "cx", "cy", "r",
-                                                "rx", "ry", "theta")}
+    num = {
+        k: as_float(shape.get(k))
+        for k in ("x", "y", "width", "height", "cx", "cy", "r", "rx", "ry", "theta")
+    }
     if name in ("polygon", "polyline"):
         xs, ys = shape.get("all_points_x"), shape.get("all_points_y")
         if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
@@ -78,8 +82,9 @@ def _polygon(shape: Any) -> tuple[list[float] | None, str]:
     if name == "rect":
         if None in (num["x"], num["y"], num["width"], num["height"]):
             return None, "rect needs numeric x, y, width, height"
-        return rect_polygon(num["x"], num["y"], num["x"] + num["width"],
-                            num["y"] + num["height"]), ""
+        return rect_polygon(
+            num["x"], num["y"], num["x"] + num["width"], num["y"] + num["height"]
+        ), ""
     if name == "circle":
         if None in (num["cx"], num["cy"], num["r"]):
             return None, "circle needs numeric cx, cy, r"
@@ -87,8 +92,7 @@ def _polygon(shape: Any) -> tuple[list[float] | None, str]:
     if name == "ellipse":
         if None in (num["cx"], num["cy"], num["rx"], num["ry"]):
             return None, "ellipse needs numeric cx, cy, rx, ry"
-        return ellipse_polygon(num["cx"], num["cy"], num["rx"], num["ry"],
-                               num["theta"] or 0.0), ""
+        return ellipse_polygon(num["cx"], num["cy"], num["rx"], num["ry"], num["theta"] or 0.0), ""
     return None, f"shape {name!r} has no area" if name == "point" else f"unknown shape {name!r}"
 
 
@@ -107,8 +111,9 @@ def _class_value(value: Any) -> str | None:
 
 def _pick_attribute(files: list[tuple[Path, Any]]) -> str | None:
     for _, data in files:
-        region_defs = (data.get("_via_attributes") or {}).get("region") \
-            if isinstance(data, dict) else None
+        region_defs = (
+            (data.get("_via_attributes") or {}).get("region") if isinstance(data, dict) else None
+        )
         if isinstance(region_defs, dict) and region_defs:
             return str(next(iter(region_defs)))
     for _, data in files:
@@ -120,34 +125,51 @@ def _pick_attribute(files: list[tuple[Path, Any]]) -> str | None:
     return None
 
 
-def import_via(source: Path, report: Report, class_attribute: str | None = None,
-               default_class: str = "object") -> list[CocoSource]:
+def import_via(
+    source: Path, report: Report, class_attribute: str | None = None, default_class: str = "object"
+) -> list[CocoSource]:
     """VIA JSON file(s) at ``source`` (a file, or a folder searched recursively)."""
     root = source if source.is_dir() else source.parent
-    paths = [source] if source.is_file() else sorted(
-        p for p in source.rglob("*.json")
-        if not any(part.startswith(".") for part in p.relative_to(source).parts))
+    paths = (
+        [source]
+        if source.is_file()
+        else sorted(
+            p
+            for p in source.rglob("*.json")
+            if not any(part.startswith(".") for part in p.relative_to(source).parts)
+        )
+    )
     files: list[tuple[Path, Any]] = []
     for path in paths:
         data = read_json(path, report, rel_name(path, root))
         if data is None:
             continue
         if _is_via3(data):
-            report.error("via3-unsupported", rel_name(path, root), "this is a VIA 3 project, "
-                         "which thingmask does not read", "In VIA use Annotation > Export "
-                         "annotations (COCO format), or annotate in VIA 2.")
+            report.error(
+                "via3-unsupported",
+                rel_name(path, root),
+                "this is a VIA 3 project, which thingmask does not read",
+                "In VIA use Annotation > Export annotations (COCO format), or annotate in VIA 2.",
+            )
         elif is_via(data):
             files.append((path, data))
         elif source.is_file():
-            report.error("coco-structure", rel_name(path, root), "not a VIA 1/2 annotation "
-                         "file (expected {key: {filename, regions}})",
-                         "Export from VIA with Annotation > Export annotations (as json).")
+            report.error(
+                "coco-structure",
+                rel_name(path, root),
+                "not a VIA 1/2 annotation file (expected {key: {filename, regions}})",
+                "Export from VIA with Annotation > Export annotations (as json).",
+            )
     attribute = class_attribute or _pick_attribute(files)
     if files:
-        report.info("via-class-attribute", "", f"class names come from the region attribute "
-                    f"{attribute!r}" if attribute else f"no region attributes: every region is "
-                    f"class {default_class!r}", "Change with --class-attribute NAME / "
-                    "--default-class NAME.")
+        report.info(
+            "via-class-attribute",
+            "",
+            f"class names come from the region attribute {attribute!r}"
+            if attribute
+            else f"no region attributes: every region is class {default_class!r}",
+            "Change with --class-attribute NAME / --default-class NAME.",
+        )
     labels: set[str] = set()
     parsed = []
     for path, data in files:
@@ -163,22 +185,40 @@ def import_via(source: Path, report: Report, class_attribute: str | None = None,
                     continue
                 poly, why = _polygon(region.get("shape_attributes"))
                 if poly is None:
-                    report.warning("via-shape-unsupported", where, why, "Skipped. Draw "
-                                   "polygons (or rect/circle/ellipse) around the animals.")
+                    report.warning(
+                        "via-shape-unsupported",
+                        where,
+                        why,
+                        "Skipped. Draw polygons (or rect/circle/ellipse) around the animals.",
+                    )
                     continue
                 attrs = region.get("region_attributes")
-                label = _class_value(attrs.get(attribute)) if isinstance(attrs, dict) and \
-                    attribute else None
+                label = (
+                    _class_value(attrs.get(attribute))
+                    if isinstance(attrs, dict) and attribute
+                    else None
+                )
                 if label is None:
                     if attribute:
-                        report.warning("via-no-class", where, f"region attribute {attribute!r}"
-                                       " is missing or empty", f"Used class {default_class!r}. "
-                                       "Fill the attribute in VIA, or pick another with "
-                                       "--class-attribute.")
+                        report.warning(
+                            "via-no-class",
+                            where,
+                            f"region attribute {attribute!r} is missing or empty",
+                            f"Used class {default_class!r}. "
+                            "Fill the attribute in VIA, or pick another with "
+                            "--class-attribute.",
+                        )
                     label = default_class
                 labels.add(label)
-                anns.append({"id": len(anns) + 1, "image_id": img_id, "category": label,
-                             "segmentation": [poly], "iscrowd": 0})
+                anns.append(
+                    {
+                        "id": len(anns) + 1,
+                        "image_id": img_id,
+                        "category": label,
+                        "segmentation": [poly],
+                        "iscrowd": 0,
+                    }
+                )
         split = split_of_path(Path(name).parts[:-1])
         parsed.append((name, path.parent, split, images, anns))
     cat_ids = {n: i for i, n in enumerate(sorted(labels), 1)}
@@ -187,6 +227,9 @@ def import_via(source: Path, report: Report, class_attribute: str | None = None,
     for name, folder, split, images, anns in parsed:
         for a in anns:
             a["category_id"] = cat_ids[a.pop("category")]
-        out.append(CocoSource(name, {"images": images, "annotations": anns,
-                                     "categories": cats}, folder, split))
+        out.append(
+            CocoSource(
+                name, {"images": images, "annotations": anns, "categories": cats}, folder, split
+            )
+        )
     return out

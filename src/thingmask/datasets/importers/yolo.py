@@ -34,8 +34,12 @@ def _read_names(path: Path, report: Report) -> list[str] | None:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        report.error("yolo-classes-invalid", path.name, f"cannot be read ({exc})",
-                     "Re-export the class list (plain UTF-8 text).")
+        report.error(
+            "yolo-classes-invalid",
+            path.name,
+            f"cannot be read ({exc})",
+            "Re-export the class list (plain UTF-8 text).",
+        )
         return None
     if path.suffix in (".yaml", ".yml"):
         import yaml
@@ -43,8 +47,12 @@ def _read_names(path: Path, report: Report) -> list[str] | None:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            report.error("yolo-classes-invalid", path.name, f"is not valid YAML ({exc})",
-                         "Fix the file; it needs a 'names:' list.")
+            report.error(
+                "yolo-classes-invalid",
+                path.name,
+                f"is not valid YAML ({exc})",
+                "Fix the file; it needs a 'names:' list.",
+            )
             return None
         names = data.get("names") if isinstance(data, dict) else None
         if isinstance(names, dict):
@@ -52,11 +60,18 @@ def _read_names(path: Path, report: Report) -> list[str] | None:
                 keys = sorted(int(k) for k in names)
             except (TypeError, ValueError):
                 keys = None
-            names = [names.get(k, names.get(str(k))) for k in keys] \
-                if keys == list(range(len(names))) else None
+            names = (
+                [names.get(k, names.get(str(k))) for k in keys]
+                if keys == list(range(len(names)))
+                else None
+            )
         if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
-            report.error("yolo-classes-invalid", path.name, "needs 'names:' as a list of class "
-                         "names (or {0: name, 1: name, ...})", "e.g. names: [cat, bird]")
+            report.error(
+                "yolo-classes-invalid",
+                path.name,
+                "needs 'names:' as a list of class names (or {0: name, 1: name, ...})",
+                "e.g. names: [cat, bird]",
+            )
             return None
         return [str(n).strip() for n in names]
     return [line.strip() for line in text.splitlines() if line.strip()]
@@ -66,7 +81,7 @@ def _label_file(image: Path, root: Path) -> Path | None:
     parts = list(image.relative_to(root).parts)
     for i in range(len(parts) - 2, -1, -1):
         if parts[i] == "images":
-            cand = root.joinpath(*parts[:i], "labels", *parts[i + 1:]).with_suffix(".txt")
+            cand = root.joinpath(*parts[:i], "labels", *parts[i + 1 :]).with_suffix(".txt")
             if cand.is_file():
                 return cand
             break
@@ -91,18 +106,27 @@ def import_yolo(root: Path, report: Report) -> list[CocoSource]:
         root = root.parent
     class_file = find_class_list(root)
     if class_file is None:
-        report.error("yolo-classes-missing", str(root), "no class list (data.yaml or "
-                     "classes.txt) in the folder", "Add data.yaml with 'names: [cat, bird]' "
-                     "(class 0 first), as your YOLO export wrote it.")
+        report.error(
+            "yolo-classes-missing",
+            str(root),
+            "no class list (data.yaml or classes.txt) in the folder",
+            "Add data.yaml with 'names: [cat, bird]' "
+            "(class 0 first), as your YOLO export wrote it.",
+        )
         return []
     names = _read_names(class_file, report)
     if names is None:
         return []
-    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                    and p.is_file() and not any(part.startswith(".")
-                                                for part in p.relative_to(root).parts))
+    images = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     per_split: dict[str | None, dict[str, list]] = defaultdict(
-        lambda: {"images": [], "annotations": []})
+        lambda: {"images": [], "annotations": []}
+    )
     used_labels: set[Path] = set()
     ann_id = 0
     for img_id, path in enumerate(images, 1):
@@ -124,8 +148,12 @@ def import_yolo(root: Path, report: Report) -> list[CocoSource]:
         try:
             lines = label.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            report.error("yolo-label-unreadable", lname, f"cannot be read ({exc})",
-                         "Re-export the labels (plain UTF-8 text).")
+            report.error(
+                "yolo-label-unreadable",
+                lname,
+                f"cannot be read ({exc})",
+                "Re-export the labels (plain UTF-8 text).",
+            )
             continue
         for n, line in enumerate(lines, 1):
             if not line.strip():
@@ -136,33 +164,71 @@ def import_yolo(root: Path, report: Report) -> list[CocoSource]:
                 cls = int(tokens[0])
                 coords = [float(t) for t in tokens[1:]]
             except ValueError:
-                report.warning("yolo-label-invalid", where, f"{line[:60]!r} is not 'class x1 y1 "
-                               "x2 y2 ...' numbers", "Skipped.")
+                report.warning(
+                    "yolo-label-invalid",
+                    where,
+                    f"{line[:60]!r} is not 'class x1 y1 x2 y2 ...' numbers",
+                    "Skipped.",
+                )
                 continue
             if len(coords) == 4:
                 cx, cy, bw, bh = coords
-                coords = [cx - bw / 2, cy - bh / 2, cx + bw / 2, cy - bh / 2, cx + bw / 2,
-                          cy + bh / 2, cx - bw / 2, cy + bh / 2]
-                report.warning("yolo-bbox-only", where, "a box (class cx cy w h), not a polygon",
-                               "Used as a rectangle mask. Export 'YOLO segmentation' "
-                               "(polygons) for real masks.")
+                coords = [
+                    cx - bw / 2,
+                    cy - bh / 2,
+                    cx + bw / 2,
+                    cy - bh / 2,
+                    cx + bw / 2,
+                    cy + bh / 2,
+                    cx - bw / 2,
+                    cy + bh / 2,
+                ]
+                report.warning(
+                    "yolo-bbox-only",
+                    where,
+                    "a box (class cx cy w h), not a polygon",
+                    "Used as a rectangle mask. Export 'YOLO segmentation' "
+                    "(polygons) for real masks.",
+                )
             elif len(coords) < 6 or len(coords) % 2:
-                report.warning("yolo-label-invalid", where, f"{len(coords)} coordinates; a "
-                               "polygon needs an even number, at least 6", "Skipped.")
+                report.warning(
+                    "yolo-label-invalid",
+                    where,
+                    f"{len(coords)} coordinates; a polygon needs an even number, at least 6",
+                    "Skipped.",
+                )
                 continue
             poly = [v * (w if k % 2 == 0 else h) for k, v in enumerate(coords)]
             ann_id += 1
             # unknown class indices become unknown category ids: an error, by the validator
-            bucket["annotations"].append({"id": ann_id, "image_id": img_id,
-                                          "category_id": cls + 1, "segmentation": [poly],
-                                          "iscrowd": 0})
-    orphans = [p for p in root.rglob("*.txt") if p not in used_labels and p != class_file
-               and "labels" in p.relative_to(root).parts]
+            bucket["annotations"].append(
+                {
+                    "id": ann_id,
+                    "image_id": img_id,
+                    "category_id": cls + 1,
+                    "segmentation": [poly],
+                    "iscrowd": 0,
+                }
+            )
+    orphans = [
+        p
+        for p in root.rglob("*.txt")
+        if p not in used_labels and p != class_file and "labels" in p.relative_to(root).parts
+    ]
     if orphans:
-        report.warning("yolo-label-orphan", rel_name(orphans[0], root), f"{len(orphans)} label "
-                       "file(s) have no image with the same name", "Add the images or delete "
-                       "those label files.")
+        report.warning(
+            "yolo-label-orphan",
+            rel_name(orphans[0], root),
+            f"{len(orphans)} label file(s) have no image with the same name",
+            "Add the images or delete those label files.",
+        )
     cats = [{"id": i, "name": n} for i, n in enumerate(names, 1)]
-    return [CocoSource(f"yolo:{split or 'all'}", {"images": v["images"],
-                       "annotations": v["annotations"], "categories": cats}, root, split)
-            for split, v in per_split.items()]
+    return [
+        CocoSource(
+            f"yolo:{split or 'all'}",
+            {"images": v["images"], "annotations": v["annotations"], "categories": cats},
+            root,
+            split,
+        )
+        for split, v in per_split.items()
+    ]
