@@ -76,6 +76,7 @@ synthetic_image_size = 160             # synthetic images are square, this many 
 synthetic_video_frames = 48            # frames of the synthetic demo video
 dataset_source = ""                    # your annotations to import (empty: none); see data/README.md
 dataset_format = "auto"                # auto | coco | labelme | via | cvat | roboflow | yolo
+dataset_class_names = ""               # YOLO-seg without a class list: "cat,dog" or a data.yaml
 val_fraction = 0.2                     # share of images for validation when not split yet
 class_map = {}                         # rename/merge/drop classes, e.g. {"doggo": "dog", "junk": ""}
 display_things = ["cat", "bird"]       # the classes to keep in the output (any number, any order)
@@ -95,6 +96,7 @@ max_image_size = 256                   # cap on the longest side (pixels)
 checkpoint_period = 200                # checkpoint every N steps (resume after a disconnect)
 resume = True                          # continue from the newest valid checkpoint of run_name
 score_threshold = 0.5                  # drop detections below this confidence
+inference_batch = 4                    # frames per forward pass in the video stage
 num_workers = 0                        # data-loader worker processes (0: in the main process)
 # --- video and outputs ---
 video_input = ""                       # file, folder or glob (empty: the synthetic demo video)

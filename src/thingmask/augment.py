@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from thingmask.errors import ConfigError
+
 __all__ = ["AUGMENTATIONS", "AugSpec", "apply_numpy", "parse_augmentations", "to_detectron2"]
 
 # name -> (default parameters, one-line description)
@@ -51,8 +53,6 @@ def parse_augmentations(items: Iterable[Any]) -> list[AugSpec]:
     Items are a name (``"flip_horizontal"``) or a mapping with ``name`` and parameters.
     Raises ``ValueError`` (naming the bad item and the valid choices) on anything else.
     """
-    from thingmask.config import ConfigError
-
     specs = []
     if isinstance(items, (str, Mapping)):
         raise ConfigError(

@@ -2,8 +2,10 @@
 
 The notebook's global-variables cell (papermill ``parameters`` tag), ``configs/*.yaml`` and the
 CLI's ``KEY=VALUE`` overrides all feed :class:`Config`. It is frozen: a run's settings cannot drift
-after validation. Every field is a plain literal (str, int, float, bool, list, dict) so the
-resolved config can be written back to YAML and reloaded unchanged.
+after validation, and so are its containers: lists become tuples and mappings read-only mappings
+(``config.display_things.append("dog")`` raises). :meth:`Config.to_dict` gives the plain literals
+back (str, int, float, bool, list, dict), so the resolved config can be written to YAML and
+reloaded unchanged.
 
 Class-id convention: the config speaks class *names* only. Engines convert to their own ids
 (detectron2: contiguous 0-based; torchvision: 1-based with 0 = background) at their boundary.
@@ -15,6 +17,7 @@ import dataclasses
 import datetime as _dt
 import difflib
 import re
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from thingmask.augment import parse_augmentations
+from thingmask.errors import ConfigError
 
 __all__ = [
     "AUGMENTATION_DEFAULT",
@@ -41,10 +47,6 @@ BACKBONES = ("resnet50_fpn", "resnet18_fpn", "mobilenet_v3_fpn", "tiny_fpn")
 AUGMENTATION_DEFAULT = ("flip_horizontal", "brightness", "contrast")
 
 
-class ConfigError(ValueError):
-    """A setting is wrong. The message names the key, the bad value and what would be valid."""
-
-
 @dataclass(frozen=True)
 class Config:
     """Validated, frozen settings. Field comments are the documentation of each global variable."""
@@ -59,14 +61,19 @@ class Config:
     dataset_dir: str = "data/synthetic"  # prepared COCO dataset: train.json, val.json, images/
     dataset_source: str = ""  # raw annotations to import with `prepare` ("" = none)
     dataset_format: str = "auto"  # auto | coco | labelme | via | cvat | roboflow | yolo
+    # class names for a YOLO-seg export without its class list: "cat,dog" or an Ultralytics
+    # dataset yaml (data.yaml, with `names:`); "" = the class list found in the export
+    dataset_class_names: str = ""
     generate_synthetic: bool = True  # (re)create the bundled synthetic dataset in dataset_dir
     synthetic_train_images: int = 120  # synthetic dataset size
     synthetic_val_images: int = 24
     synthetic_image_size: int = 160  # square synthetic images, pixels
     synthetic_video_frames: int = 48  # frames of the generated demo video
     val_fraction: float = 0.2  # used when a dataset has no split yet
-    class_map: dict = field(default_factory=dict)  # rename/merge {"doggo": "dog"}; "" drops
-    display_things: list = field(default_factory=lambda: ["cat", "bird"])  # classes to keep
+    class_map: Mapping[str, str] = field(
+        default_factory=dict
+    )  # rename/merge {"doggo": "dog"}; "" drops
+    display_things: tuple[str, ...] = ("cat", "bird")  # classes to keep
 
     # --- model / training ----------------------------------------------------------------------
     engine: str = "torchvision"  # torchvision | detectron2
@@ -74,7 +81,7 @@ class Config:
     pretrained: bool = False  # start from COCO-pretrained weights (needs internet once)
     backbone: str = "tiny_fpn"  # resnet50_fpn | resnet18_fpn | mobilenet_v3_fpn | tiny_fpn
     d2_base_config: str = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"  # detectron2 zoo
-    augmentations: list = field(default_factory=lambda: list(AUGMENTATION_DEFAULT))
+    augmentations: tuple[Any, ...] = AUGMENTATION_DEFAULT  # names or {"name": ..., params}
     iterations: int = 600  # optimizer steps
     batch_size: int = 4  # images per step
     learning_rate: float = 0.01
@@ -84,6 +91,7 @@ class Config:
     checkpoint_period: int = 200  # save a checkpoint every N steps
     resume: bool = True  # continue from the newest valid checkpoint of the same run name
     score_threshold: float = 0.5  # detections below are dropped
+    inference_batch: int = 4  # frames per forward pass in the video stage (GPU: 4-8)
     num_workers: int = 0  # data-loader worker processes
 
     # --- video / outputs -----------------------------------------------------------------------
@@ -91,7 +99,7 @@ class Config:
     video_output: str = ""  # "" = <run folder>/<input stem>_cutout.<ext>
     video_format: str = "mp4"  # mp4 (H.264) | webm (VP9 alpha) | mov (ProRes 4444) | png (RGBA)
     canvas: str = "black"  # black | white | color | blur | grey | image | transparent
-    canvas_color: list = field(default_factory=lambda: [0, 0, 0])  # RGB for canvas="color"
+    canvas_color: tuple[int, ...] = (0, 0, 0)  # RGB for canvas="color"
     canvas_image: str = ""  # background picture for canvas="image"
     keep_audio: bool = True  # carry the source's audio into the output
     tracking: bool = False  # stable track ids across frames
@@ -173,10 +181,21 @@ class Config:
 
 
 def _plain(value: Any) -> Any:
+    """Frozen containers back to the YAML/JSON literals they came from (tuples → lists)."""
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _freeze(value: Any) -> Any:
+    """Lists → tuples and mappings → read-only mappings, recursively: a validated Config cannot
+    be changed behind its validation (``config.display_things.append("dog")`` fails)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
     return value
 
 
@@ -185,31 +204,42 @@ _TYPE_NAMES = {
     int: "an integer",
     float: "a number",
     bool: "true or false",
-    list: "a list",
-    dict: "a mapping",
+    tuple: "a list",
+    Mapping: "a mapping",
 }
 
 
 def _fail(key: str, value: Any, expected: str) -> typing.NoReturn:
     raise ConfigError(
-        f"{key}: got {value!r}; expected {expected}. Fix '{key}' in the "
+        f"{key}: got {_plain(value)!r}; expected {expected}. Fix '{key}' in the "
         "global-variables cell or the config YAML."
     )
 
 
-def _validate(cfg: Config) -> None:
+def _check_types(cfg: Config) -> None:
+    """Each field's type, coercing the spellings YAML and notebooks use (1 for 1.0, lists for
+    tuples), then freezing containers."""
     hints = typing.get_type_hints(Config)
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        want = hints[f.name]
+        want = typing.get_origin(hints[f.name]) or hints[f.name]
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(cfg, f.name, float(value))  # 1 is a fine learning rate spelling
             continue
-        ok = isinstance(value, want) and not (want in (int, float) and isinstance(value, bool))
+        if want is tuple:
+            ok = isinstance(value, (list, tuple))
+        elif want is Mapping:
+            ok = isinstance(value, Mapping)
+        else:
+            ok = isinstance(value, want) and not (want in (int, float) and isinstance(value, bool))
         if not ok:
-            _fail(f.name, value, _TYPE_NAMES.get(want, want.__name__))
-        if isinstance(value, tuple):
-            object.__setattr__(cfg, f.name, list(value))
+            _fail(f.name, value, _TYPE_NAMES.get(want, getattr(want, "__name__", str(want))))
+        if want in (tuple, Mapping):
+            object.__setattr__(cfg, f.name, _freeze(value))
+
+
+def _validate(cfg: Config) -> None:
+    _check_types(cfg)
 
     def choice(key: str, options: Iterable[str]) -> None:
         options = tuple(options)
@@ -239,6 +269,7 @@ def _validate(cfg: Config) -> None:
         "max_image_size",
         "checkpoint_period",
         "learning_rate",
+        "inference_batch",
     ):
         positive(key)
     for key in ("num_workers", "drive_checkpoint_period"):
@@ -271,9 +302,6 @@ def _validate(cfg: Config) -> None:
             cfg.video_format,
             'webm, mov or png with canvas="transparent" (H.264 MP4 has no alpha channel)',
         )
-    # Augmentation names are checked against the registry (imported lazily: no cycle).
-    from thingmask.augment import parse_augmentations
-
     parse_augmentations(cfg.augmentations)
 
 
