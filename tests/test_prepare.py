@@ -3,7 +3,6 @@ preview."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -11,15 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from thingmask.cli import main
 from thingmask.config import Config
 from thingmask.datasets.coco import load_prepared
-from thingmask.datasets.prepare import (
-    add_cli_arguments,
-    output_names,
-    prepare_dataset,
-    prepare_from_config,
-    run_cli,
-)
+from thingmask.datasets.prepare import output_names, prepare_dataset, prepare_from_config
 from thingmask.datasets.preview import class_counts, format_counts, preview_dataset
 from thingmask.datasets.validate import Sample
 
@@ -71,16 +65,8 @@ def write_coco(
     return src
 
 
-def parser() -> argparse.ArgumentParser:
-    """What cli.py builds: our arguments plus --config."""
-    p = argparse.ArgumentParser(prog="thingmask prepare")
-    add_cli_arguments(p)
-    p.add_argument("--config", default=None)
-    return p
-
-
 def cli(*argv: str) -> int:
-    return run_cli(parser().parse_args([str(a) for a in argv]))
+    return main(["prepare", *[str(a) for a in argv]])
 
 
 def test_layout_is_loadable_and_ids_contiguous(tmp_path):

@@ -5,7 +5,6 @@ The predictor is a stand-in (colour threshold): red squares are cats, blue squar
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -21,18 +20,12 @@ import numpy as np
 import pytest
 
 import thingmask
+from thingmask.cli import main
 from thingmask.config import Config, ConfigError
 from thingmask.detections import Detections
+from thingmask.runs import find_latest_run
 from thingmask.video import VideoError, open_video, partial_path, write_video
-from thingmask.video_job import (
-    add_cli_arguments,
-    find_videos,
-    newest_run_dir,
-    output_paths,
-    process_many,
-    process_video,
-    run_cli,
-)
+from thingmask.video_job import find_videos, output_paths, process_many, process_video
 
 H, W = 48, 64
 BACKGROUND = (60, 140, 60)  # BGR green meadow
@@ -267,24 +260,15 @@ def test_find_videos(tmp_path: Path) -> None:
 
 
 # -- CLI -----------------------------------------------------------------------------------------
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", default=None)
-    add_cli_arguments(parser)
-    parser.add_argument("overrides", nargs="*", default=[])
-    ns, rest = parser.parse_known_args(list(argv))
-    ns.overrides = list(ns.overrides) + rest
-    return ns
+def run_cli(argv: list[str]) -> int:
+    return main(["video", *argv])
 
 
-def test_cli_without_a_trained_model_says_train_first(tmp_path: Path, caplog) -> None:
+def test_cli_without_a_trained_model_says_train_first(tmp_path: Path, capsys) -> None:
     src = make_input(tmp_path / "walk.mp4", n=2)
-    args = parse(
-        str(src), "--output", str(tmp_path / "o.mp4"), f"output_dir={tmp_path / 'outputs'}"
-    )
-    with caplog.at_level(logging.ERROR):
-        assert run_cli(args) == 2
-    assert "thingmask train" in caplog.text
+    args = [str(src), "--output", str(tmp_path / "o.mp4"), f"--set=output_dir={tmp_path}/x"]
+    assert run_cli(args) == 2
+    assert "thingmask train" in capsys.readouterr().err
 
 
 def test_cli_runs_with_newest_run(tmp_path: Path, monkeypatch) -> None:
@@ -294,7 +278,7 @@ def test_cli_runs_with_newest_run(tmp_path: Path, monkeypatch) -> None:
         (runs / name).mkdir(parents=True)
         (runs / name / "model_meta.json").write_text(json.dumps({"engine": "torchvision"}))
         os.utime(runs / name / "model_meta.json", (1e9, 1e9) if name == "demo-old" else None)
-    assert newest_run_dir(runs) == runs / "demo-new"
+    assert find_latest_run(runs) == runs / "demo-new"
     loaded = []
 
     class FakeEngine:
@@ -303,18 +287,11 @@ def test_cli_runs_with_newest_run(tmp_path: Path, monkeypatch) -> None:
             loaded.append((config.canvas, run_dir))
             return ColourPredictor()
 
-    import thingmask.engines
+    import thingmask.pipeline
 
-    monkeypatch.setattr(thingmask.engines, "get_engine", lambda name: FakeEngine)
-    args = parse(
-        str(src),
-        "--canvas",
-        "grey",
-        "--track",
-        "--no-csv",
-        f"output_dir={runs}",
-        "display_things=[cat]",
-    )
+    monkeypatch.setattr(thingmask.pipeline, "get_engine", lambda name: FakeEngine)
+    args = [str(src), "--canvas", "grey", "--track", "--no-csv"]
+    args += [f"--set=output_dir={runs}", "--set=display_things=[cat]"]
     assert run_cli(args) == 0
     assert loaded == [("grey", runs / "demo-new")]
     out = runs / "demo-new" / "walk_cutout.mp4"
@@ -322,18 +299,6 @@ def test_cli_runs_with_newest_run(tmp_path: Path, monkeypatch) -> None:
     assert out.is_file() and meta["job"]["settings"]["tracking"] is True
     assert not (runs / "demo-new" / "walk_cutout.csv").exists()
     single = tmp_path / "single.webm"
-    assert (
-        run_cli(
-            parse(
-                str(src),
-                "-o",
-                str(single),
-                "--format",
-                "webm",
-                f"output_dir={runs}",
-                "display_things=[cat]",
-            )
-        )
-        == 0
-    )
+    args = [str(src), "-o", str(single), "--format", "webm", f"--set=output_dir={runs}"]
+    assert run_cli([*args, "--set=display_things=[cat]"]) == 0
     assert single.is_file()

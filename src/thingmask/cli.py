@@ -18,10 +18,11 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from thingmask.config import Config, ConfigError, load_config, parse_overrides
+from thingmask.config import CANVAS_MODES, VIDEO_FORMATS, Config, load_config, parse_overrides
 
 log = logging.getLogger("thingmask")
 
@@ -82,11 +83,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _run_dir(args: argparse.Namespace, config: Config) -> Path | None:
-    from thingmask import pipeline
+    """``--run``, else None for zero-training, else the newest trained run (one rule, runs.py)."""
+    from thingmask.runs import require_latest_run
 
+    if getattr(args, "run", None):
+        return Path(args.run)
     if config.zero_training:
         return None
-    return Path(args.run) if args.run else pipeline.latest_run(config)
+    return require_latest_run(config.output_dir)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -180,15 +184,165 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plugin(module: str) -> tuple[Callable, Callable]:
-    import importlib
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Import, validate and split an annotation export. 0: written (warnings allowed)."""
+    from thingmask.datasets.prepare import prepare_dataset
+    from thingmask.datasets.remap import parse_class_map
 
-    mod = importlib.import_module(module)
-    return mod.add_cli_arguments, mod.run_cli
+    items = list(args.source or [])
+    # SRC and KEY=VALUE share one positional list (argparse cannot take a second positional
+    # list after options); an existing path with "=" in its name is still a source
+    srcs = [i for i in items if "=" not in i or Path(i).exists()]
+    overrides = [i for i in items if i not in srcs] + list(args.overrides or [])
+    if len(srcs) > 1:
+        raise ValueError(
+            f"one source expected, got {srcs}. Usage: thingmask prepare SRC --output DIR"
+        )
+    config = load_config(args.config, parse_overrides(overrides))
+    class_map = parse_class_map(args.map, args.drop, base=config.class_map)
+    source = srcs[0] if srcs else config.dataset_source
+    if not source:
+        raise ValueError(
+            "no source. Usage: thingmask prepare SRC --output DIR (or set dataset_source)"
+        )
+    output = args.output or config.dataset_dir
+    if args.output is None and output == Config.dataset_dir:
+        raise ValueError(
+            f"--output DIR is required (dataset_dir is still the synthetic demo folder "
+            f"{output}); e.g. --output data/mydata"
+        )
+    val_fraction = config.val_fraction if args.val_fraction is None else args.val_fraction
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(
+            f"--val-fraction {val_fraction}: expected a fraction between 0 and 1, e.g. 0.2"
+        )
+    result = prepare_dataset(
+        source,
+        output,
+        args.fmt or config.dataset_format,
+        val_fraction,
+        config.seed if args.seed is None else args.seed,
+        class_map,
+        config.display_things,
+        image_dir=args.images,
+        class_attribute=args.class_attribute,
+        default_class=args.default_class,
+        convert_crowd=not args.keep_crowd,
+        preview=not args.no_preview,
+    )
+    print(result.report.text())
+    if not result.ok:
+        raise ValueError(
+            f"the dataset has errors (listed above); nothing was written but "
+            f"{Path(output) / 'report.json'}. Fix them and run prepare again"
+        )
+    extra = "" if args.no_preview else ", preview/"
+    print(f"\nwrote {output}: train.json, val.json, images/, report.json{extra}")
+    return 0
+
+
+_VIDEO_SWITCHES = (
+    ("--csv", "export_csv", "per-instance positions CSV"),
+    ("--rle", "export_rle", "COCO-RLE masks (JSON lines)"),
+    ("--mask-video", "export_mask_video", "black/white mask video"),
+    ("--clips", "per_instance_clips", "one cut-out clip per animal"),
+    ("--track", "tracking", "stable track ids"),
+)
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    """Cut-out video(s): 0 when every video is done or skipped, 1 when any failed."""
+    from thingmask import pipeline
+    from thingmask.video_job import process_many, process_video
+
+    config = _config(args)
+    changes = {k: getattr(args, k) for k in ("canvas", "video_format") if getattr(args, k)}
+    changes |= {k: getattr(args, k) for _, k, _ in _VIDEO_SWITCHES if getattr(args, k) is not None}
+    config = config.replace(**changes) if changes else config
+    src = args.src or config.video_input
+    if not src:
+        raise ValueError("no input video: pass SRC (a file, folder or glob) or set video_input")
+    run_dir = _run_dir(args, config)
+    predictor = pipeline.load_predictor(config, run_dir)
+    out = args.output or config.video_output
+    if Path(src).is_file() and out and Path(out).suffix.lower() in (".mp4", ".webm", ".mov"):
+        results = [process_video(src, out, predictor, config, force=args.force)]
+    else:
+        out_dir = Path(out) if out else (run_dir or Path(config.output_dir))
+        results = process_many(src, out_dir, predictor, config, force=args.force)
+    for r in results:
+        print(f"{r.source}: {r.status} -> {r.output} {r.error}".rstrip())
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        print(f"thingmask video: {len(failed)} of {len(results)} videos failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _add_prepare(sub: Any) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="annotations → validated COCO train/val",
+        description="Import an annotation export (labelme, VIA, CVAT, Roboflow, YOLO-seg, "
+        "COCO), validate it and write a COCO train/val dataset.",
+    )
+    p.add_argument(
+        "source",
+        nargs="*",
+        metavar="SRC [KEY=VALUE ...]",
+        help="the export folder/file (default: dataset_source), then setting overrides",
+    )
+    _add_common(p, overrides=False)
+    _add_set(p)
+    p.add_argument("--output", "-o", default=None, metavar="DIR", help="prepared dataset folder")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        default=None,
+        choices=("auto", "coco", "labelme", "via", "cvat", "roboflow", "yolo"),
+        help="export format (default: dataset_format, normally auto)",
+    )
+    p.add_argument("--val-fraction", type=float, default=None, help="val share when not split")
+    p.add_argument("--seed", type=int, default=None, help="split seed")
+    p.add_argument("--map", action="append", default=[], metavar="OLD=NEW", help="rename/merge")
+    p.add_argument("--drop", action="append", default=[], metavar="NAME", help="drop a class")
+    p.add_argument("--class-attribute", default=None, metavar="NAME", help="VIA: class attribute")
+    p.add_argument("--default-class", default="object", metavar="NAME", help="VIA: fallback")
+    p.add_argument("--images", default=None, metavar="DIR", help="COCO: the images' folder")
+    p.add_argument("--keep-crowd", action="store_true", help="keep iscrowd=1 as crowd regions")
+    p.add_argument("--no-preview", action="store_true", help="skip <output>/preview/")
+    p.set_defaults(func=cmd_prepare)
+
+
+def _add_video(sub: Any) -> None:
+    p = sub.add_parser("video", help="cut-out video(s) and per-animal data")
+    p.add_argument("src", nargs="?", default=None, metavar="SRC", help="file, folder or glob")
+    p.add_argument("--output", "-o", default=None, metavar="OUT", help="file or folder")
+    p.add_argument("--run", default=None, metavar="RUN_DIR", help="trained run folder")
+    p.add_argument("--canvas", default=None, choices=CANVAS_MODES, help="background")
+    p.add_argument("--format", default=None, dest="video_format", choices=VIDEO_FORMATS)
+    for flag, key, text in _VIDEO_SWITCHES:
+        p.add_argument(
+            flag, dest=key, default=None, action=argparse.BooleanOptionalAction, help=text
+        )
+    p.add_argument("--force", action="store_true", help="redo videos already finished")
+    _add_common(p, overrides=False)
+    _add_set(p)
+    p.set_defaults(func=cmd_video)
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="thingmask", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="thingmask", description=(__doc__ or "").split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="run the whole notebook headless (papermill)")
@@ -201,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="create the bundled synthetic dataset and video")
     _add_common(p)
     p.set_defaults(func=cmd_generate)
+
+    _add_prepare(sub)
 
     p = sub.add_parser("train", help="prepare data, train, evaluate, predict a grid")
     _add_common(p)
@@ -216,54 +372,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="folder for the drawn images")
     p.add_argument("--run", default="", help="run folder (default: newest under output_dir)")
     _add_common(p, overrides=False)
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting (repeatable)",
-    )
+    _add_set(p)
     p.set_defaults(func=cmd_predict)
 
-    for name, module, help_text in (
-        ("prepare", "thingmask.datasets.prepare", "annotations → validated COCO train/val"),
-        ("video", "thingmask.video_job", "cut-out video(s) and per-animal data"),
-    ):
-        try:
-            add_args, run = _plugin(module)
-        except ImportError as exc:  # pragma: no cover - only when a stage is missing
-            log.debug("subcommand %s unavailable: %s", name, exc)
-            continue
-        p = sub.add_parser(name, help=help_text)
-        add_args(p)
-        if not any(a.dest == "config" for a in p._actions):
-            _add_common(p, overrides=not any(a.dest == "overrides" for a in p._actions))
-        p.set_defaults(func=run)
+    _add_video(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. Bad input: ``thingmask <command>: error: <what and the fix>`` on
+    stderr and exit 2, no traceback (``--debug`` re-raises to show it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("thingmask: interrupted", file=sys.stderr)
+        print(f"thingmask {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (
-        ConfigError,
-        ValueError,
-        TypeError,
-        FileNotFoundError,
-        ImportError,
-        RuntimeError,
-        OSError,
-    ) as exc:
-        if getattr(args, "debug", False):
+    except Exception as exc:
+        if args.debug:
             raise
-        print(f"thingmask {args.command}: error: {exc}", file=sys.stderr)
+        expected = (ValueError, TypeError, OSError, ImportError, RuntimeError)
+        hint = "" if isinstance(exc, expected) else " (unexpected; --debug shows the traceback)"
+        print(f"thingmask {args.command}: error: {exc}{hint}", file=sys.stderr)
         return 2
 
 

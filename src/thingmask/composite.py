@@ -29,11 +29,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from thingmask.config import CANVAS_MODES
 from thingmask.detections import Detections
 
-__all__ = ["CANVAS_MODES", "Canvas", "composite_mask", "get_masked_image", "union_mask_u8"]
-
-CANVAS_MODES = ("black", "white", "color", "blur", "grey", "image", "transparent")
+__all__ = ["Canvas", "composite_mask", "get_masked_image", "union_mask_u8"]
 
 
 @dataclass(frozen=True)

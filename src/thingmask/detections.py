@@ -24,6 +24,9 @@ class Detections:
         class_names: ``(N,)`` str, the class of each instance (names, never ids).
         scores: ``(N,)`` float32 confidences in [0, 1].
         track_ids: optional ``(N,)`` int64 ids stable across frames (-1 = untracked).
+        probs: optional ``(N, H, W)`` uint8 soft masks, the model's mask probability x 255 at
+            the image size (``masks`` is their thresholded form). Predictors fill it only when
+            asked (``soft_masks=True``): temporal smoothing and edge refinement read it.
     """
 
     masks: np.ndarray
@@ -31,6 +34,7 @@ class Detections:
     class_names: np.ndarray
     scores: np.ndarray
     track_ids: np.ndarray | None = field(default=None)
+    probs: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
         masks = np.asarray(self.masks)
@@ -63,6 +67,14 @@ class Detections:
             if ids.shape[0] != n:
                 raise ValueError(f"Detections.track_ids: expected {n} rows, got {ids.shape[0]}")
             object.__setattr__(self, "track_ids", ids)
+        if self.probs is not None:
+            probs = np.asarray(self.probs)
+            if probs.shape != masks.shape or probs.dtype != np.uint8:
+                raise ValueError(
+                    f"Detections.probs: expected uint8 of shape {masks.shape} (probability x "
+                    f"255, like masks), got {probs.dtype} {probs.shape}"
+                )
+            object.__setattr__(self, "probs", probs)
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -92,6 +104,7 @@ class Detections:
             class_names=self.class_names[index],
             scores=self.scores[index],
             track_ids=None if self.track_ids is None else self.track_ids[index],
+            probs=None if self.probs is None else self.probs[index],
         )
 
     def union_mask(self) -> np.ndarray:

@@ -25,7 +25,6 @@ __all__ = [
     "config_from_namespace",
     "cut_video",
     "evaluate",
-    "latest_run",
     "load_predictor",
     "predict_images",
     "prepare_data",
@@ -143,21 +142,6 @@ def load_predictor(config: Config, run_dir: Path | None) -> Predictor:
     predictor = get_engine(engine).load_predictor(config, run_dir)
     config.check_classes(predictor.class_names)
     return predictor
-
-
-def latest_run(config: Config) -> Path:
-    """The newest folder under ``output_dir`` holding a trained model."""
-    runs = sorted(
-        (p.parent for p in Path(config.output_dir).glob("*/model_meta.json")),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not runs:
-        raise FileNotFoundError(
-            f"no trained run under {config.output_dir}/. Train one first: "
-            "`thingmask train --config configs/demo.yaml` or the notebook's "
-            "section 4."
-        )
-    return runs[-1]
 
 
 def predict_images(

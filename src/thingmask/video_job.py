@@ -3,8 +3,7 @@
 ``process_video`` streams one video (decode → predictor → keep display things → [track] →
 composite on the canvas → encode, plus CSV / RLE / mask video / per-animal clips), holding one
 frame at a time. ``process_many`` does it for a file, folder or glob, one output per video; a bad
-file is reported and the rest continue. ``add_cli_arguments`` / ``run_cli`` implement
-``thingmask video``.
+file is reported and the rest continue. ``thingmask video`` (cli.py) calls them.
 
 Outputs of ``<out>/<stem>_cutout.mp4`` (names follow the output's stem)::
 
@@ -22,7 +21,6 @@ source and settings skips a finished video; an unfinished one (killed: only a hi
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import glob
@@ -49,13 +47,10 @@ from thingmask.video import EXTENSIONS, VideoError, VideoWriter, open_video, par
 __all__ = [
     "VIDEO_EXTENSIONS",
     "VideoResult",
-    "add_cli_arguments",
     "find_videos",
-    "newest_run_dir",
     "output_paths",
     "process_many",
     "process_video",
-    "run_cli",
 ]
 
 log = logging.getLogger(__name__)
@@ -503,114 +498,3 @@ def summary_table(results: list[VideoResult]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-def newest_run_dir(output_dir: str | Path) -> Path | None:
-    """The most recently modified folder under ``output_dir`` holding ``model_meta.json``."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return None
-    runs = [p.parent for p in root.glob("*/model_meta.json")]
-    return max(runs, key=lambda p: (p / "model_meta.json").stat().st_mtime) if runs else None
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``thingmask video`` (``--config`` and KEY=VALUE overrides come from cli.py)."""
-    parser.add_argument(
-        "src",
-        nargs="?",
-        default=None,
-        metavar="SRC",
-        help="video file, folder of videos or glob (default: video_input)",
-    )
-    parser.add_argument(
-        "--output",
-        "-o",
-        default=None,
-        metavar="OUT",
-        help="output file (one video) or folder (default: video_output, else the run folder)",
-    )
-    parser.add_argument(
-        "--run",
-        default=None,
-        metavar="RUN_DIR",
-        help="trained run folder (default: newest under output_dir)",
-    )
-    parser.add_argument(
-        "--canvas",
-        default=None,
-        choices=("black", "white", "color", "blur", "grey", "image", "transparent"),
-        help="background behind the animals",
-    )
-    parser.add_argument(
-        "--format",
-        default=None,
-        dest="video_format",
-        choices=("mp4", "webm", "mov", "png"),
-        help="output format",
-    )
-    for flag, key, text in (
-        ("--csv", "export_csv", "per-instance positions CSV"),
-        ("--rle", "export_rle", "COCO-RLE masks (JSON lines)"),
-        ("--mask-video", "export_mask_video", "black/white mask video"),
-        ("--clips", "per_instance_clips", "one cut-out clip per animal"),
-        ("--track", "tracking", "stable track ids"),
-    ):
-        parser.add_argument(
-            flag, dest=key, default=None, action=argparse.BooleanOptionalAction, help=text
-        )
-    parser.add_argument(
-        "--force", action="store_true", help="redo videos already finished with the same settings"
-    )
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """``thingmask video``: 0 when every video is done or skipped, 1 if any failed, 2 on bad
-    input (message logged, no traceback)."""
-    from thingmask.config import ConfigError, load_config, parse_overrides
-    from thingmask.engines import get_engine, read_model_meta
-
-    try:
-        config = load_config(
-            getattr(args, "config", None), parse_overrides(getattr(args, "overrides", None) or [])
-        )
-        changes = {
-            k: getattr(args, k)
-            for k in (
-                "canvas",
-                "video_format",
-                "export_csv",
-                "export_rle",
-                "export_mask_video",
-                "per_instance_clips",
-                "tracking",
-            )
-            if getattr(args, k, None) is not None
-        }
-        if changes:
-            config = config.replace(**changes)
-        src = args.src or config.video_input
-        if not src:
-            raise ValueError("no input video: pass SRC (a file, folder or glob) or set video_input")
-        run_dir = Path(args.run) if args.run else newest_run_dir(config.output_dir)
-        if run_dir is None and not config.zero_training:
-            raise ValueError(
-                f"no trained model under {config.output_dir!r} (no folder with "
-                "model_meta.json). Train first with `thingmask train` (notebook "
-                "section 4), pass --run RUN_DIR, or set zero_training=true"
-            )
-        engine = read_model_meta(run_dir)["engine"] if run_dir is not None else config.engine
-        predictor = get_engine(engine).load_predictor(config, run_dir)
-        out = args.output or config.video_output
-        single = (
-            Path(src).is_file() and out and Path(out).suffix.lower() in (".mp4", ".webm", ".mov")
-        )
-        if single:
-            results = [process_video(src, out, predictor, config, force=args.force)]
-        else:
-            out_dir = Path(out) if out else (run_dir or Path(config.output_dir))
-            results = process_many(src, out_dir, predictor, config, force=args.force)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, ConfigError) as exc:
-        log.error("%s", exc)
-        return 2
-    for r in results:
-        log.info("%s: %s -> %s %s", r.source, r.status, r.output, r.error)
-    return 1 if any(r.status == "failed" for r in results) else 0

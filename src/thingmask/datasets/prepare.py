@@ -18,12 +18,10 @@ dataset is written. Every file is written to a temporary name and renamed.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import re
 import shutil
-import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,18 +30,12 @@ from typing import Any
 
 from thingmask.datasets.coco import DatasetError, PreparedDataset, load_prepared
 from thingmask.datasets.importers import FORMATS, detect_format, import_sources
-from thingmask.datasets.remap import apply_class_map, parse_class_map
+from thingmask.datasets.remap import apply_class_map
 from thingmask.datasets.split import assign_splits
 from thingmask.datasets.validate import Report, Sample, check_coco, finalize, merge_categories
 from thingmask.io_utils import atomic_path, atomic_write_json
 
-__all__ = [
-    "PrepareResult",
-    "add_cli_arguments",
-    "prepare_dataset",
-    "prepare_from_config",
-    "run_cli",
-]
+__all__ = ["PrepareResult", "prepare_dataset", "prepare_from_config"]
 
 log = logging.getLogger(__name__)
 
@@ -442,158 +434,3 @@ def _summarise(report: Report, samples, splits, names) -> None:
 
 
 # --- CLI ----------------------------------------------------------------------------------------
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """``thingmask prepare SRC [KEY=VALUE ...] --output DIR [options] [--set KEY=VALUE ...]``."""
-    parser.description = (
-        "Import an annotation export (labelme, VIA, CVAT, Roboflow, YOLO, "
-        "COCO), validate it and write a COCO train/val dataset."
-    )
-    # SRC and KEY=VALUE share one positional list (argparse cannot parse a second positional
-    # list after options); --set covers overrides given after the options
-    parser.add_argument(
-        "source",
-        nargs="*",
-        metavar="SRC [KEY=VALUE ...]",
-        help="the export folder/file (default: dataset_source), then setting "
-        "overrides such as display_things='[cat, dog]'",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting (repeatable)",
-    )
-    parser.add_argument(
-        "--output",
-        "-o",
-        default=None,
-        metavar="DIR",
-        help="prepared dataset folder (default: dataset_dir of the config)",
-    )
-    parser.add_argument(
-        "--format",
-        dest="fmt",
-        default=None,
-        choices=("auto", *FORMATS),
-        help="export format (default: dataset_format, normally auto)",
-    )
-    parser.add_argument(
-        "--val-fraction",
-        type=float,
-        default=None,
-        help="share of images for val when the export has no split",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="split seed")
-    parser.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="OLD=NEW",
-        help="rename or merge a class (repeatable)",
-    )
-    parser.add_argument(
-        "--drop",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="drop a class and its annotations (repeatable)",
-    )
-    parser.add_argument(
-        "--class-attribute",
-        default=None,
-        metavar="NAME",
-        help="VIA: region attribute holding the class (default: the first)",
-    )
-    parser.add_argument(
-        "--default-class",
-        default="object",
-        metavar="NAME",
-        help="VIA: class of regions without that attribute",
-    )
-    parser.add_argument(
-        "--images",
-        default=None,
-        metavar="DIR",
-        help="COCO: folder with the images, when not beside the json",
-    )
-    parser.add_argument(
-        "--keep-crowd",
-        action="store_true",
-        help="keep iscrowd=1 masks as crowd regions (default: convert)",
-    )
-    parser.add_argument(
-        "--no-preview",
-        action="store_true",
-        help="skip <output>/preview/ (sample grid and class counts)",
-    )
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run ``thingmask prepare``; print the report. 0: written (warnings allowed), 2: errors."""
-    from thingmask.config import Config, ConfigError, load_config, parse_overrides
-
-    items = list(getattr(args, "source", None) or [])
-    srcs = [i for i in items if "=" not in i or Path(i).exists()]
-    overrides = [i for i in items if i not in srcs] + list(getattr(args, "overrides", None) or [])
-    err = sys.stderr
-    if len(srcs) > 1:
-        print(f"thingmask prepare: error: one source expected, got {srcs}", file=err)
-        return 2
-    try:
-        config = load_config(getattr(args, "config", None), parse_overrides(overrides))
-        class_map = parse_class_map(args.map, args.drop, base=config.class_map)
-    except (ConfigError, ValueError) as exc:
-        print(f"thingmask prepare: error: {exc}", file=err)
-        return 2
-    source = srcs[0] if srcs else config.dataset_source
-    if not source:
-        print(
-            "thingmask prepare: error: no source. Usage: thingmask prepare SRC --output DIR "
-            "(or set dataset_source in the config)",
-            file=err,
-        )
-        return 2
-    output = args.output or config.dataset_dir
-    if args.output is None and output == Config.dataset_dir:
-        print(
-            f"thingmask prepare: error: --output DIR is required (dataset_dir is still the "
-            f"synthetic demo folder {output}); e.g. --output data/mydata",
-            file=err,
-        )
-        return 2
-    val_fraction = config.val_fraction if args.val_fraction is None else args.val_fraction
-    if not 0.0 < val_fraction < 1.0:
-        print(
-            f"thingmask prepare: error: --val-fraction {val_fraction}: expected a fraction "
-            "between 0 and 1, e.g. 0.2",
-            file=err,
-        )
-        return 2
-    result = prepare_dataset(
-        source,
-        output,
-        args.fmt or config.dataset_format,
-        val_fraction,
-        config.seed if args.seed is None else args.seed,
-        class_map,
-        config.display_things,
-        image_dir=args.images,
-        class_attribute=args.class_attribute,
-        default_class=args.default_class,
-        convert_crowd=not args.keep_crowd,
-        preview=not args.no_preview,
-    )
-    print(result.report.text())
-    if result.ok:
-        print(
-            f"\nwrote {output}: train.json, val.json, images/, report.json"
-            + ("" if args.no_preview else ", preview/")
-        )
-        return 0
-    print(
-        f"\nnothing written but {Path(output) / 'report.json'}: fix the errors above and re-run",
-        file=err,
-    )
-    return 2
