@@ -283,6 +283,10 @@ def process_many_ray(
     out_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     outputs = [_output_for(v, out_dir, config, taken) for v in videos]
+    if run_dir is not None and loader is load_run_predictor:
+        # the usual mistakes fail here, before any worker starts
+        meta = read_model_meta(run_dir)
+        config.check_classes(meta.get("class_names", config.display_things))
     _connect(ray, address)
     plan = plan_actors(
         ray.cluster_resources(),
