@@ -44,6 +44,7 @@ from thingmask.config import Config
 from thingmask.engines import COCO_CLASSES, Predictor, get_engine, read_model_meta
 from thingmask.io_utils import atomic_write_text
 from thingmask.video_job import (
+    VIDEO_EXTENSIONS,
     VideoResult,
     _output_for,
     find_videos,
@@ -278,8 +279,13 @@ def process_many_ray(
     ray = import_ray()
     if retries < 0:
         raise ValueError(f"retries={retries}: expected 0 or more")
-    videos = find_videos(src)
     out_dir = Path(out_dir)
+    if out_dir.suffix.lower() in VIDEO_EXTENSIONS:
+        raise ValueError(
+            f"{out_dir}: the Ray batch writes one cut-out per video into a folder; "
+            "pass a folder such as outputs/cut"
+        )
+    videos = find_videos(src)
     out_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     outputs = [_output_for(v, out_dir, config, taken) for v in videos]

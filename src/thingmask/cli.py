@@ -97,13 +97,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from thingmask import pipeline
+    from thingmask.engines import read_model_meta
 
     config = _config(args)
     run_dir = _run_dir(args, config)
-    if run_dir is not None:
-        from thingmask.engines import read_model_meta
-
-        read_model_meta(run_dir)  # fail before touching the dataset when there is no model
+    if run_dir is None:
+        raise ValueError(
+            "evaluate scores a trained run on its validation split; with zero_training=true "
+            "there is none. Pass --run RUN_DIR or set zero_training=false"
+        )
+    read_model_meta(run_dir)  # fail before touching the dataset when there is no model
     # An existing dataset is evaluated as it is (never regenerated under the model's feet).
     dataset = pipeline.prepare_data(
         config.replace(generate_synthetic=False) if Path(config.dataset_dir).is_dir() else config
@@ -260,60 +263,28 @@ def cmd_video(args: argparse.Namespace) -> int:
     changes |= {k: getattr(args, k) for _, k, _ in _VIDEO_SWITCHES if getattr(args, k) is not None}
     config = config.replace(**changes) if changes else config
     if args.ray is not None:
-        _check_ray_args(args)
+        from thingmask.batch_ray import import_ray, process_many_ray
+
+        import_ray()  # before any work: says how to install Ray when it is missing
+        if args.src is None and args.ray and Path(args.ray).exists():
+            raise ValueError(f"--ray took {args.ray!r} as ADDRESS; put SRC before --ray")
     src = args.src or config.video_input
     if not src:
         raise ValueError("no input video: pass SRC (a file, folder or glob) or set video_input")
     run_dir = _run_dir(args, config)
     out = args.output or config.video_output
-    if args.ray is not None:
-        results = _video_on_ray(args, config, src, out, run_dir)
-        return _report_videos(results)
-    predictor = pipeline.load_predictor(config, run_dir)
-    if Path(src).is_file() and out and Path(out).suffix.lower() in (".mp4", ".webm", ".mov"):
+    out_dir = Path(out) if out else (run_dir or Path(config.output_dir))
+    if args.ray is not None:  # the batch spread over Ray workers, one model each
+        ray_options = {"actors": args.ray_actors, "gpus_per_actor": args.ray_gpus_per_actor}
+        results = process_many_ray(
+            src, out_dir, config, run_dir, address=args.ray or None, force=args.force, **ray_options
+        )
+    elif Path(src).is_file() and out and Path(out).suffix.lower() in (".mp4", ".webm", ".mov"):
+        predictor = pipeline.load_predictor(config, run_dir)
         results = [process_video(src, out, predictor, config, force=args.force)]
     else:
-        out_dir = Path(out) if out else (run_dir or Path(config.output_dir))
+        predictor = pipeline.load_predictor(config, run_dir)
         results = process_many(src, out_dir, predictor, config, force=args.force)
-    return _report_videos(results)
-
-
-def _check_ray_args(args: argparse.Namespace) -> None:
-    """Ray installed (else the install hint) and ``--ray`` not swallowing SRC."""
-    from thingmask.batch_ray import import_ray
-
-    import_ray()
-    if args.src is None and args.ray and Path(args.ray).exists():
-        raise ValueError(
-            f"--ray took {args.ray!r} as the cluster address; put SRC before --ray or "
-            "write --ray=ADDRESS"
-        )
-
-
-def _video_on_ray(
-    args: argparse.Namespace, config: Config, src: str, out: str, run_dir: Path | None
-) -> list[Any]:
-    """``--ray [ADDRESS]``: the batch spread over Ray workers (thingmask.batch_ray)."""
-    from thingmask.batch_ray import process_many_ray
-
-    if out and Path(out).suffix.lower() in (".mp4", ".webm", ".mov"):
-        raise ValueError(
-            f"--output {out}: with --ray the output is a folder (one cut-out per video); "
-            "e.g. --output outputs/cut"
-        )
-    return process_many_ray(
-        src,
-        Path(out) if out else (run_dir or Path(config.output_dir)),
-        config,
-        run_dir,
-        address=args.ray or None,
-        actors=args.ray_actors,
-        gpus_per_actor=args.ray_gpus_per_actor,
-        force=args.force,
-    )
-
-
-def _report_videos(results: list[Any]) -> int:
     for r in results:
         print(f"{r.source}: {r.status} -> {r.output} {r.error}".rstrip())
     failed = [r for r in results if r.status == "failed"]
@@ -373,20 +344,12 @@ def _add_video(sub: Any) -> None:
         "--ray",
         nargs="?",
         const="",
-        default=None,
         metavar="ADDRESS",
-        help="spread the videos over a Ray cluster (pip install 'thingmask[ray]'): ADDRESS is "
-        "auto, HOST:6379 or ray://HOST:10001; bare --ray joins the cluster started on this "
-        "machine or starts a local one",
+        help="spread the videos over Ray workers: ADDRESS auto, HOST:6379 or ray://HOST:10001 "
+        "(bare: this machine's cluster or a new local one)",
     )
-    p.add_argument("--ray-actors", type=int, default=None, metavar="N", help="Ray workers")
-    p.add_argument(
-        "--ray-gpus-per-actor",
-        type=float,
-        default=None,
-        metavar="F",
-        help="GPU share of each Ray worker: 1, 0.5 (two per GPU), 0 (CPU workers)",
-    )
+    p.add_argument("--ray-actors", type=int, metavar="N", help="Ray workers (default: all fit)")
+    p.add_argument("--ray-gpus-per-actor", type=float, metavar="F", help="1, 0.5 (2 per GPU), 0")
     _add_common(p, overrides=False)
     _add_set(p)
     p.set_defaults(func=cmd_video)
