@@ -13,6 +13,7 @@ in each (what a user waits for), not starting Ray itself (printed apart). ``--gp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -64,7 +65,8 @@ class GpuSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        cmd = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"]
+        query = "--query-gpu=utilization.gpu"
+        cmd = ["nvidia-smi", query, "--format=csv,noheader,nounits", "-i", "0"]
         while not self._stop.is_set():
             out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
             if out.strip():
@@ -119,24 +121,21 @@ def main() -> None:
             ("2 Ray workers, 1 CPU each", 2, 0.0, 1.0),
         ]
     for k, (name, actors, gpus, cpus) in enumerate(runs):
+        sampler = GpuSampler()
         t0 = time.perf_counter()
-        sampler = GpuSampler() if args.gpu else None
-        if sampler:
-            sampler.__enter__()
-        process_many_ray(
-            clips,
-            root / f"ray{k}",
-            config,
-            run_dir,
-            actors=actors,
-            gpus_per_actor=gpus,
-            cpus_per_actor=cpus,
-            progress=False,
-        )
+        with sampler if args.gpu else contextlib.nullcontext():
+            process_many_ray(
+                clips,
+                root / f"ray{k}",
+                config,
+                run_dir,
+                actors=actors,
+                gpus_per_actor=gpus,
+                cpus_per_actor=cpus,
+                progress=False,
+            )
         wall = time.perf_counter() - t0
-        if sampler:
-            sampler.__exit__()
-        rows.append((name, wall, f"GPU busy {sampler.mean:.0f}%" if sampler else ""))
+        rows.append((name, wall, f"GPU busy {sampler.mean:.0f}%" if args.gpu else ""))
     ray.shutdown()
 
     print(f"\n{'run':<48} {'wall s':>7} {'videos/h':>9} {'frames/s':>9}")
