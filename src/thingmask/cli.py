@@ -66,7 +66,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
     dataset = pipeline.prepare_data(config)
     run_dir = pipeline.start_run(config)
-    metrics = pipeline.train(config, dataset, run_dir)
+    if args.num_gpus > 1 and not config.zero_training:  # one process per GPU (DDP)
+        from thingmask.launch import train_distributed
+
+        metrics = train_distributed(config, dataset, run_dir, num_gpus=args.num_gpus)
+    else:
+        metrics = pipeline.train(config, dataset, run_dir)
     ap = pipeline.evaluate(config, dataset, run_dir)
     predictor = pipeline.load_predictor(config, run_dir)
     grid = pipeline.predict_images(config, dataset, predictor, run_dir)
@@ -385,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="prepare data, train, evaluate, predict a grid")
     _add_common(p)
+    p.add_argument("--num-gpus", type=int, default=1, metavar="N", help="N GPUs, one process each")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="box and mask AP of a trained run on the val split")
