@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from thingmask.datasets.records import Instance, Sample
+from thingmask.datasets.report import Report
 from thingmask.datasets.split import assign_splits, split_of_path, stratified_split
-from thingmask.datasets.validate import Instance, Report, Sample
 
 
 def labelled(seed: int, n: int = 60) -> list[set[str]]:
