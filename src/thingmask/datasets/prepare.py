@@ -239,8 +239,8 @@ def check_output_separate(
     targets = [("output", out), ("output's images/ folder", (output / "images").resolve())]
     inputs: list[tuple[str, Path, bool]] = []  # (what, resolved path, output may be inside)
     if source.is_file():
-        inputs.append(("the annotation file", source.resolve(), False))
         inputs.append(("the annotation file's folder", source.resolve().parent, True))
+        inputs.append(("the annotation file", source.resolve(), False))
     else:
         inputs.append(("the source folder", source.resolve(), False))
     if image_dir is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from thingmask.io_utils import atomic_path, atomic_write_json
 __all__ = ["generate", "generate_dataset", "generate_video", "mask_to_polygons"]
 
 log = logging.getLogger(__name__)
+
+_OWN_IMAGE = re.compile(r"(train|val)_\d{5}\.(jpg|png)")  # the names _split writes
 
 GENERATOR_VERSION = 4  # bump when the rendering changes: cached datasets are then regenerated
 MANIFEST = "synthetic_manifest.json"
@@ -170,8 +173,8 @@ def generate_dataset(
         atomic_write_json(out_dir / f"{split}.json", data)
         wanted |= {im["file_name"] for im in data["images"]}
     for stale in (out_dir / "images").iterdir():  # leftovers of a larger earlier generation
-        if stale.name not in wanted and stale.is_file():
-            stale.unlink()
+        if stale.name not in wanted and _OWN_IMAGE.fullmatch(stale.name) and stale.is_file():
+            stale.unlink()  # only names this generator writes: never the user's files
     if not (out_dir / MANIFEST).is_file():  # marks the folder as ours (generate() writes its own)
         atomic_write_json(out_dir / MANIFEST, _manifest(n_train, n_val, image_size, seed))
     return load_prepared(out_dir)

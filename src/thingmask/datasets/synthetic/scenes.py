@@ -6,13 +6,15 @@ Pure: every function takes a ``numpy.random.Generator`` (or a seed) and returns 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from thingmask.datasets.synthetic.background import Background, random_background, render_background
 from thingmask.datasets.synthetic.shapes import TAU
 from thingmask.datasets.synthetic.things import Thing, random_thing, render_thing
 
-__all__ = ["VideoFrameGT", "render_scene", "render_video"]
+__all__ = ["DemoScene", "VideoFrameGT", "demo_scene", "render_scene", "render_video"]
 
 # A per-frame ground truth entry: masks (N, H, W) bool, class names (N,), stable ids (N,) int64.
 VideoFrameGT = tuple[np.ndarray, list[str], np.ndarray]
@@ -118,20 +120,34 @@ def render_scene(
     return image, masks, out_names
 
 
-def render_video(
-    n_frames: int, size: int = 160, seed: int = 0, fps: float = 12.0
-) -> tuple[list[np.ndarray], list[VideoFrameGT]]:
-    """The demo clip: two cats, two birds and drifting leaves over a panning, swaying scene.
+@dataclass(frozen=True)
+class DemoScene:
+    """The demo clip's world: a background, the things (back to front) and a camera pan.
 
-    Returns:
-        ``frames``: n_frames BGR uint8 (size, size, 3) images.
-        ``gt``: per frame ``(masks (N, H, W) bool, class_names list[str], ids (N,) int64)``;
-        an id stays with its animal for the whole clip (1-based, in creation order); instances
-        with no visible pixel in a frame are left out of that frame.
+    The id of ``things[k]`` is ``k + 1`` for the whole clip, whether it is visible or not.
     """
+
+    background: Background
+    things: tuple[Thing, ...]
+    size: int  # frame side, pixels
+    fps: float
+    pan_speed: float  # camera pan to the right, world pixels per second
+    world_w: int  # world width, pixels (the camera never looks past it)
+
+    def time(self, frame: int) -> float:
+        return frame / self.fps
+
+    def camera_x(self, frame: int) -> float:
+        """World x of the frame's left edge."""
+        return min(self.pan_speed * self.time(frame), self.world_w - self.size)
+
+
+def demo_scene(n_frames: int, size: int = 160, seed: int = 0, fps: float = 12.0) -> DemoScene:
+    """The world of :func:`render_video`: two cats, two birds and two drifting leaves over a
+    panning, swaying scene (a pure function of the arguments)."""
     rng = np.random.default_rng([seed, 7_777])
     duration = n_frames / fps
-    pan_speed = size * rng.uniform(0.08, 0.14)  # camera pans right, world px per second
+    pan_speed = size * rng.uniform(0.08, 0.14)
     world_w = int(size + pan_speed * duration + 4)
     bg = random_background(rng, size, world_w, water=True)  # the demo shows every dynamic layer
     things: list[Thing] = []
@@ -160,15 +176,38 @@ def render_video(
         thing.freq = float(rng.uniform(0.6, 1.0))
         thing.flaps = name == "bird" and speed > 1
         things.append(thing)
-    ids = list(range(1, len(things) + 1))
+    return DemoScene(bg, tuple(things), size, fps, float(pan_speed), world_w)
+
+
+def render_video(
+    n_frames: int, size: int = 160, seed: int = 0, fps: float = 12.0
+) -> tuple[list[np.ndarray], list[VideoFrameGT]]:
+    """The demo clip (the world of :func:`demo_scene`), frame by frame.
+
+    Returns:
+        ``frames``: n_frames BGR uint8 (size, size, 3) images.
+        ``gt``: per frame ``(masks (N, H, W) bool, class_names list[str], ids (N,) int64)``:
+        the *visible* pixels of each thing (occlusion resolved: the masks do not overlap), its
+        class, and its id, which stays with the same animal (or leaf) for the whole clip
+        (1-based, back to front, the same for every frame size); things with no visible pixel
+        in a frame are left out of that frame. The union of the masks is the foreground.
+    """
+    scene = demo_scene(n_frames, size, seed, fps)
+    ids = list(range(1, len(scene.things) + 1))
     frames: list[np.ndarray] = []
     gts: list[VideoFrameGT] = []
     for f in range(n_frames):
-        t = f / fps
-        cam_x = min(pan_speed * t, world_w - size)
         frame_rng = np.random.default_rng([seed, 7_777, f])  # sensor noise, per frame
         img, masks, names, kept_ids = _compose(
-            bg, things, ids, t, size, cam_x, frame_rng, 1.0, np.ones(3, np.float32)
+            scene.background,
+            list(scene.things),
+            ids,
+            scene.time(f),
+            size,
+            scene.camera_x(f),
+            frame_rng,
+            1.0,
+            np.ones(3, np.float32),
         )
         frames.append(img)
         gts.append((masks, names, kept_ids))
