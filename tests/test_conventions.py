@@ -423,3 +423,25 @@ def test_crowd_masks_follow_the_exporters_meaning(
     else:
         assert result.ok, result.report.text()
         assert sum(a["iscrowd"] for _, a, _ in outputs(tmp_path / "out")) == crowds_left
+
+
+@pytest.mark.parametrize(
+    ("cvat", "flags", "code", "crowds_left"),
+    [
+        (False, [], 0, 1),
+        (False, ["--convert-crowd"], 0, 0),
+        (True, [], 0, 0),
+        (True, ["--keep-crowd"], 0, 1),
+        (True, ["--keep-crowd", "--convert-crowd"], 2, None),  # one or the other
+    ],
+)
+def test_cli_crowd_flags(tmp_path, capsys, cvat, flags, code, crowds_left):
+    src = coco_export(tmp_path / "src", [True, False, False, False], cvat)
+    argv = ["prepare", str(src), "--output", str(tmp_path / "out"), "--no-preview", *flags]
+    try:
+        got = main(argv)
+    except SystemExit as exc:  # argparse rejects the pair before main's error handling
+        got = exc.code
+    assert got == code, capsys.readouterr()
+    if crowds_left is not None:
+        assert sum(a["iscrowd"] for _, a, _ in outputs(tmp_path / "out")) == crowds_left

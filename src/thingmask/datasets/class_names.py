@@ -67,9 +67,8 @@ def parse_class_names(value: str | Sequence[str]) -> list[str]:
             raise InputError(f"class names {list(value)!r}: every name must be a text. " + _HOW)
         return _checked(list(value), repr(list(value)))
     text = value.strip()
-    path = Path(text).expanduser()
-    if text.lower().endswith(_FILE_SUFFIXES) or ("," not in text and path.is_file()):
-        return _from_file(path, value)
+    if text.lower().endswith(_FILE_SUFFIXES):  # the same rule as the setting's check in config
+        return _from_file(Path(text).expanduser(), value)
     return _checked(text.split(","), repr(value))
 
 
