@@ -235,7 +235,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         image_dir=args.images,
         class_attribute=args.class_attribute,
         default_class=args.default_class,
-        convert_crowd=not args.keep_crowd,
+        convert_crowd=args.convert_crowd,
+        names=args.names or config.dataset_class_names or None,
         preview=not args.no_preview,
     )
     print(result.report.text())
@@ -328,7 +329,28 @@ def _add_prepare(sub: Any) -> None:
     p.add_argument("--class-attribute", default=None, metavar="NAME", help="VIA: class attribute")
     p.add_argument("--default-class", default="object", metavar="NAME", help="VIA: fallback")
     p.add_argument("--images", default=None, metavar="DIR", help="COCO: the images' folder")
-    p.add_argument("--keep-crowd", action="store_true", help="keep iscrowd=1 as crowd regions")
+    crowd = p.add_mutually_exclusive_group()
+    crowd.add_argument(
+        "--keep-crowd",
+        dest="convert_crowd",
+        action="store_false",
+        default=None,
+        help="keep iscrowd=1 masks as crowd regions (default: by format; CVAT's are converted)",
+    )
+    crowd.add_argument(
+        "--convert-crowd",
+        dest="convert_crowd",
+        action="store_true",
+        default=None,
+        help="turn iscrowd=1 masks into normal instances",
+    )
+    p.add_argument(
+        "--names",
+        default=None,
+        metavar="NAMES",
+        help='class names in id order: "cat,dog" or an Ultralytics data.yaml '
+        "(YOLO without its class list; class order for labelme/VIA)",
+    )
     p.add_argument("--no-preview", action="store_true", help="skip <output>/preview/")
     p.set_defaults(func=cmd_prepare)
 

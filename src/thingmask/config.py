@@ -287,6 +287,17 @@ def _validate(cfg: Config) -> None:
         _fail("display_things", cfg.display_things, "a non-empty list of class names")
     if len(set(cfg.display_things)) != len(cfg.display_things):
         _fail("display_things", cfg.display_things, "each class name once")
+    names = cfg.dataset_class_names.strip()
+    if names and not names.lower().endswith((".yaml", ".yml", ".txt", ".names")):
+        # "cat,dog": a file path is only read (and checked) by `thingmask prepare`
+        items = [n.strip() for n in names.split(",")]
+        if not all(items) or len(set(items)) != len(items):
+            _fail(
+                "dataset_class_names",
+                cfg.dataset_class_names,
+                'class names in id order, each once, comma-separated ("cat,dog"), or the path '
+                "of an Ultralytics dataset yaml (data.yaml)",
+            )
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in cfg.class_map.items()):
         _fail("class_map", cfg.class_map, 'a mapping of names to names, e.g. {"doggo": "dog"}')
     rgb = cfg.canvas_color
