@@ -86,12 +86,25 @@ def test_a_one_frame_hole_is_closed_by_its_neighbours() -> None:
 
 
 def test_iou_gate_keeps_an_unlike_neighbour_out() -> None:
-    small = (40, 10, 44, 14)  # the "same" track, but nothing like its neighbours
-    frames = [frame({1: box_at(0)}), frame({1: small}), frame({1: box_at(2)})]
+    small = (40, 10, 44, 14)  # the "same" track, but nothing like its neighbours...
+    tall = (10, 2, 16, 46)  # ...which are nothing like each other either: no glitch to repair
+    frames = [frame({1: box_at(0)}), frame({1: small}), frame({1: tall})]
     out = run(TemporalSmoother(1, iou_gate=0.5, mask_threshold=0.4), frames)
     assert np.array_equal(out[1].masks, frames[1].masks)
     loose = run(TemporalSmoother(1, iou_gate=0.0, mask_threshold=0.4), frames)
     assert np.count_nonzero(loose[1].masks) > np.count_nonzero(frames[1].masks)
+
+
+def test_a_one_frame_glitch_is_replaced_when_its_neighbours_agree() -> None:
+    frames = [frame({1: box_at(t)}) for t in range(5)]
+    x1, y1, x2, y2 = box_at(2)
+    frames[2] = frame({1: (x1, y1, x1 + 6, y2)})  # only the back third found in frame 2
+    out = run(TemporalSmoother(1), frames)
+    truth = np.zeros((H, W), bool)
+    truth[y1:y2, x1:x2] = True
+    got = out[2].masks[0]
+    assert np.count_nonzero(got & truth) / np.count_nonzero(got | truth) > 0.9
+    assert list(out[2].track_ids) == [1]
 
 
 def test_untracked_instances_pass_through_and_inputs_are_unchanged() -> None:

@@ -17,6 +17,9 @@ and within ``radius`` frames after, and those two masks agree (IoU >= ``iou_gate
 moving), an instance is added in frame t: the two soft masks moved to the interpolated
 position and blended by distance. A track absent for longer, or not seen again, gets nothing:
 smoothing never adds an animal that has been gone for more than ``2 * radius - 1`` frames.
+Glitches are treated the same way: a mask that agrees with none of its neighbours while the
+nearest ones before and after agree with each other (half the animal missed for one frame,
+or merged with another) is replaced by their interpolation.
 
 The work is done on instance windows (:mod:`thingmask.windows`): the cost follows the animals'
 size, not the frame's. Without ``Detections.probs`` the binary masks stand in (x 255), so
@@ -144,13 +147,21 @@ class TemporalSmoother:
         }
         out = []
         for win in frames[t]:
+            if win.track_id < 0:
+                out.append(win)
+                continue
             parts = [
                 (q, by_track[q][win.track_id])
                 for q in by_track
                 if q != t and win.track_id in by_track[q]
             ]
-            out.append(self._blend(win, t, parts) if win.track_id >= 0 else win)
-        return out + self._fill_dropouts(t, by_track, lo, hi, size)
+            blended = self._blend(win, t, parts)
+            if blended is None:  # a glitch: agrees with no neighbour, while they agree
+                blended = self._interpolate(win.track_id, t, by_track, lo, hi, size) or win
+            out.append(blended)
+        missing = {tid for q in range(lo, t) for tid in by_track[q]} - set(by_track[t])
+        filled = (self._interpolate(tid, t, by_track, lo, hi, size) for tid in sorted(missing))
+        return out + [w for w in filled if w is not None]
 
     def _align(self, other: Window, target: Window) -> tuple[float, tuple[int, int]]:
         """(IoU, shift) of ``other`` moved onto ``target``: by the centroid displacement or
@@ -163,9 +174,11 @@ class TemporalSmoother:
                 best = (iou, motion)
         return best
 
-    def _blend(self, win: Window, t: int, parts: list[tuple[int, Window]]) -> Window:
-        """``win`` blended with its accepted neighbours ``parts`` (frame, window); ``win``
-        itself when none is accepted."""
+    def _blend(self, win: Window, t: int, parts: list[tuple[int, Window]]) -> Window | None:
+        """``win`` blended with its accepted neighbours ``parts`` (frame, window): ``win``
+        itself when it has no neighbour, None when it has some but none is accepted."""
+        if not parts:
+            return win
         acc, total = win.prob, self.radius + 1
         for q, other in parts:
             iou, shift = self._align(other, win)
@@ -182,46 +195,45 @@ class TemporalSmoother:
             )
             total += wq
         if total == self.radius + 1:
-            return win
+            return None
         mask = acc > self._threshold
         box = tight_box(mask, win.origin)
         if box is None:  # blended away entirely (neighbours disagree): keep the detection
             return win
         return Window(win.region, mask, acc, box, win.class_name, win.score, win.track_id)
 
-    def _fill_dropouts(
+    def _interpolate(
         self,
+        tid: int,
         t: int,
         by_track: dict[int, dict[int, Window]],
         lo: int,
         hi: int,
         size: tuple[int, int],
-    ) -> list[Window]:
-        """Windows for the tracks missing in frame t but seen just before and after."""
-        missing = {tid for q in range(lo, t) for tid in by_track[q]} - set(by_track[t])
-        added = []
-        for tid in sorted(missing):
-            q1 = max(q for q in range(lo, t) if tid in by_track[q])
-            after = [q for q in range(t + 1, hi + 1) if tid in by_track[q]]
-            if not after:
-                continue
-            q2 = min(after)
-            w1, w2 = by_track[q1][tid], by_track[q2][tid]
-            iou, motion = self._align(w1, w2)
-            if iou < self.iou_gate:
-                continue  # the animal changed too much: do not invent its in-between shape
-            a = (t - q1) / (q2 - q1)
-            box = ((1 - a) * w1.box + a * w2.box).astype(np.float32)
-            region = crop_region(box, *size)
-            s1 = _round(a * np.asarray(motion, float))
-            s2 = _round((a - 1) * np.asarray(motion, float))
-            # the nearer frame weighs more
-            prob = cv2.addWeighted(
-                _moved_prob(w1, s1, region), 1 - a, _moved_prob(w2, s2, region), a, 0
-            )
-            mask = prob > self._threshold
-            tight = tight_box(mask, (region[0], region[1]))
-            if tight is not None:
-                score = min(w1.score, w2.score)
-                added.append(Window(region, mask, prob, tight, w2.class_name, score, tid))
-        return added
+    ) -> Window | None:
+        """Track ``tid`` in frame t from its nearest windows before and after (within the
+        radius), when those two agree; None otherwise."""
+        before = [q for q in range(lo, t) if tid in by_track[q]]
+        after = [q for q in range(t + 1, hi + 1) if tid in by_track[q]]
+        if not before or not after:
+            return None
+        q1, q2 = max(before), min(after)
+        w1, w2 = by_track[q1][tid], by_track[q2][tid]
+        iou, motion = self._align(w1, w2)
+        if iou < self.iou_gate:
+            return None  # the animal changed too much: do not invent its in-between shape
+        a = (t - q1) / (q2 - q1)
+        box = ((1 - a) * w1.box + a * w2.box).astype(np.float32)
+        region = crop_region(box, *size)
+        s1 = _round(a * np.asarray(motion, float))
+        s2 = _round((a - 1) * np.asarray(motion, float))
+        # the nearer frame weighs more
+        prob = cv2.addWeighted(
+            _moved_prob(w1, s1, region), 1 - a, _moved_prob(w2, s2, region), a, 0
+        )
+        mask = prob > self._threshold
+        tight = tight_box(mask, (region[0], region[1]))
+        if tight is None:
+            return None
+        score = min(w1.score, w2.score)
+        return Window(region, mask, prob, tight, w2.class_name, score, tid)
