@@ -7,9 +7,10 @@ synthetic demo video, measured with ``evaluate_video`` against the generator's g
 Each frame of ``data/synthetic/video/demo.mp4`` is predicted once (soft masks kept), then every
 combination of the switches runs through ``make_temporal_stage`` (the streaming stage of the
 video pipeline) and is written as an ``export_rle`` file and evaluated. ``--perturb`` also runs
-a stress copy of the predictions: seeded random one-frame dropouts, one two-frame
-disappearance per animal and class flips on 10 % of the detections, the failures tracking,
-voting and smoothing are for. Prints one table and writes ``<out>/temporal_eval.json``.
+a stress copy of the predictions (seeded): each detection dropped with probability 0.08
+(one-frame dropouts), per left-to-right rank one two-frame disappearance, and the class of 10 %
+of the detections flipped (cat <-> bird) — the failures tracking, voting and smoothing are for.
+Prints one table and writes ``<out>/temporal_eval.json``.
 """
 
 from __future__ import annotations
@@ -69,8 +70,7 @@ def soft_predictions(predictor: Any, frames: list[np.ndarray]) -> list[Detection
 
 
 def perturb(dets: list[Detections], seed: int = 0) -> list[Detections]:
-    """A stress copy: per animal (matched across frames by position), random one-frame
-    dropouts (8 % of frames), one two-frame disappearance, and class flips on 10 %."""
+    """A stress copy (see the module docstring); ``seed`` fixes it."""
     rng = np.random.default_rng(seed)
     out = []
     hide2 = {}  # detection rank (by x position) → first frame of its two-frame gap
