@@ -107,6 +107,10 @@ canvas_color = [0, 0, 0]               # RGB for the "color" canvas
 canvas_image = ""                      # background picture for the "image" canvas
 keep_audio = True                      # carry the source's sound into the output
 tracking = False                       # stable ids per animal across frames
+track_max_missed = 5                   # frames an animal may go unseen and keep its id
+temporal_smoothing = False             # steadier masks, fills one-frame dropouts (turns tracking on)
+smoothing_window = 1                   # frames blended on each side = frames of output delay
+edge_refinement = False                # snap mask edges to the image (guided filter)
 export_csv = True                      # one CSV row per animal per frame
 export_rle = False                     # COCO-RLE masks per frame (JSON lines)
 export_mask_video = False              # black-and-white mask video
