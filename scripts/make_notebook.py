@@ -109,7 +109,7 @@ keep_audio = True                      # carry the source's sound into the outpu
 tracking = False                       # stable ids per animal across frames
 track_max_missed = 5                   # frames an animal may go unseen and keep its id
 temporal_smoothing = False             # steadier masks, fills one-frame dropouts (turns tracking on)
-smoothing_window = 1                   # frames blended on each side = frames of output delay
+smoothing_window = 1                   # frames blended on each side (also the output delay, in frames)
 edge_refinement = False                # snap mask edges to the image (guided filter)
 export_csv = True                      # one CSV row per animal per frame
 export_rle = False                     # COCO-RLE masks per frame (JSON lines)
