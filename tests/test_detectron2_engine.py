@@ -22,6 +22,10 @@ from thingmask.detections import Detections, keep
 from thingmask.engines import TrainHook
 from thingmask.engines import detectron2_engine as d2e
 from thingmask.engines.checkpoints import is_valid_checkpoint
+from thingmask.engines.detectron2_engine.catalog import register_dataset
+from thingmask.engines.detectron2_engine.cfg import build_cfg
+from thingmask.engines.detectron2_engine.checkpointer import SafeCheckpointer, zoo_cache_path
+from thingmask.engines.detectron2_engine.trainer import MyTrainer
 
 pytestmark = pytest.mark.detectron2
 
@@ -95,19 +99,19 @@ def test_registration_can_run_twice_and_follows_class_changes(dataset):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     names = (f"{dataset.name}_train", f"{dataset.name}_val")
-    assert d2e.register_dataset(dataset) == names
-    assert d2e.register_dataset(dataset) == names  # no "already registered"
+    assert register_dataset(dataset) == names
+    assert register_dataset(dataset) == names  # no "already registered"
     assert MetadataCatalog.get(names[0]).thing_classes == list(dataset.class_names)
     assert len(DatasetCatalog.get(f"{dataset.name}_val")) == 3
     renamed = replace(dataset, class_names=("a", "b", "c"))
-    d2e.register_dataset(renamed)
+    register_dataset(renamed)
     assert MetadataCatalog.get(f"{dataset.name}_train").thing_classes == ["a", "b", "c"]
-    d2e.register_dataset(dataset)
+    register_dataset(dataset)
 
 
 def test_build_cfg_bridges_the_config(config, dataset, tmp_path):
-    d2e.register_dataset(dataset)
-    cfg = d2e.build_cfg(config, dataset, tmp_path)
+    register_dataset(dataset)
+    cfg = build_cfg(config, dataset, tmp_path)
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3
     assert cfg.MODEL.BACKBONE.NAME == "build_tiny_fpn_backbone" and cfg.MODEL.FPN.NORM == "GN"
     assert cfg.MODEL.WEIGHTS == "" and cfg.MODEL.DEVICE == "cpu"
@@ -120,9 +124,7 @@ def test_build_cfg_bridges_the_config(config, dataset, tmp_path):
 def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_path):
     from detectron2.data import transforms as T  # noqa: N812
 
-    from thingmask.engines.d2_trainer import MyTrainer
-
-    d2e.register_dataset(dataset)
+    register_dataset(dataset)
     custom = config.replace(
         augmentations=[
             {"name": "flip_vertical", "prob": 1.0},
@@ -130,7 +132,7 @@ def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_pat
             "rotation",
         ]
     )
-    mapper = MyTrainer.build_mapper(d2e.build_cfg(custom, dataset, tmp_path))
+    mapper = MyTrainer.build_mapper(build_cfg(custom, dataset, tmp_path))
     augs = mapper.augmentations.augs
     assert [type(a) for a in augs] == [
         T.ResizeShortestEdge,
@@ -152,12 +154,8 @@ def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_pat
 def test_optimizer_setting_reaches_mytrainer(config, dataset, tmp_path, optimizer):
     import torch
 
-    from thingmask.engines.d2_trainer import MyTrainer
-
-    if "optimizer" not in Config.__dataclass_fields__:
-        pytest.skip("this Config has no optimizer setting")
-    d2e.register_dataset(dataset)
-    cfg = d2e.build_cfg(config.replace(optimizer=optimizer), dataset, tmp_path)
+    register_dataset(dataset)
+    cfg = build_cfg(config.replace(optimizer=optimizer), dataset, tmp_path)
     opt = MyTrainer.build_optimizer(cfg, MyTrainer.build_model(cfg))
     assert isinstance(opt, {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[optimizer])
     assert opt.param_groups[0]["lr"] == config.learning_rate
@@ -189,14 +187,12 @@ def test_training_writes_checkpoints_and_calls_hooks(trained):
         ("model_final.pth", 6, True),
     ]
     assert recorder.trained == [run_dir]
-    assert result["start_iter"] == 0 and result["iterations"] == 6
+    assert result["start_iteration"] == 0 and result["iterations"] == 6
     assert np.isfinite(result["final_loss"])
 
 
 @pytest.mark.slow
 def test_interrupted_training_resumes_with_optimizer_and_schedule(config, dataset):
-    from thingmask.engines.d2_trainer import MyTrainer
-
     config = config.replace(run_name="cut")  # no earlier "cut-*" runs to resume from
     run_dir = Path(config.output_dir) / "cut-20260102-000000"
     with pytest.raises(InterruptedRunError):
@@ -205,7 +201,7 @@ def test_interrupted_training_resumes_with_optimizer_and_schedule(config, datase
     assert not (run_dir / "model_final.pth").exists()
 
     # What resume_or_load restores: iteration, optimizer momentum, LR schedule position.
-    trainer = MyTrainer(d2e.build_cfg(config, dataset, run_dir))
+    trainer = MyTrainer(build_cfg(config, dataset, run_dir))
     trainer.resume_or_load(resume=True)
     assert trainer.start_iter == 4
     assert trainer.optimizer.state_dict()["state"]  # momentum buffers came back
@@ -213,7 +209,7 @@ def test_interrupted_training_resumes_with_optimizer_and_schedule(config, datase
 
     recorder = Recorder()
     result = d2e.train(config, dataset, run_dir, hooks=[recorder])
-    assert result["start_iter"] == 4
+    assert result["start_iteration"] == 4
     assert recorder.steps == [5, 6]
     assert (run_dir / "model_final.pth").is_file()
 
@@ -231,7 +227,7 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous_one(config, datase
     with caplog.at_level(logging.WARNING):
         result = d2e.train(config.replace(run_name="other"), dataset, run_dir, hooks=[recorder])
     assert "model_0000003.pth is not usable" in caplog.text
-    assert result["start_iter"] == 2
+    assert result["start_iteration"] == 2
     assert recorder.steps == [3, 4, 5, 6]
 
 
@@ -243,7 +239,7 @@ def test_resume_from_an_earlier_run_folder(config, dataset, trained):
     recorder = Recorder()
     result = d2e.train(more, dataset, run_dir, hooks=[recorder])
     # The newest valid checkpoint among t-* folders is a model_final at iteration 5 (6 steps).
-    assert result["start_iter"] == 6
+    assert result["start_iteration"] == 6
     assert recorder.steps == [7, 8]
     assert (src / "model_final.pth").is_file()
 
@@ -292,8 +288,6 @@ def test_predictor_returns_detections_the_pipeline_accepts(config, dataset, trai
 def test_checkpointer_refuses_pickles_that_are_not_from_the_model_zoo(tmp_path):
     import torch
 
-    from thingmask.engines.d2_trainer import SafeCheckpointer
-
     evil = tmp_path / "weights.pkl"
     evil.write_bytes(b"\x80\x04N.")
     with pytest.raises(ValueError, match="pickles"):
@@ -322,7 +316,6 @@ def test_zero_training_uses_zoo_weights_copied_into_the_cache(monkeypatch, tmp_p
     from detectron2 import model_zoo
 
     from thingmask.engines import COCO_CLASSES
-    from thingmask.engines.d2_trainer import zoo_cache_path
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
