@@ -11,6 +11,7 @@ import logging
 import shutil
 import urllib.error
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from thingmask.engines.checkpoints import is_valid_checkpoint
 from thingmask.engines.detectron2_engine.catalog import register_dataset
 from thingmask.engines.detectron2_engine.cfg import build_cfg
 from thingmask.engines.detectron2_engine.checkpointer import SafeCheckpointer, zoo_cache_path
-from thingmask.engines.detectron2_engine.trainer import MyTrainer
+from thingmask.engines.detectron2_engine.trainer import MyTrainer, SafeTrainer, train_mapper
 
 pytestmark = pytest.mark.detectron2
 
@@ -334,3 +335,151 @@ def test_zero_training_uses_zoo_weights_copied_into_the_cache(monkeypatch, tmp_p
     assert predictor.class_names == COCO_CLASSES
     dets = predictor(np.zeros((96, 128, 3), np.uint8))
     assert isinstance(dets, Detections) and dets.masks.shape[1:] == (96, 128)
+
+
+# --- the engine seam: same meaning as the torchvision engine ---------------------------------
+
+
+def test_get_engine_gives_the_detectron2_engine():
+    from thingmask.engines import Engine, get_engine
+
+    engine = get_engine("detectron2")
+    assert engine is d2e.ENGINE and isinstance(engine, Engine) and engine.name == "detectron2"
+
+
+@pytest.mark.slow
+def test_train_returns_the_shared_keys(trained):
+    from thingmask.engines import TRAIN_RESULT_KEYS
+
+    run_dir, _, result = trained
+    assert set(TRAIN_RESULT_KEYS) <= set(result)
+    assert result["engine"] == "detectron2" and result["run_dir"] == str(run_dir)
+    assert result["model"] == str(run_dir / "model_final.pth")
+
+
+def test_tiny_fpn_is_the_body_the_torchvision_engine_uses(config, dataset, tmp_path):
+    from detectron2.modeling import build_model
+
+    from thingmask.engines.tiny import TinyBody
+    from thingmask.engines.torchvision_engine import build_model as tv_build_model
+
+    register_dataset(dataset)
+    model = build_model(build_cfg(config, dataset, tmp_path))
+    body = model.backbone.bottom_up.body
+    assert isinstance(body, TinyBody)
+    tv_body = tv_build_model("tiny_fpn", 3, 64, 64).backbone.body
+    assert {k: v.shape for k, v in body.state_dict().items()} == {
+        k: v.shape for k, v in tv_body.state_dict().items()
+    }
+
+
+@pytest.fixture(scope="module")
+def predictor(config, trained):
+    return d2e.load_predictor(config, trained[0])
+
+
+def _val_images(dataset) -> list[np.ndarray]:
+    import cv2
+
+    return [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in sorted(dataset.image_root.glob("val_*"))]
+
+
+@pytest.mark.slow
+def test_batched_predictor_matches_detectron2s_default_predictor(predictor, dataset):
+    from detectron2.engine import DefaultPredictor
+
+    from thingmask.engines import Predictor
+
+    assert isinstance(predictor, Predictor)
+    cfg = predictor.cfg.clone()
+    cfg.MODEL.WEIGHTS = ""
+    reference = DefaultPredictor(cfg)
+    reference.model.load_state_dict(predictor.model.state_dict())
+    images = _val_images(dataset)
+    for dets, image in zip(predictor.predict_batch(images), images, strict=True):
+        ref = reference(image)["instances"]
+        assert len(dets) == len(ref) > 0
+        np.testing.assert_allclose(dets.scores, ref.scores.numpy(), atol=1e-5)
+        np.testing.assert_allclose(dets.boxes, ref.pred_boxes.tensor.numpy(), atol=1e-3)
+        assert [predictor.class_names.index(n) for n in dets.class_names] == (
+            ref.pred_classes.tolist()
+        )
+        # DefaultPredictor keeps probability >= 0.5, to_detections > 0.5: equal but for ties
+        assert (dets.masks != ref.pred_masks.numpy()).mean() < 1e-3
+
+
+@pytest.mark.parametrize("size", [48, 96, 800])
+def test_resize_on_the_device_matches_default_predictors_pil_resize(predictor, size):
+    import torch
+    from detectron2.data import transforms as T  # noqa: N812
+
+    image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    predictor.min_size, predictor.max_size = size, 2 * size
+    try:
+        item = predictor._model_input(torch.from_numpy(image))
+    finally:
+        predictor.min_size, predictor.max_size = 64, 64
+    pil = T.ResizeShortestEdge([size, size], 2 * size).get_transform(image).apply_image(image)
+    ours = item["image"].permute(1, 2, 0).numpy()
+    assert ours.shape == pil.shape and (item["height"], item["width"]) == (64, 80)
+    assert np.abs(ours - pil.astype(np.float32)).max() <= 1.0  # PIL's fixed-point rounding
+
+
+@pytest.mark.slow
+def test_predict_tensors_shapes_and_devices(predictor, dataset):
+    import torch
+
+    images = [*_val_images(dataset)[:2], _val_images(dataset)[0][:48]]
+    out = predictor.predict_tensors([torch.from_numpy(im) for im in images])
+    for inst, image in zip(out, images, strict=True):
+        n, (h, w) = len(inst), image.shape[:2]
+        assert inst.boxes.shape == (n, 4) and inst.scores.shape == (n,)
+        assert inst.class_index.dtype == torch.int64 and inst.mask_probs.shape == (n, h, w)
+        assert all(
+            t.device == predictor.device
+            for t in (inst.boxes, inst.scores, inst.class_index, inst.mask_probs)
+        )
+        assert float(inst.mask_probs.min()) >= 0.0 and float(inst.mask_probs.max()) <= 1.0
+    # the host form is the shared conversion of the device form, and batches match singles
+    from thingmask.engines import to_detections
+
+    for dets, inst, image in zip(predictor.predict_batch(images), out, images, strict=True):
+        expected = to_detections(inst, predictor.class_names, predictor.mask_threshold)
+        np.testing.assert_array_equal(dets.masks, expected.masks)
+        single = predictor(image)
+        np.testing.assert_allclose(dets.scores, single.scores, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_soft_masks_fill_probs(config, trained, dataset):
+    soft = d2e.load_predictor(config, trained[0], soft_masks=True)
+    image = _val_images(dataset)[0]
+    dets = soft(image)
+    assert dets.probs is not None and dets.probs.shape == dets.masks.shape
+    assert (dets.probs[dets.masks] >= 127).all() and (dets.probs[~dets.masks] <= 128).all()
+
+
+class NotebookTrainer(SafeTrainer):
+    """The notebook cell's shape: build_train_loader from its own augmentations."""
+
+    loaders: ClassVar[list[tuple[str, ...]]] = []
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        from detectron2.data import build_detection_train_loader
+        from detectron2.data import transforms as T  # noqa: N812
+
+        mapper = train_mapper(cfg, [T.RandomFlip(prob=1.0, horizontal=False, vertical=True)])
+        cls.loaders.append(tuple(type(a).__name__ for a in mapper.augmentations.augs))
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+
+@pytest.mark.slow
+def test_a_safetrainer_subclass_is_the_one_that_trains(config, dataset):
+    config = config.replace(run_name="nb", iterations=2)
+    run_dir = Path(config.output_dir) / "nb-20260105-000000"
+    result = d2e.train(config, dataset, run_dir, trainer=NotebookTrainer)
+    assert NotebookTrainer.loaders == [("ResizeShortestEdge", "RandomFlip")]
+    assert result["iterations"] == 2 and (run_dir / "model_final.pth").is_file()
+    with pytest.raises(TypeError, match="subclass of"):
+        d2e.train(config, dataset, run_dir, trainer=dict)

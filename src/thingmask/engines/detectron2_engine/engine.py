@@ -197,12 +197,12 @@ def load_predictor(
     ``score_threshold`` defaults to ``config.score_threshold``; ``soft_masks`` fills
     ``Detections.probs``.
     """
+    if run_dir is None and not config.zero_training:
+        raise no_run_dir_error(ENGINE_NAME)
     from thingmask.engines.detectron2_engine.cfg import build_cfg, run_cfg
     from thingmask.engines.detectron2_engine.predictor import D2Predictor
 
     if run_dir is None:
-        if not config.zero_training:
-            raise no_run_dir_error(ENGINE_NAME)
         cfg = build_cfg(config, None, None)
         class_names: tuple[str, ...] = COCO_CLASSES
     else:
