@@ -196,6 +196,17 @@ def test_predict_batch_matches_one_image_at_a_time(predictor):
         assert (dets.masks != single.masks).mean() < 1e-3
 
 
+def test_predictor_takes_views_and_rejects_what_is_not_a_bgr_image(predictor):
+    image = _images(1)[0]
+    view = image[..., ::-1].copy()[..., ::-1]  # same pixels, negative strides
+    assert view.strides[2] < 0
+    np.testing.assert_array_equal(predictor(view).masks, predictor(image).masks)
+    with pytest.raises(TypeError, match="uint8"):
+        predictor.predict_tensors([torch.zeros(8, 8, 3)])
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        predictor.predict_tensors([torch.zeros(3, 8, 8, dtype=torch.uint8)])
+
+
 def test_soft_masks_fill_probs_consistent_with_masks(tiny_trained_run):
     config, run_dir = tiny_trained_run
     soft = tv.load_predictor(config, run_dir, soft_masks=True)

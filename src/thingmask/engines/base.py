@@ -287,7 +287,11 @@ class PredictorBase:
 
     def predict_batch(self, images_bgr: Sequence[np.ndarray]) -> list[Detections]:
         """Detections for each ``(H, W, 3)`` uint8 BGR image (sizes may differ), one forward."""
-        tensors = [torch.from_numpy(check_image(img, i)) for i, img in enumerate(images_bgr)]
+        # ascontiguousarray: a view such as rgb[..., ::-1] has negative strides torch refuses
+        tensors = [
+            torch.from_numpy(np.ascontiguousarray(check_image(img, i)))
+            for i, img in enumerate(images_bgr)
+        ]
         if not tensors:
             return []
         return [
