@@ -65,6 +65,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     started = time.time()
     config = _config(args)
+    if args.num_gpus > 1:
+        from thingmask.launch import check_processes
+
+        check_processes(config, args.num_gpus)  # before any folder is made
     dataset = pipeline.prepare_data(config)
     run_dir = pipeline.start_run(config)
     if args.num_gpus > 1 and not config.zero_training:  # one process per GPU (DDP)

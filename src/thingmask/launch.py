@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from thingmask.datasets.coco import PreparedDataset
 from thingmask.engines import get_engine
 from thingmask.engines.distributed import is_main, spawn
 
-__all__ = ["train_distributed"]
+__all__ = ["check_processes", "train_distributed"]
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +63,19 @@ def train_distributed(
             sees the dataset and ``run_dir`` under the same paths.
 
     Returns:
-        The engine's metrics (read back from ``run_dir/metrics.json``, which rank 0 writes);
-        ``{}`` on machines other than the first.
+        The engine's result dict from the first process (``{}`` on the other machines).
     """
-    world = num_gpus * num_machines
-    if num_gpus < 1 or num_machines < 1:
-        raise ValueError(f"num_gpus={num_gpus}, num_machines={num_machines}: expected >= 1")
-    if config.batch_size % world:
-        raise ValueError(
-            f"batch_size={config.batch_size} is split over {world} processes; set batch_size to "
-            f"a multiple of {world} (it is the batch of one step over all GPUs)"
-        )
+    world = check_processes(config, num_gpus, num_machines)
     engine = get_engine(config.engine)  # a missing detectron2 fails here, in this process
     if world == 1:
         return engine.train(
             config, dataset, run_dir, hooks=hooks, resume_from=resume_from, trainer=trainer
         )
-    run_dir = Path(run_dir)
+    # the first process leaves the engine's result here (processes return nothing)
+    result = Path(tempfile.mkdtemp(prefix="thingmask-train-")) / "result.json"
     # Config holds read-only mappings, which do not pickle: the processes rebuild it
-    args = (config.to_dict(), dataset, str(run_dir), tuple(hooks), resume_from, trainer)
+    settings = config.to_dict()
+    args = (settings, dataset, str(run_dir), tuple(hooks), resume_from, trainer, str(result))
     log.info("training %s on %d processes x %d machines", config.engine, num_gpus, num_machines)
     if config.engine == "detectron2":
         import torch
@@ -100,10 +96,23 @@ def train_distributed(
             dist_url=dist_url,
             args=args,
         )
-    metrics = run_dir / "metrics.json"
-    if machine_rank != 0 or not metrics.is_file():
-        return {}
-    return dict(json.loads(metrics.read_text(encoding="utf-8")))
+    try:
+        return dict(json.loads(result.read_text(encoding="utf-8"))) if result.is_file() else {}
+    finally:
+        shutil.rmtree(result.parent, ignore_errors=True)
+
+
+def check_processes(config: Config, num_gpus: int, num_machines: int = 1) -> int:
+    """The number of processes, after checking they can share ``batch_size`` (ValueError)."""
+    world = num_gpus * num_machines
+    if num_gpus < 1 or num_machines < 1:
+        raise ValueError(f"num_gpus={num_gpus}, num_machines={num_machines}: expected >= 1")
+    if config.batch_size % world:
+        raise ValueError(
+            f"batch_size={config.batch_size} is split over {world} processes; set batch_size to "
+            f"a multiple of {world} (it is the batch of one step over all GPUs)"
+        )
+    return world
 
 
 def _train_one(
@@ -113,10 +122,11 @@ def _train_one(
     hooks: tuple[Any, ...],
     resume_from: str | Path | None,
     trainer: type | None,
+    result_path: str,
 ) -> None:
     """One process of the job (torch.distributed is initialised by the launcher)."""
     config = Config.from_dict(settings, source="launcher")
-    get_engine(config.engine).train(
+    result = get_engine(config.engine).train(
         config,
         dataset,
         run_dir,
@@ -124,3 +134,5 @@ def _train_one(
         resume_from=resume_from,
         trainer=trainer,
     )
+    if is_main():
+        Path(result_path).write_text(json.dumps(result, default=str), encoding="utf-8")

@@ -34,6 +34,7 @@ __all__ = [
     "rank",
     "shard_batch_size",
     "spawn",
+    "unwrap",
     "world_size",
     "wrap_ddp",
 ]
@@ -86,9 +87,10 @@ def init_from_env() -> bool:
     return True
 
 
-def shard_batch_size(batch_size: int) -> int:
-    """This process's share of a step's ``batch_size`` images (``batch_size / world_size``)."""
-    n = world_size()
+def shard_batch_size(batch_size: int, processes: int | None = None) -> int:
+    """One process's share of a step's ``batch_size`` images (``batch_size / processes``;
+    default: the processes of this job)."""
+    n = world_size() if processes is None else processes
     if batch_size % n:
         raise ValueError(
             f"batch_size={batch_size} is the batch of one step over all {n} processes and "
@@ -104,10 +106,15 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """
     if world_size() == 1:
         return model
-    ids = [device.index if device.index is not None else torch.cuda.current_device()]
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=ids if device.type == "cuda" else None
-    )
+    if device.type != "cuda":
+        return nn.parallel.DistributedDataParallel(model)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return nn.parallel.DistributedDataParallel(model, device_ids=[index])
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or ``model`` itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def mean_scalars(scalars: Mapping[str, float], device: torch.device) -> dict[str, float]:
