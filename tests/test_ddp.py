@@ -103,3 +103,37 @@ def test_cli_num_gpus_that_cannot_share_the_batch(tiny_config: Config, tmp_path,
     assert main(["train", "--config", str(settings), "--num-gpus", "2"]) == 2
     assert "set batch_size to a multiple of 2" in capsys.readouterr().err
     assert not Path(tiny_config.output_dir).exists()  # nothing was started
+
+
+TORCHRUN_SCRIPT = """
+import logging
+import sys
+from thingmask.config import load_config
+from thingmask.datasets import load_prepared
+from thingmask.engines import get_engine
+
+logging.basicConfig(level=logging.INFO)
+config = load_config(sys.argv[1])
+dataset = load_prepared(config.dataset_dir)
+get_engine("torchvision").train(config, dataset, sys.argv[2])
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_starts_ddp_from_the_environment(tiny_config: Config, tmp_path) -> None:
+    """A user's script under ``torchrun --nproc_per_node 2`` trains with DDP (env:// group)."""
+    import subprocess
+    import sys
+
+    config = tiny_config.replace(iterations=2, checkpoint_period=2, batch_size=2)
+    script = tmp_path / "train.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += [str(script), str(config.save_yaml(tmp_path / "c.yaml")), str(run_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 1 of 2 (gloo)" in done.stderr  # the second process joined the group
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["iterations"] == 2 and len(metrics["loss_history"]) == 2
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["model_0000002.pth"]
