@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -93,44 +94,47 @@ def assert_same_outputs(out: Path, reference: Path, names: tuple[str, ...] = NAM
         assert meta["status"] == "done" and meta["job"]["key"] == ref_meta["job"]["key"]
 
 
+class Dying:
+    """The real predictor, except that the first worker to reach its 3rd frame dies there, once
+    (``os._exit``: no clean-up runs, as with ``kill -9`` or a lost machine). Everything else
+    (class names, run folder, batched calls) is the wrapped predictor's."""
+
+    def __init__(self, predictor: Any, flag: str) -> None:
+        self.predictor, self.flag, self.frames = predictor, flag, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.predictor, name)
+
+    def _count(self, n: int) -> None:
+        self.frames += n
+        if self.frames >= 3:
+            try:  # O_EXCL: exactly one worker, once
+                os.close(os.open(self.flag, os.O_CREAT | os.O_EXCL))
+                os._exit(1)
+            except FileExistsError:
+                pass
+
+    def __call__(self, image: np.ndarray) -> Any:
+        self._count(1)
+        return self.predictor(image)
+
+    def predict_batch(self, images: Any) -> Any:
+        self._count(len(images))
+        return self.predictor.predict_batch(images)
+
+    def predict_tensors(self, images: Any) -> Any:
+        self._count(len(images))
+        return self.predictor.predict_tensors(images)
+
+
 class DyingLoader:
-    """Loads the real predictor; the first worker to reach its 3rd frame dies there, once
-    (``os._exit``: no clean-up runs, as with ``kill -9`` or a lost machine)."""
+    """A loader whose predictors die once (see :class:`Dying`)."""
 
     def __init__(self, flag: Path) -> None:
         self.flag = str(flag)
 
-    def __call__(self, config: Config, run_dir: Path | None) -> object:
-        predictor = load_run_predictor(config, run_dir)
-        flag = self.flag
-
-        class Dying:
-            class_names = predictor.class_names
-            calls = 0
-
-            def __call__(self, image: np.ndarray) -> object:
-                self.calls += 1
-                if self.calls == 3:
-                    try:  # O_EXCL: exactly one worker, once
-                        os.close(os.open(flag, os.O_CREAT | os.O_EXCL))
-                        os._exit(1)
-                    except FileExistsError:
-                        pass
-                return predictor(image)
-
-        return Dying()
-
-
-def test_ray_batch_writes_what_the_sequential_batch_writes(
-    ray_session: None, clips: Path, sequential: Path, tiny_trained_run, tmp_path: Path
-) -> None:
-    config, run_dir = tiny_trained_run
-    results = process_many_ray(clips, tmp_path, config, run_dir, actors=2, progress=False)
-    assert [(Path(r.source).stem, r.status) for r in results] == [(n, "done") for n in NAMES]
-    assert_same_outputs(tmp_path, sequential)
-    rows, ref_rows = summary_rows(tmp_path), summary_rows(sequential)
-    keys = ("source", "status", "frames_read", "frames_written", "instances")
-    assert [[r[k] for k in keys] for r in rows] == [[r[k] for k in keys] for r in ref_rows]
+    def __call__(self, config: Config, run_dir: Path | None) -> Any:
+        return Dying(load_run_predictor(config, run_dir), self.flag)
 
 
 def test_worker_killed_mid_video_is_redone_on_rerun(
@@ -174,17 +178,21 @@ def test_dead_worker_replaced_and_video_redone_in_the_same_run(
     assert hidden_partials(tmp_path / "out") == []
 
 
-def test_cli_video_ray(
+def test_cli_video_ray_writes_what_the_sequential_batch_writes(
     ray_session: None, clips: Path, sequential: Path, tiny_trained_run, tmp_path: Path, capsys
 ) -> None:
-    """``thingmask video SRC --output OUT --run RUN --ray`` uses the Ray session of the process."""
+    """``thingmask video SRC --output OUT --run RUN --ray`` (using this process's Ray session):
+    the same files and summary as the sequential batch."""
     config, run_dir = tiny_trained_run
     settings = config.save_yaml(tmp_path / "config.yaml")
     out = tmp_path / "out"
     args = ["video", str(clips), "--output", str(out), "--run", str(run_dir)]
-    assert main([*args, "--config", str(settings), "--ray"]) == 0
+    assert main([*args, "--config", str(settings), "--ray", "--ray-actors", "2"]) == 0
     assert capsys.readouterr().out.count(": done ->") == len(NAMES)
     assert_same_outputs(out, sequential)
+    rows, ref_rows = summary_rows(out), summary_rows(sequential)
+    keys = ("source", "status", "frames_read", "frames_written", "instances")
+    assert [[r[k] for k in keys] for r in rows] == [[r[k] for k in keys] for r in ref_rows]
 
 
 def failing_loader(config: Config, run_dir: Path | None) -> object:
