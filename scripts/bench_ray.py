@@ -26,10 +26,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import ray  # noqa: E402
 
-from thingmask.batch_ray import load_run_predictor, process_many_ray  # noqa: E402
+from thingmask.batch_ray import process_many_ray  # noqa: E402
 from thingmask.config import Config  # noqa: E402
 from thingmask.datasets.synthetic import generate_dataset, render_video  # noqa: E402
 from thingmask.engines import get_engine  # noqa: E402
+from thingmask.pipeline import load_predictor  # noqa: E402
 from thingmask.video import write_video  # noqa: E402
 from thingmask.video_job import process_many  # noqa: E402
 
@@ -105,7 +106,7 @@ def main() -> None:
 
     rows: list[tuple[str, float, str]] = []
     t0 = time.perf_counter()
-    predictor = load_run_predictor(config, run_dir)
+    predictor = load_predictor(config, run_dir)
     process_many(clips, root / "seq", predictor, config, progress=False)
     rows.append(("sequential, in process (model load included)", time.perf_counter() - t0, ""))
 

@@ -51,9 +51,9 @@ def test_ddp_two_processes_on_gloo(tiny_config: Config, tiny_dataset: PreparedDa
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["model_0000002.pth"]
     assert (run_dir / "model_final.pth").is_file() and (run_dir / "model_meta.json").is_file()
     assert not [p for p in run_dir.rglob("*") if "tmp" in p.name or ".part" in p.name]
-    from thingmask.batch_ray import load_run_predictor
+    from thingmask.pipeline import load_predictor
 
-    predictor = load_run_predictor(config, run_dir)
+    predictor = load_predictor(config, run_dir)
     assert predictor(torch.zeros(64, 64, 3, dtype=torch.uint8).numpy()).image_size == (64, 64)
 
 

@@ -19,9 +19,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from thingmask.batch_ray import load_run_predictor, process_many_ray  # noqa: E402
+from thingmask.batch_ray import process_many_ray  # noqa: E402
 from thingmask.cli import main  # noqa: E402
 from thingmask.config import Config  # noqa: E402
+from thingmask.pipeline import load_predictor  # noqa: E402
 from thingmask.video import open_video, write_video  # noqa: E402
 from thingmask.video_job import process_many  # noqa: E402
 
@@ -62,7 +63,7 @@ def sequential(
     """The reference: the sequential batch's output folder."""
     config, run_dir = tiny_trained_run
     out = tmp_path_factory.mktemp("sequential")
-    results = process_many(clips, out, load_run_predictor(config, run_dir), config, progress=False)
+    results = process_many(clips, out, load_predictor(config, run_dir), config, progress=False)
     assert [r.status for r in results] == ["done"] * len(NAMES)
     return out
 
@@ -134,7 +135,7 @@ class DyingLoader:
         self.flag = str(flag)
 
     def __call__(self, config: Config, run_dir: Path | None) -> Any:
-        return Dying(load_run_predictor(config, run_dir), self.flag)
+        return Dying(load_predictor(config, run_dir), self.flag)
 
 
 def test_worker_killed_mid_video_is_redone_on_rerun(

@@ -41,8 +41,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from thingmask.config import Config
-from thingmask.engines import COCO_CLASSES, Predictor, get_engine, read_model_meta
+from thingmask.engines import Predictor, read_model_meta
 from thingmask.io_utils import atomic_write_text
+from thingmask.pipeline import load_predictor
 from thingmask.video_job import (
     VIDEO_EXTENSIONS,
     VideoResult,
@@ -53,14 +54,7 @@ from thingmask.video_job import (
     summary_table,
 )
 
-__all__ = [
-    "RAY_INSTALL_HINT",
-    "ActorPlan",
-    "import_ray",
-    "load_run_predictor",
-    "plan_actors",
-    "process_many_ray",
-]
+__all__ = ["RAY_INSTALL_HINT", "ActorPlan", "import_ray", "plan_actors", "process_many_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -157,22 +151,6 @@ def plan_actors(
 # ------------------------------------------------------------------------------------------------
 # The worker (an actor: one process, one model)
 # ------------------------------------------------------------------------------------------------
-def load_run_predictor(config: Config, run_dir: Path | None) -> Predictor:
-    """The predictor of run folder ``run_dir`` (its engine from ``model_meta.json``), or the
-    COCO-pretrained model when ``run_dir`` is None and ``zero_training`` is set; display things
-    are checked against its classes (same rule as :func:`thingmask.pipeline.load_predictor`)."""
-    if run_dir is None:
-        if not config.zero_training:
-            raise ValueError("run_dir is required unless zero_training=True")
-        predictor = get_engine(config.engine).load_predictor(config, None)
-        config.check_classes(COCO_CLASSES)
-        return predictor
-    engine = read_model_meta(run_dir)["engine"]
-    predictor = get_engine(engine).load_predictor(config, Path(run_dir))
-    config.check_classes(predictor.class_names)
-    return predictor
-
-
 class VideoWorker:
     """One model, many videos. Used as a Ray actor (``ray.remote(VideoWorker)``) with
     ``max_concurrency=2`` so :meth:`progress` answers while :meth:`process` runs."""
@@ -252,7 +230,7 @@ def process_many_ray(
     retries: int = 2,
     force: bool = False,
     progress: bool = True,
-    loader: Loader = load_run_predictor,
+    loader: Loader = load_predictor,
 ) -> list[VideoResult]:
     """``process_many`` on Ray: every video of a file / folder / glob, one output each in
     ``out_dir``, spread over Ray actors (one model each). Same outputs, same ``summary.csv``.
@@ -271,7 +249,8 @@ def process_many_ray(
         retries: how often a video is given to another worker after its worker died.
         force: redo videos already finished.
         progress: one tqdm bar over all workers (videos done, frames/s).
-        loader: ``loader(config, run_dir) -> Predictor``, run once in each worker.
+        loader: ``loader(config, run_dir) -> Predictor``, run once in each worker (default:
+            :func:`thingmask.pipeline.load_predictor`, the notebook's and CLI's).
 
     Returns:
         One :class:`VideoResult` per video, in the order of :func:`find_videos`.
@@ -289,7 +268,7 @@ def process_many_ray(
     out_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     outputs = [_output_for(v, out_dir, config, taken) for v in videos]
-    if run_dir is not None and loader is load_run_predictor:
+    if run_dir is not None and loader is load_predictor and not config.zero_training:
         # the usual mistakes fail here, before any worker starts
         meta = read_model_meta(run_dir)
         config.check_classes(meta.get("class_names", config.display_things))
