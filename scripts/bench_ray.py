@@ -4,7 +4,7 @@
     python scripts/bench_ray.py --videos 2 --frames 12   # a quick look
     python scripts/bench_ray.py --gpu           # on a GPU machine: 1 vs 2 actors on one GPU
 
-The model is the demo's architecture (tiny_fpn, 160 px) trained for a few steps: its speed, not
+Wall times include loading the model. The model is the demo's architecture (tiny_fpn, 160 px) trained for a few steps: its speed, not
 its accuracy, is measured. Each Ray figure includes starting the workers and loading the model
 in each (what a user waits for), not starting Ray itself (printed apart). ``--gpu`` also samples
 ``nvidia-smi`` while the batch runs and prints the mean GPU utilisation.
@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import ray  # noqa: E402
+import torch  # noqa: E402
 
 from thingmask.batch_ray import process_many_ray  # noqa: E402
 from thingmask.config import Config  # noqa: E402
@@ -105,10 +106,12 @@ def main() -> None:
     print(f"{args.videos} videos x {args.frames} frames, 160x160, tiny_fpn, device {device}")
 
     rows: list[tuple[str, float, str]] = []
+    if not args.gpu:  # as one CPU worker has: torch threads spin-wait badly on shared cores
+        torch.set_num_threads(1)
     t0 = time.perf_counter()
     predictor = load_predictor(config, run_dir)
     process_many(clips, root / "seq", predictor, config, progress=False)
-    rows.append(("sequential, in process (model load included)", time.perf_counter() - t0, ""))
+    rows.append(("sequential process_many (1 torch thread on CPU)", time.perf_counter() - t0, ""))
 
     t0 = time.perf_counter()
     ray.init(include_dashboard=False, logging_level="WARNING")
