@@ -4,8 +4,8 @@
     python scripts/bench_ray.py --videos 2 --frames 12   # a quick look
     python scripts/bench_ray.py --gpu           # on a GPU machine: 1 vs 2 actors on one GPU
 
-Wall times include loading the model. The model is the demo's architecture (tiny_fpn, 160 px) trained for a few steps: its speed, not
-its accuracy, is measured. Each Ray figure includes starting the workers and loading the model
+The model is the demo's architecture (tiny_fpn, 160 px) trained for a few steps: its speed, not
+its accuracy, is measured; every wall time includes loading it. Each Ray figure includes starting the workers and loading the model
 in each (what a user waits for), not starting Ray itself (printed apart). ``--gpu`` also samples
 ``nvidia-smi`` while the batch runs and prints the mean GPU utilisation.
 """
