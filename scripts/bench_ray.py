@@ -5,9 +5,10 @@
     python scripts/bench_ray.py --gpu           # on a GPU machine: 1 vs 2 actors on one GPU
 
 The model is the demo's architecture (tiny_fpn, 160 px) trained for a few steps: its speed, not
-its accuracy, is measured; every wall time includes loading it. Each Ray figure includes starting the workers and loading the model
-in each (what a user waits for), not starting Ray itself (printed apart). ``--gpu`` also samples
-``nvidia-smi`` while the batch runs and prints the mean GPU utilisation.
+its accuracy, is measured; every wall time includes loading it. Each Ray figure includes starting
+the workers and loading the model in each (what a user waits for), not starting Ray itself
+(printed apart). ``--gpu`` also samples ``nvidia-smi`` while the batch runs and prints the mean
+GPU utilisation.
 """
 
 from __future__ import annotations
