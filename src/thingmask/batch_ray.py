@@ -265,13 +265,13 @@ def process_many_ray(
             "pass a folder such as outputs/cut"
         )
     videos = find_videos(src)
+    if run_dir is not None and loader is load_predictor and not config.zero_training:
+        # the usual mistakes fail here, before any worker starts or any folder is made
+        meta = read_model_meta(run_dir)
+        config.check_classes(meta.get("class_names", config.display_things))
     out_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     outputs = [_output_for(v, out_dir, config, taken) for v in videos]
-    if run_dir is not None and loader is load_predictor and not config.zero_training:
-        # the usual mistakes fail here, before any worker starts
-        meta = read_model_meta(run_dir)
-        config.check_classes(meta.get("class_names", config.display_things))
     _connect(ray, address)
     plan = plan_actors(
         ray.cluster_resources(),
