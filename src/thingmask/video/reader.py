@@ -18,9 +18,9 @@ from typing import Any
 import av
 import numpy as np
 
-from thingmask.video.common import VideoError
+from thingmask.video.common import OUTPUT_TAG, VideoError
 
-__all__ = ["Frame", "VideoInfo", "VideoReader", "open_video"]
+__all__ = ["Frame", "VideoInfo", "VideoReader", "open_video", "read_output_tag"]
 
 log = logging.getLogger(__name__)
 
@@ -302,3 +302,15 @@ def _seconds(pts: int | None, time_base: Fraction | None) -> str:
     if pts is None or time_base is None:
         return "?"
     return f"{float(pts * time_base):.3f}"
+
+
+def read_output_tag(path: str | Path) -> str | None:
+    """The thingmask output mark of a video file (see ``common.output_tag``), or None: not
+    marked, or not readable as a video (only the container header is read)."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            tags = {str(k).lower(): str(v) for k, v in container.metadata.items()}
+    except (av.error.FFmpegError, UnicodeDecodeError, OSError, ValueError):
+        return None
+    comment = tags.get("comment", "")
+    return comment if comment.startswith(OUTPUT_TAG) else None

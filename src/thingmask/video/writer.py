@@ -43,7 +43,7 @@ import av
 import numpy as np
 
 from thingmask.video.audio import AudioPump
-from thingmask.video.common import FORMATS, VideoError, partial_path, remove_path
+from thingmask.video.common import FORMATS, VideoError, check_replaceable, partial_path, remove_path
 
 __all__ = ["VideoWriter", "write_video"]
 
@@ -66,6 +66,12 @@ class VideoWriter:
         audio_source: a media file whose first audio stream is carried into the output.
         time_base: output tick (default 1/90000).
         crf: quality for H.264 / VP9 (lower = better, larger); None = defaults (20 / 32).
+        tag: text for the container's ``comment`` field; thingmask marks its own outputs
+            with :func:`~thingmask.video.common.output_tag` so a re-run never takes them as
+            inputs. PNG sequences carry it in ``timestamps.csv``'s folder as ``thingmask.txt``.
+
+    An existing ``path`` is replaced when the new output is complete, but only a file for
+    mp4/webm/mov, and for png only a folder that holds a PNG sequence (never other files).
 
     Use as a context manager: a clean exit calls :meth:`close` (finalise + rename); an
     exception removes the partial file, except KeyboardInterrupt, which keeps it (mp4: playable).
@@ -82,6 +88,7 @@ class VideoWriter:
         audio_source: str | Path | None = None,
         time_base: Fraction | None = None,
         crf: int | None = None,
+        tag: str | None = None,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"video_format: got {fmt!r}; expected one of {list(FORMATS)}")
@@ -95,6 +102,8 @@ class VideoWriter:
         if not rate or float(rate) <= 0:
             raise ValueError(f"VideoWriter: frame rate must be > 0, got {rate!r}")
         self.path = Path(path)
+        check_replaceable(self.path, fmt)
+        self.tag = tag
         self.fmt, self.alpha = fmt, bool(alpha)
         self.width, self.height = int(width), int(height)
         self.rate = Fraction(rate).limit_denominator(1_000_000)
@@ -131,6 +140,8 @@ class VideoWriter:
             "webm": {"flush_packets": "1"},
         }.get(fmt, {})
         self._container = av.open(str(self.partial), "w", format=fmt, container_options=options)
+        if tag:
+            self._container.metadata["comment"] = tag
         try:
             self._stream = self._add_video_stream(crf)
             if audio_source is not None:
@@ -357,6 +368,8 @@ class VideoWriter:
             ):
                 streams = [s for s in src.streams if s.type in ("video", "audio")]
                 out = {s.index: dst.add_stream_from_template(s) for s in streams}
+                if self.tag:
+                    dst.metadata["comment"] = self.tag
                 shift: dict[int, int] = {}
                 for packet in src.demux(*streams):
                     if packet.dts is None and packet.pts is None:
@@ -396,6 +409,9 @@ class VideoWriter:
         for i, t in enumerate(self._times):
             w.writerow([i, f"frame_{i:06d}.png", f"{t:.6f}"])
         (self.partial / "timestamps.csv").write_text(buf.getvalue(), encoding="utf-8")
+        if self.tag:
+            (self.partial / "thingmask.txt").write_text(self.tag + "\n", encoding="utf-8")
+        check_replaceable(self.path, "png")  # still only an earlier PNG sequence?
         remove_path(self.path)
         os.replace(self.partial, self.path)
 
