@@ -25,9 +25,10 @@ from thingmask.config import CANVAS_MODES, Config
 from thingmask.detections import Detections, keep
 from thingmask.exports import CsvExporter, instance_rows
 from thingmask.video import Frame, VideoError, VideoReader, open_video, partial_path, write_video
-from thingmask.video_cutout import Needs, TrackerStage, cutout_stream, make_stage
+from thingmask.video_cutout import Needs, cutout_stream
 from thingmask.video_job import output_paths, process_video
 from thingmask.video_stream import StageError, Stream
+from thingmask.video_temporal import TrackerStage, make_stage
 
 H, W = 48, 64
 MEADOW = (60, 140, 60)  # BGR

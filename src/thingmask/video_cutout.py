@@ -17,8 +17,8 @@ timestamps. Two ways through the middle, with the same results:
   frame and what the enabled outputs need (CSV rows, the union mask, host masks) come back.
 
 A temporal stage (tracking, smoothing, refinement: ``delay`` k, see
-:class:`TemporalStage`) gets each frame's kept Detections on the host; the pipeline holds each
-frame until the stage releases its index, so at most k frames wait there.
+:mod:`thingmask.video_temporal`) gets each frame's kept Detections on the host; the pipeline
+holds each frame until the stage releases its index, so at most k frames wait there.
 
 Not switched on, because not measured on a GPU yet (``scripts/bench_pipeline.py`` is the place to
 measure them): mixed precision (autocast), ``channels_last`` and ``cudnn.benchmark``. The
@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
-from thingmask import tracking
 from thingmask.composite import (
     Canvas,
     composite_mask,
@@ -48,70 +47,11 @@ from thingmask.detections import Detections, keep
 from thingmask.exports import InstanceRows, instance_rows
 from thingmask.video import Frame
 from thingmask.video_stream import Stage, Stream, named_stage
+from thingmask.video_temporal import TemporalStage, check_detections, through_stage
 
-__all__ = [
-    "CutFrame",
-    "Needs",
-    "TemporalStage",
-    "TrackerStage",
-    "cutout_stream",
-    "make_stage",
-    "uses_tensors",
-]
+__all__ = ["CutFrame", "Needs", "cutout_stream", "uses_tensors"]
 
 log = logging.getLogger(__name__)
-
-
-class TemporalStage(Protocol):
-    """Tracking / smoothing / refinement across frames (seam D; see thingmask.tracking)."""
-
-    delay: int  # frames a result is held back (0 = released at once)
-    needs_probs: bool  # True when it reads Detections.probs
-
-    def push(
-        self, index: int, frame_bgr: np.ndarray, dets: Detections
-    ) -> list[tuple[int, Detections]]: ...
-
-    def flush(self) -> list[tuple[int, Detections]]: ...
-
-
-class TrackerStage:
-    """Today's :class:`thingmask.tracking.Tracker` behind the :class:`TemporalStage` protocol
-    (delay 0: track ids are given at once). Used until ``tracking.make_temporal_stage`` exists."""
-
-    delay = 0
-    needs_probs = False
-
-    def __init__(self) -> None:
-        self.tracker = tracking.Tracker()
-
-    def push(
-        self, index: int, frame_bgr: np.ndarray, dets: Detections
-    ) -> list[tuple[int, Detections]]:
-        return [(index, self.tracker.update(dets))]
-
-    def flush(self) -> list[tuple[int, Detections]]:
-        return []
-
-
-def make_stage(config: Any) -> TemporalStage | None:
-    """The temporal stage the settings ask for, or None when it would change nothing.
-
-    ``per_instance_clips`` needs track ids, so it switches tracking on. With
-    ``tracking.make_temporal_stage`` (seam D) its stage is used; a stage with delay 0 that reads
-    no soft masks while tracking is off is the identity and is left out, so the GPU path keeps
-    the masks on the GPU.
-    """
-    wants_ids = bool(config.tracking or config.per_instance_clips)
-    factory = getattr(tracking, "make_temporal_stage", None)
-    if factory is None:
-        return TrackerStage() if wants_ids else None
-    stage: TemporalStage = factory(
-        config.replace(tracking=True) if wants_ids and not config.tracking else config
-    )
-    if stage.delay == 0 and not stage.needs_probs and not wants_ids:
-        return None
-    return stage
 
 
 @dataclass(frozen=True)
@@ -188,7 +128,7 @@ def cutout_stream(
         config: reads ``display_things`` and ``inference_batch``.
         canvas: the :class:`~thingmask.composite.Canvas`.
         needs: what the consumer reads besides the cut-out (see :class:`Needs`).
-        stage: a :class:`TemporalStage` or None (:func:`make_stage`).
+        stage: a temporal stage or None (:func:`thingmask.video_temporal.make_stage`).
         batch: frames per forward pass (default ``config.inference_batch``).
         queue_size: items per link (default: the batch size, at least 2).
         tensors: force the GPU path on (also on a CPU device, for tests) or off; None = on
@@ -280,11 +220,11 @@ class _Cutter:
                     f"predictor returned {len(outputs)} results for {len(batch)} frames"
                 )
             for frame, dets in zip(batch, outputs, strict=True):
-                yield frame, _check_detections(dets, frame)
+                yield frame, check_detections(dets, frame)
 
     def cut_host(self, items: Iterator[tuple[Frame, Detections]]) -> Iterator[CutFrame]:
         kept = ((frame, keep(dets, self.display), None) for frame, dets in items)
-        for frame, dets, _ in self._temporal(kept):
+        for frame, dets, _ in through_stage(self.stage, kept):
             union = union_mask_u8(dets)
             yield CutFrame(
                 frame=frame,
@@ -320,7 +260,7 @@ class _Cutter:
                     )
                 yield frame, (chosen if host is None else host), image
 
-        for frame, dets, image in self._temporal(kept()):
+        for frame, dets, image in through_stage(self.stage, kept()):
             with torch.inference_mode():
                 yield self._cut_tensor(frame, image, dets)
 
@@ -397,59 +337,3 @@ class _Cutter:
             centres=centres,
             areas=areas_np,
         )
-
-    # -- temporal stage -------------------------------------------------------------------------
-    def _temporal(
-        self, items: Iterator[tuple[Frame, Any, Any]]
-    ) -> Iterator[tuple[Frame, Any, Any]]:
-        """Pass ``(frame, detections, payload)`` through the temporal stage, holding each frame
-        (and its payload, e.g. the frame on the GPU) until the stage releases its index."""
-        stage = self.stage
-        if stage is None:
-            yield from items
-            return
-        held: dict[int, tuple[Frame, Any]] = {}
-        last = -1
-
-        def release(pairs: Sequence[tuple[int, Detections]]) -> list[tuple[Frame, Any, Any]]:
-            nonlocal last
-            out = []
-            for index, dets in pairs:
-                if index not in held or index <= last:
-                    raise ValueError(
-                        f"released frame {index} {'twice' if index <= last else 'unknown'}; "
-                        "a temporal stage must release each pushed frame once, in order"
-                    )
-                frame, payload = held.pop(index)
-                out.append((frame, _check_detections(dets, frame), payload))
-                last = index
-            if len(held) > max(0, int(stage.delay)):
-                raise ValueError(
-                    f"holds {len(held)} frames but declares delay={stage.delay}; a stage must "
-                    "release frames within its delay (memory is sized by it)"
-                )
-            return out
-
-        for frame, dets, payload in items:
-            held[frame.index] = (frame, payload)
-            with named_stage("temporal"):
-                ready = release(stage.push(frame.index, frame.image, dets))
-            yield from ready
-        with named_stage("temporal"):
-            ready = release(stage.flush())
-            if held:
-                raise ValueError(f"did not release frames {sorted(held)[:5]} at the end")
-        yield from ready
-
-
-def _check_detections(dets: Any, frame: Frame) -> Detections:
-    if not isinstance(dets, Detections):
-        raise TypeError(
-            f"predictor returned {type(dets).__name__}; expected thingmask.detections.Detections"
-        )
-    if dets.image_size != frame.image.shape[:2]:
-        raise ValueError(
-            f"predictor returned masks of size {dets.image_size} for frame {frame.index} of "
-            f"size {frame.image.shape[:2]}; masks must match the frame (H, W)"
-        )
-    return dets

@@ -48,7 +48,7 @@ from thingmask.video_batch import (
     summary_csv,
     summary_table,
 )
-from thingmask.video_cutout import CutFrame, Needs, cutout_stream, make_stage
+from thingmask.video_cutout import CutFrame, Needs, cutout_stream
 from thingmask.video_outputs import (
     VideoResult,
     already_done,
@@ -58,6 +58,7 @@ from thingmask.video_outputs import (
     read_marker,
 )
 from thingmask.video_stream import named_stage
+from thingmask.video_temporal import make_stage
 
 __all__ = [
     "VIDEO_EXTENSIONS",
