@@ -46,6 +46,10 @@ class AudioPump:
             src.close()
             return None
         stream = src.streams.audio[0]
+        if stream.codec_context is None:  # a damaged header: the codec is unknown
+            log.warning("%s: the audio codec is unreadable; output has no audio", source)
+            src.close()
+            return None
         name = stream.codec_context.name
         if name in _AUDIO_COPY[fmt]:
             out = container.add_stream_from_template(stream)

@@ -256,9 +256,9 @@ class VideoReader:
             duration=duration,
             frames=frames,
             rotation=rotation,
-            has_audio=audio is not None,
-            codec=s.codec_context.name,
-            audio_codec=audio.codec_context.name if audio is not None else None,
+            has_audio=_codec_name(audio) is not None,
+            codec=_codec_name(s) or "unknown",
+            audio_codec=_codec_name(audio),
         )
 
 
@@ -288,6 +288,13 @@ def _chain(*iterables: Iterable[Any]) -> Iterator[Any]:
         for item in it:
             if item is not None:
                 yield item
+
+
+def _codec_name(stream: Any) -> str | None:
+    """A stream's codec name; None for no stream, or one whose codec FFmpeg does not know
+    (a damaged header can leave the codec context empty)."""
+    context = getattr(stream, "codec_context", None)
+    return getattr(context, "name", None) if context is not None else None
 
 
 def _quarter_turns(degrees: float) -> int:
