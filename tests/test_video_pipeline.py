@@ -172,8 +172,13 @@ def test_pipeline_equals_serial_loop(mode: str, batch: int) -> None:
     assert predictor.batches == [batch] * (11 // batch) + ([11 % batch] if 11 % batch else [])
 
 
-def test_process_video_equals_serial_loop_with_the_trained_model(tmp_path, tiny_trained_run):
+def test_process_video_equals_serial_loop_with_the_trained_model(
+    tmp_path, tiny_trained_run, monkeypatch
+) -> None:
+    """process_video hands the encoder exactly the frames of the serial loop (the real
+    torchvision predictor, 50 instances per frame at score threshold 0)."""
     from thingmask.engines import torchvision_engine
+    from thingmask.video.writer import VideoWriter
 
     config, run_dir = tiny_trained_run
     predictor = torchvision_engine.load_predictor(config, run_dir)
@@ -183,12 +188,18 @@ def test_process_video_equals_serial_loop_with_the_trained_model(tmp_path, tiny_
     canvas = Canvas("grey")
     config = config.replace(canvas="grey", inference_batch=1, keep_audio=False)
     want = serial(source, predictor, config, canvas)
-    ours = process_video(src, tmp_path / "ours.mp4", predictor, config, progress=False)
-    write_video(tmp_path / "serial.mp4", want, 25)
-    with open_video(ours.output) as a, open_video(tmp_path / "serial.mp4") as b:
-        pairs = list(zip(a.frames(), b.frames(), strict=True))
-    assert len(pairs) == 6
-    assert all(np.array_equal(x.image, y.image) for x, y in pairs)  # same encoder input
+    fed = []
+    original = VideoWriter.write
+
+    def write(self, image, time=None):
+        fed.append((image.copy(), time))
+        return original(self, image, time)
+
+    monkeypatch.setattr(VideoWriter, "write", write)
+    result = process_video(src, tmp_path / "ours.mp4", predictor, config, progress=False)
+    assert result.frames_written == len(fed) == 6
+    assert all(np.array_equal(image, w) for (image, _), w in zip(fed, want, strict=True))
+    assert [t for _, t in fed] == [f.time for f in source]
 
 
 # -- bounded, ordered, timed -----------------------------------------------------------------------

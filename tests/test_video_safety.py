@@ -182,6 +182,13 @@ def test_files_that_are_not_outputs_are_never_replaced(tmp_path) -> None:
     with pytest.raises(VideoError, match="not a PNG sequence written by thingmask"):
         VideoWriter(photos, W, H, 25, fmt="png")
     assert (photos / "holiday.jpg").read_bytes() == b"\xff\xd8 a photo"
+    table = tmp_path / "tables" / "summary.csv"
+    table.parent.mkdir()
+    table.write_text("species,count\ncat,3\n")
+    with pytest.raises(InputError, match="not thingmask's batch summary"):
+        process_many(src, table.parent, RedIsCat(), cfg(), progress=False)
+    assert table.read_text() == "species,count\ncat,3\n"
+    assert sorted(p.name for p in table.parent.iterdir()) == ["summary.csv"]
 
 
 # -- own outputs are known and never inputs; re-runs write nothing ---------------------------------

@@ -361,6 +361,13 @@ def process_many(
     jobs = [(video, output_for(video, out_dir, config, taken)) for video in videos]
     for _, dst in jobs:  # one video's outputs must not overwrite another input of the batch
         check_apart(output_paths(dst, config).values(), videos)
+    summary = out_dir / "summary.csv"
+    check_apart([summary], videos)
+    if summary.exists() and not summary.read_text(encoding="utf-8").startswith(summary_csv([])):
+        raise InputError(
+            f"{summary}: exists and is not thingmask's batch summary, so it is not replaced. "
+            "Move it, or choose another output folder."
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     results: list[VideoResult] = []
     for video, dst in tqdm(
@@ -381,8 +388,8 @@ def process_many(
                 )
             )
     if any(r.status != "skipped" for r in results):
-        atomic_write_text(out_dir / "summary.csv", summary_csv(results))
-    log.info("video summary (%s):\n%s", out_dir / "summary.csv", summary_table(results))
+        atomic_write_text(summary, summary_csv(results))
+    log.info("video summary (%s):\n%s", summary, summary_table(results))
     return results
 
 
