@@ -19,16 +19,16 @@ import numpy as np
 import pytest
 import torch
 
-from thingmask import tracking
 from thingmask.composite import Canvas, get_masked_image
 from thingmask.config import CANVAS_MODES, Config
 from thingmask.detections import Detections, keep
 from thingmask.exports import CsvExporter, instance_rows
+from thingmask.temporal import TemporalPipeline
 from thingmask.video import Frame, VideoError, VideoReader, open_video, partial_path, write_video
 from thingmask.video_cutout import Needs, cutout_stream
 from thingmask.video_job import output_paths, process_video
 from thingmask.video_stream import StageError, Stream
-from thingmask.video_temporal import TrackerStage, make_stage
+from thingmask.video_temporal import make_stage
 
 H, W = 48, 64
 MEADOW = (60, 140, 60)  # BGR
@@ -313,7 +313,7 @@ def test_failing_stage_is_named_and_leaves_no_final_file(tmp_path, monkeypatch, 
     if where == "decode":
         monkeypatch.setattr(VideoReader, "frames", _failing_frames)
     elif where == "temporal":
-        monkeypatch.setattr(TrackerStage, "push", Boom(3))
+        monkeypatch.setattr(TemporalPipeline, "push", Boom(3))
     elif where == "encode":
         original = __import__("thingmask.video.writer", fromlist=["VideoWriter"]).VideoWriter.write
         boom = Boom(7)
@@ -449,22 +449,42 @@ def test_soft_masks_asked_for_only_while_the_stage_needs_them() -> None:
         run(frames(2), NoSwitch(), cfg(), stage=DelayStage(1, needs_probs=True))
 
 
-def test_make_stage_follows_the_settings(monkeypatch) -> None:
-    assert make_stage(cfg()) is None
-    assert isinstance(make_stage(cfg(tracking=True)), TrackerStage)
-    assert isinstance(make_stage(cfg(per_instance_clips=True)), TrackerStage)
-    asked = []
+@pytest.mark.parametrize(
+    "settings, delay, needs_probs",
+    [
+        ({}, None, None),  # every switch off: no stage (the GPU path keeps the masks)
+        ({"tracking": True}, 0, False),
+        ({"per_instance_clips": True}, 0, False),  # clips need track ids
+        ({"temporal_smoothing": True, "smoothing_window": 2}, 2, True),
+        ({"edge_refinement": True}, 0, True),
+    ],
+)
+def test_make_stage_follows_the_settings(settings, delay, needs_probs) -> None:
+    stage = make_stage(cfg(**settings), mask_threshold=0.4)
+    if delay is None:
+        assert stage is None
+    else:
+        assert (stage.delay, stage.needs_probs) == (delay, needs_probs)
 
-    def factory(config):
-        asked.append(config.tracking)
-        return DelayStage(0)
 
-    monkeypatch.setattr(tracking, "make_temporal_stage", factory, raising=False)
-    assert make_stage(cfg()) is None  # an identity stage is left out (GPU path keeps masks)
-    assert isinstance(make_stage(cfg(per_instance_clips=True)), DelayStage)
-    assert asked == [False, True]  # clips need ids: tracking switched on for the factory
-    monkeypatch.setattr(tracking, "make_temporal_stage", lambda c: DelayStage(2), raising=False)
-    assert isinstance(make_stage(cfg()), DelayStage)  # a delay changes the output
+def test_smoothing_stage_runs_in_the_pipeline(tmp_path: Path) -> None:
+    """The real temporal stage with a delay (smoothing) in process_video: every frame comes
+    out once, in order, with track ids, on the source's timestamps."""
+    src = write_video(tmp_path / "in.mp4", (scene(t) for t in range(9)), 25)
+    seen = []
+    config = cfg(temporal_smoothing=True, smoothing_window=2, export_rle=True)
+    result = process_video(
+        src,
+        tmp_path / "smooth.mp4",
+        ColourPredictor(),
+        config,
+        on_frame=lambda i, f, d: seen.append((i, d.track_ids is not None)),
+        progress=False,
+    )
+    assert seen == [(i, True) for i in range(9)]
+    assert result.frames_written == 9 and result.tracks >= 1
+    with open_video(result.output) as r:
+        assert [round(f.time, 3) for f in r.frames()] == [round(i / 25, 3) for i in range(9)]
 
 
 # -- the tensor (GPU) path -------------------------------------------------------------------------
@@ -520,6 +540,26 @@ def test_gpu_rows_equal_host_rows_for_empty_masks() -> None:
     assert rows.centres[0].tolist() == [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]
     host = instance_rows(Detections(np.zeros((1, H, W), bool), [box], ["cat"], [0.9]))
     np.testing.assert_allclose(rows.centres, host.centres)
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_tensor_path_with_the_trained_model_equals_host_path(device, tiny_trained_run) -> None:
+    """The real torchvision predictor (seam A): predict_tensors + compositing on the device
+    give the frames, masks and CSV rows of predict_batch + compositing on the host."""
+    from thingmask.engines import torchvision_engine
+
+    config, run_dir = tiny_trained_run
+    predictor = torchvision_engine.load_predictor(config.replace(device=device), run_dir)
+    config = config.replace(canvas="white", inference_batch=2)
+    needs = Needs(detections=True, rows=True, union=True)
+    source = frames(5)
+    host, _ = run(source, predictor, config, needs=needs, tensors=False)
+    dev, _ = run(source, predictor, config, needs=needs, tensors=True)
+    assert sum(c.count for c in host) > 0
+    for a, b in zip(host, dev, strict=True):
+        assert np.array_equal(a.cutout, b.cutout) and np.array_equal(a.union, b.union)
+        assert np.array_equal(a.detections.masks, b.detections.masks)
+        np.testing.assert_allclose(a.rows.centres, b.rows.centres, atol=1e-6)
 
 
 @pytest.mark.gpu

@@ -44,6 +44,7 @@ from thingmask.composite import (
     union_mask_u8,
 )
 from thingmask.detections import Detections, keep
+from thingmask.engines.base import InstanceTensors, to_detections
 from thingmask.exports import InstanceRows, instance_rows
 from thingmask.video import Frame
 from thingmask.video_stream import Stage, Stream, named_stage
@@ -304,13 +305,10 @@ class _Cutter:
         return self.class_names[class_index.cpu().numpy()].astype(object).reshape(-1)
 
     def _to_host(self, kept: _Kept, probs: bool) -> Detections:
-        return Detections(
-            masks=kept.masks.cpu().numpy(),
-            boxes=kept.boxes.cpu().numpy(),
-            class_names=self._names(kept.class_index),
-            scores=kept.scores.cpu().numpy(),
-            probs=(kept.probs * 255).round().to(torch.uint8).cpu().numpy() if probs else None,
-        )
+        """The kept instances as host Detections: the engines' own conversion (seam A)."""
+        instances = InstanceTensors(kept.boxes, kept.scores, kept.class_index, kept.probs)
+        names = tuple(self.class_names)
+        return to_detections(instances, names, float(self.predictor.mask_threshold), probs)
 
     def _rows(self, kept: _Kept) -> InstanceRows:
         """CSV rows computed where the masks are: areas and centroids as integer sums (exact)."""

@@ -201,7 +201,7 @@ def _run(
     canvas = Canvas.from_config(config)
     dst = paths["video"]
     result = VideoResult(source=str(src), output=str(dst))
-    stage = make_stage(config)
+    stage = make_stage(config, mask_threshold=float(getattr(predictor, "mask_threshold", 0.5)))
     if config.per_instance_clips and not config.tracking:
         log.info("per_instance_clips needs track ids: tracking is switched on for %s", src)
     needs = Needs(
@@ -317,6 +317,7 @@ class _Exports:
                     info.rate,
                     config.video_format,
                     canvas,
+                    max_gap=config.track_max_missed,  # the tracker retires an id after that
                     tag=output_tag("animal clip", src),
                 )
             )

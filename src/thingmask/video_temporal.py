@@ -1,81 +1,33 @@
-"""The temporal stage of the video pipeline (seam D): tracking, smoothing and refinement over
-frames, and the holding of frames while a stage with a delay works on them.
+"""The temporal stage inside the video pipeline (seam D, :mod:`thingmask.temporal`): which stage
+the settings ask for, and the holding of frames while a stage with a delay works on them.
 
 A stage gets each frame's kept Detections (already filtered to the display things) with
 ``push(index, frame_bgr, dets)`` and returns the results that are ready, in frame order; with
 ``delay`` k it releases frame i once frame i + k has arrived, and ``flush()`` at the end of the
 video returns the rest. :func:`through_stage` keeps each frame until its index comes back, so at
-most k frames wait there.
-
-Until ``thingmask.tracking.make_temporal_stage`` exists, :func:`make_stage` wraps today's
-:class:`~thingmask.tracking.Tracker` (:class:`TrackerStage`) behind the same protocol.
+most k frames wait there, and checks that the stage keeps to this.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-
-from thingmask import tracking
 from thingmask.detections import Detections
+from thingmask.temporal import IdentityStage, TemporalStage, make_temporal_stage
 from thingmask.video import Frame
 from thingmask.video_stream import named_stage
 
-__all__ = ["TemporalStage", "TrackerStage", "check_detections", "make_stage", "through_stage"]
+__all__ = ["TemporalStage", "check_detections", "make_stage", "through_stage"]
 
 
-class TemporalStage(Protocol):
-    """Tracking / smoothing / refinement across frames (seam D; see thingmask.tracking)."""
-
-    delay: int  # frames a result is held back (0 = released at once)
-    needs_probs: bool  # True when it reads Detections.probs
-
-    def push(
-        self, index: int, frame_bgr: np.ndarray, dets: Detections
-    ) -> list[tuple[int, Detections]]: ...
-
-    def flush(self) -> list[tuple[int, Detections]]: ...
-
-
-class TrackerStage:
-    """Today's :class:`thingmask.tracking.Tracker` behind the :class:`TemporalStage` protocol
-    (delay 0: track ids are given at once). Used until ``tracking.make_temporal_stage`` exists."""
-
-    delay = 0
-    needs_probs = False
-
-    def __init__(self) -> None:
-        self.tracker = tracking.Tracker()
-
-    def push(
-        self, index: int, frame_bgr: np.ndarray, dets: Detections
-    ) -> list[tuple[int, Detections]]:
-        return [(index, self.tracker.update(dets))]
-
-    def flush(self) -> list[tuple[int, Detections]]:
-        return []
-
-
-def make_stage(config: Any) -> TemporalStage | None:
-    """The temporal stage the settings ask for, or None when it would change nothing.
-
-    ``per_instance_clips`` needs track ids, so it switches tracking on. With
-    ``tracking.make_temporal_stage`` (seam D) its stage is used; a stage with delay 0 that reads
-    no soft masks while tracking is off is the identity and is left out, so the GPU path keeps
-    the masks on the GPU.
-    """
-    wants_ids = bool(config.tracking or config.per_instance_clips)
-    factory = getattr(tracking, "make_temporal_stage", None)
-    if factory is None:
-        return TrackerStage() if wants_ids else None
-    stage: TemporalStage = factory(
-        config.replace(tracking=True) if wants_ids and not config.tracking else config
-    )
-    if stage.delay == 0 and not stage.needs_probs and not wants_ids:
-        return None
-    return stage
+def make_stage(config: Any, mask_threshold: float = 0.5) -> TemporalStage | None:
+    """The temporal stage the settings ask for (:func:`thingmask.temporal.make_temporal_stage`:
+    tracking, smoothing, edge refinement; ``per_instance_clips`` switches tracking on), or None
+    when every switch is off: the identity stage changes nothing, and leaving it out lets the
+    GPU path keep the masks on the GPU. ``mask_threshold``: the predictor's."""
+    stage = make_temporal_stage(config, mask_threshold=mask_threshold)
+    return None if isinstance(stage, IdentityStage) else stage
 
 
 def through_stage(
