@@ -308,7 +308,7 @@ def test_failing_stage_is_named_and_leaves_no_final_file(tmp_path, monkeypatch, 
     src = write_video(tmp_path / "in.mp4", (scene(t) for t in range(12)), 25)
     dst = tmp_path / "out" / "in_cutout.mp4"
     predictor = ColourPredictor(fail_at=5 if where == "inference" else None)
-    config = cfg(export_rle=True, tracking=where == "temporal")
+    config = cfg(export_rle=True, per_instance_clips=True)
     on_frame = Boom(6) if where == "on_frame" else None
     if where == "decode":
         monkeypatch.setattr(VideoReader, "frames", _failing_frames)
@@ -319,7 +319,8 @@ def test_failing_stage_is_named_and_leaves_no_final_file(tmp_path, monkeypatch, 
         boom = Boom(7)
 
         def write(self, image, time=None):
-            boom()
+            if self.path == dst:  # the cut-out video's encoder, not the clips'
+                boom()
             return original(self, image, time)
 
         monkeypatch.setattr("thingmask.video.writer.VideoWriter.write", write)
@@ -330,7 +331,7 @@ def test_failing_stage_is_named_and_leaves_no_final_file(tmp_path, monkeypatch, 
     assert info.value.stage == where
     assert where in str(info.value)
     paths = output_paths(dst, config)
-    for kind in ("video", "metadata", "csv", "rle"):
+    for kind in ("video", "metadata", "csv", "rle", "clips"):
         assert not paths[kind].exists(), kind
         assert not partial_path(paths[kind]).exists(), kind
     assert not [p for p in dst.parent.iterdir() if p.name != "in.mp4"]  # not even hidden files

@@ -31,6 +31,7 @@ import numpy as np
 from thingmask.composite import Canvas, composite_mask, union_mask_u8
 from thingmask.detections import Detections
 from thingmask.video import VideoWriter, partial_path
+from thingmask.video.common import remove_path
 
 __all__ = [
     "CSV_COLUMNS",
@@ -368,9 +369,18 @@ class InstanceClips:
         return self.written
 
     def abort(self, keep_partial: bool = False) -> None:
+        """Stop: the open clips' partial files go (kept on ``keep_partial``), and so do the
+        clips finished earlier in this run, so a failed video leaves no clip under a final
+        name (the job is redone from the start anyway)."""
         for state in self._open.values():
             state["writer"].abort(keep_partial)
         self._open.clear()
+        if not keep_partial:
+            for path in self.written:
+                remove_path(path)
+            self.written = []
+            with contextlib.suppress(OSError):  # the clips folder, when nothing else is in it
+                self.folder.rmdir()
 
     def __enter__(self) -> InstanceClips:
         return self
