@@ -26,7 +26,8 @@ from thingmask.exports import CsvExporter, instance_rows
 from thingmask.temporal import TemporalPipeline
 from thingmask.video import Frame, VideoError, VideoReader, open_video, partial_path, write_video
 from thingmask.video_cutout import Needs, cutout_stream
-from thingmask.video_job import output_paths, process_video
+from thingmask.video_job import process_video
+from thingmask.video_outputs import output_paths
 from thingmask.video_stream import StageError, Stream
 from thingmask.video_temporal import make_stage
 

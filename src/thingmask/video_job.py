@@ -41,13 +41,7 @@ from thingmask.video import (
     output_tag,
     partial_path,
 )
-from thingmask.video_batch import (
-    VIDEO_EXTENSIONS,
-    find_videos,
-    output_for,
-    summary_csv,
-    summary_table,
-)
+from thingmask.video_batch import find_videos, output_for, summary_csv, summary_table
 from thingmask.video_cutout import CutFrame, Needs, cutout_stream
 from thingmask.video_outputs import (
     VideoResult,
@@ -60,16 +54,7 @@ from thingmask.video_outputs import (
 from thingmask.video_stream import named_stage
 from thingmask.video_temporal import make_stage
 
-__all__ = [
-    "VIDEO_EXTENSIONS",
-    "VideoResult",
-    "find_videos",
-    "output_paths",
-    "process_many",
-    "process_video",
-    "summary_csv",
-    "summary_table",
-]
+__all__ = ["OnFrame", "process_many", "process_video"]
 
 log = logging.getLogger(__name__)
 
