@@ -5,6 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: demo test lint bench clean-venv install
 
@@ -28,9 +29,13 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests scripts
 	$(PY) -m ruff format --check src tests scripts
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
+# benchmark figures, printed: the demo per engine, then the video stage side by side
+# (scripts/bench_pipeline.py; e.g. make bench BENCH_ARGS="--size 720p --json bench.json")
 bench: $(STAMP)
 	$(PY) scripts/benchmark.py
+	$(PY) scripts/bench_pipeline.py $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
