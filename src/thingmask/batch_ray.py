@@ -42,17 +42,10 @@ from tqdm.auto import tqdm
 
 from thingmask.config import Config
 from thingmask.engines import Predictor, read_model_meta
-from thingmask.io_utils import atomic_write_text
 from thingmask.pipeline import load_predictor
-from thingmask.video_job import (
-    VIDEO_EXTENSIONS,
-    VideoResult,
-    _output_for,
-    find_videos,
-    process_video,
-    summary_csv,
-    summary_table,
-)
+from thingmask.video_batch import VIDEO_EXTENSIONS
+from thingmask.video_job import plan_batch, process_video, write_summary
+from thingmask.video_outputs import VideoResult
 
 __all__ = ["RAY_INSTALL_HINT", "ActorPlan", "import_ray", "plan_actors", "process_many_ray"]
 
@@ -253,7 +246,7 @@ def process_many_ray(
             :func:`thingmask.pipeline.load_predictor`, the notebook's and CLI's).
 
     Returns:
-        One :class:`VideoResult` per video, in the order of :func:`find_videos`.
+        One :class:`VideoResult` per video, in the order of ``find_videos``.
     """
     ray = import_ray()
     if retries < 0:
@@ -264,14 +257,12 @@ def process_many_ray(
             f"{out_dir}: the Ray batch writes one cut-out per video into a folder; "
             "pass a folder such as outputs/cut"
         )
-    videos = find_videos(src)
     if run_dir is not None and loader is load_predictor and not config.zero_training:
         # the usual mistakes fail here, before any worker starts or any folder is made
         meta = read_model_meta(run_dir)
         config.check_classes(meta.get("class_names", config.display_things))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    taken: set[str] = set()
-    outputs = [_output_for(v, out_dir, config, taken) for v in videos]
+    jobs = plan_batch(src, out_dir, config)  # the sequential batch's videos, names and checks
+    videos, outputs = [v for v, _ in jobs], [d for _, d in jobs]
     _connect(ray, address)
     plan = plan_actors(
         ray.cluster_resources(),
@@ -313,8 +304,7 @@ def process_many_ray(
         for slot in slots:  # free the GPUs/CPUs now, not when the session ends
             if slot.actor is not None:
                 ray.kill(slot.actor)
-    atomic_write_text(out_dir / "summary.csv", summary_csv(results))
-    log.info("video summary (%s):\n%s", out_dir / "summary.csv", summary_table(results))
+    write_summary(out_dir, results)
     return results
 
 
