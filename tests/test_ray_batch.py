@@ -22,6 +22,7 @@ ray = pytest.importorskip("ray")
 from thingmask.batch_ray import process_many_ray  # noqa: E402
 from thingmask.cli import main  # noqa: E402
 from thingmask.config import Config  # noqa: E402
+from thingmask.errors import InputError  # noqa: E402
 from thingmask.pipeline import load_predictor  # noqa: E402
 from thingmask.video import open_video, write_video  # noqa: E402
 from thingmask.video_job import process_many  # noqa: E402
@@ -208,3 +209,12 @@ def test_worker_that_cannot_load_the_model_is_a_clear_error(
         process_many_ray(clips, tmp_path, config, tmp_path / "no_run", progress=False)
     with pytest.raises(RuntimeError, match=r"could not load the model: ValueError: display_thi"):
         process_many_ray(clips, tmp_path, config, run_dir, progress=False, loader=failing_loader)
+
+
+def test_ray_batch_never_writes_into_its_input_folder(clips: Path, tiny_trained_run) -> None:
+    """The sequential batch's input-safety checks hold (before any worker starts)."""
+    config, run_dir = tiny_trained_run
+    before = sorted(p.name for p in clips.iterdir())
+    with pytest.raises(InputError, match="input folder"):
+        process_many_ray(clips, clips, config, run_dir, progress=False)
+    assert sorted(p.name for p in clips.iterdir()) == before
