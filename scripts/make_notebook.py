@@ -147,11 +147,11 @@ if "google.colab" in sys.modules and importlib.util.find_spec("thingmask") is No
         "code",
         """import logging, time
 from IPython.display import Image, Video, display
-from thingmask import colab, pipeline
+from thingmask import colab, environment, pipeline
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
 started = time.time()
 config = pipeline.config_from_namespace(globals())
-print(colab.describe_environment(config))
+print(environment.describe_environment(config))
 drive_root = colab.ensure_drive(config)  # asks for Drive access now, not hours later""",
     ),
     (
