@@ -32,6 +32,7 @@ __all__ = [
     "start_run",
     "summary",
     "train",
+    "video_sources",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,15 @@ def predict_images(
     path = run_dir / "predictions.png"
     save_grid(drawn, path, titles=titles, show=show)
     return path
+
+
+def video_sources(config: Config) -> list[Path]:
+    """Section 8's videos: ``video_input`` (a file, a folder of videos or a glob), else the
+    synthetic demo video of ``dataset_dir``. Raises ``VideoError`` (a ValueError naming the path
+    and the fix) when there is none."""
+    from thingmask.video_job import find_videos
+
+    return find_videos(_demo_video_paths(config)[0])
 
 
 def _demo_video_paths(config: Config) -> tuple[Path, Path | None]:
