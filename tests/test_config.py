@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -117,9 +119,39 @@ def test_new_run_dir_never_reuses_a_folder(tmp_path):
     assert first.name == "exp-20260102-030405" and second.name == "exp-20260102-030405-1"
 
 
-def test_demo_config_file_is_valid():
-    from pathlib import Path
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
-    for path in sorted(Path("configs").glob("*.yaml")):
-        values = yaml.safe_load(path.read_text())
-        Config.from_dict(values, source=str(path))
+
+def test_the_bundled_configs_are_found():
+    # the configs are found from the test file, not the working directory
+    assert {p.name for p in CONFIGS} >= {"demo.yaml", "d2_demo.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_bundled_config_files_are_valid(path):
+    values = yaml.safe_load(path.read_text())
+    config = Config.from_dict(values, source=str(path))
+    assert config.to_dict() == {**Config().to_dict(), **values}
+
+
+def test_containers_are_frozen_and_to_dict_gives_literals():
+    cfg = Config(display_things=["cat"], class_map={"doggo": "dog"}, canvas_color=[1, 2, 3])
+    with pytest.raises(AttributeError):
+        cfg.display_things.append("dog")  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        cfg.class_map["x"] = "y"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        cfg.augmentations[0] = "flip_vertical"  # type: ignore[index]
+    plain = cfg.to_dict()
+    assert plain["display_things"] == ["cat"] and isinstance(plain["display_things"], list)
+    assert plain["class_map"] == {"doggo": "dog"} and type(plain["class_map"]) is dict
+    assert plain["canvas_color"] == [1, 2, 3]
+    assert Config.from_dict(plain) == cfg
+
+
+def test_augmentation_mappings_inside_the_config_are_frozen():
+    cfg = Config(augmentations=[{"name": "rotation", "angle": 5}])
+    with pytest.raises(TypeError):
+        cfg.augmentations[0]["angle"] = 90  # type: ignore[index]
+    assert cfg.to_dict()["augmentations"] == [{"name": "rotation", "angle": 5}]

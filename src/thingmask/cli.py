@@ -97,13 +97,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from thingmask import pipeline
+    from thingmask.engines import read_model_meta
 
     config = _config(args)
     run_dir = _run_dir(args, config)
-    if run_dir is not None:
-        from thingmask.engines import read_model_meta
-
-        read_model_meta(run_dir)  # fail before touching the dataset when there is no model
+    if run_dir is None:
+        raise ValueError(
+            "evaluate scores a trained run on its validation split; with zero_training=true "
+            "there is none. Pass --run RUN_DIR or set zero_training=false"
+        )
+    read_model_meta(run_dir)  # fail before touching the dataset when there is no model
     # An existing dataset is evaluated as it is (never regenerated under the model's feet).
     dataset = pipeline.prepare_data(
         config.replace(generate_synthetic=False) if Path(config.dataset_dir).is_dir() else config

@@ -109,7 +109,9 @@ class Detections:
 
     def union_mask(self) -> np.ndarray:
         """``(H, W)`` bool: pixels covered by any instance."""
-        return self.masks.any(axis=0) if len(self) else np.zeros(self.image_size, bool)
+        if not len(self):
+            return np.zeros(self.image_size, bool)
+        return np.asarray(self.masks.any(axis=0))
 
 
 def keep(detections: Detections, names: Iterable[str]) -> Detections:

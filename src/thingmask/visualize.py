@@ -41,15 +41,16 @@ def class_colour(name: str, class_names: Sequence[str] | None = None) -> tuple[i
         idx = list(class_names).index(name)
     else:
         idx = sum(name.encode()) % len(_PALETTE)
-    return tuple(int(c) for c in _PALETTE[idx % len(_PALETTE)])
+    r, g, b = (int(c) for c in _PALETTE[idx % len(_PALETTE)])
+    return r, g, b
 
 
 def draw_instances(
     image_rgb: np.ndarray,
     masks: np.ndarray,
-    labels: Sequence[str],
+    labels: Sequence[str] | np.ndarray,
     class_names: Sequence[str] | None = None,
-    scores: Sequence[float] | None = None,
+    scores: Sequence[float] | np.ndarray | None = None,
     alpha: float = 0.5,
 ) -> np.ndarray:
     """Overlay instance masks, outlines and ``label [score]`` text on a copy of ``image_rgb``.
@@ -63,11 +64,11 @@ def draw_instances(
     """
     import cv2
 
-    out = image_rgb.astype(np.float32).copy()
+    blend = image_rgb.astype(np.float32)
     for mask, label in zip(masks, labels, strict=True):
-        colour = np.array(class_colour(str(label), class_names), np.float32)
-        out[mask] = out[mask] * (1 - alpha) + colour * alpha
-    out = np.clip(out, 0, 255).astype(np.uint8)
+        tint = np.array(class_colour(str(label), class_names), np.float32)
+        blend[mask] = blend[mask] * (1 - alpha) + tint * alpha
+    out = np.clip(blend, 0, 255).astype(np.uint8)
     font_scale = max(0.3, min(out.shape[:2]) / 500)
     for i, (mask, label) in enumerate(zip(masks, labels, strict=True)):
         if not mask.any():
