@@ -1,7 +1,9 @@
 """The notebook's sections as functions: each notebook cell and CLI subcommand calls one of these.
 
-Sections: 2 data → 3 look at samples → 4 train → 5 evaluate → 6 images → 7 video → summary.
-Every function takes the one :class:`~thingmask.config.Config` explicitly and can be re-run.
+Sections: 3 data and samples → 4 train → 5 evaluate → 6 images → 8 video → 9 summary. The
+notebook shows the core of each step in its own cells (registration, MyTrainer, the filter, the
+cut-out, the frame loop) and calls these for the rest. Every function takes the one
+:class:`~thingmask.config.Config` explicitly and can be re-run.
 """
 
 from __future__ import annotations
