@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -176,6 +177,54 @@ def test_visible_cells_run_and_the_loop_gives_process_videos_frames(tmp_path, ti
 
 
 # --- Colab: run-all from a fresh runtime -------------------------------------------------------
+def _setup_cell_in_fake_colab(monkeypatch, tmp_path, source: str, run=None) -> dict:
+    """Run the set-up cell as in a fresh Colab runtime: google.colab present, thingmask not
+    found; ``run`` stands in for ``subprocess.run`` when given."""
+    import importlib.util as util
+
+    import fake_colab
+
+    fake_colab.install(monkeypatch)
+    real = util.find_spec
+    monkeypatch.setattr(util, "find_spec", lambda n, *a: None if n == "thingmask" else real(n, *a))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a folder source is copied
+    if run is not None:
+        monkeypatch.setattr(subprocess, "run", run)
+    namespace = {"thingmask_source": source}
+    exec(compile(_code_cell(_nb(), "into THIS kernel"), "<set-up cell>", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.colab
+def test_colab_setup_says_what_to_do_when_the_source_cannot_be_reached(tmp_path, monkeypatch):
+    missing = tmp_path / "not-there.whl"
+    with pytest.raises(RuntimeError) as info:
+        _setup_cell_in_fake_colab(monkeypatch, tmp_path, str(missing))  # the real pip fails on it
+    message = str(info.value)
+    assert f"could not install thingmask from thingmask_source = {str(missing)!r}" in message
+    assert "Fix: in section 1 set thingmask_source" in message and "Drive" in message
+    assert "not-there.whl" in message.split("\n", 1)[1]  # pip's own words are passed on
+
+
+@pytest.mark.colab
+def test_colab_setup_builds_a_copy_of_a_folder_source(tmp_path, monkeypatch):
+    """pip builds in the source tree: a Drive folder must not get build/ and *.egg-info."""
+    commands = []
+
+    def pip(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "stop here")
+
+    folder = _source_copy(tmp_path)
+    (folder / "data").mkdir()  # datasets and outputs beside the code are not copied
+    with pytest.raises(RuntimeError):
+        _setup_cell_in_fake_colab(monkeypatch, tmp_path, str(folder), run=pip)
+    ((*_, built),) = commands
+    assert "--no-deps" in commands[0] and "-e" not in commands[0]
+    assert Path(built) != folder and (Path(built) / "pyproject.toml").is_file()
+    assert not (Path(built) / "data").exists()
+
+
 def _site_without_thingmask(root: Path) -> Path:
     """A view of this environment's site-packages without thingmask (links to everything else)."""
     view = root / "site-view"
