@@ -252,9 +252,10 @@ else:
     from thingmask.engines.torchvision_engine import CocoInstances
 
     train_set = CocoInstances(dataset.train_json, dataset.image_root, dataset.class_names)
-    image, masks, labels = train_set.load(0)  # BGR image, (N, H, W) masks, class index per mask
-    print(f"{len(train_set)} training images; the first has {len(masks)} instances of "
-          f"{sorted({dataset.class_names[i] for i in labels})}")
+    image, masks, labels = train_set.load(0)  # BGR (H, W, 3), masks (N, H, W), labels (N,)
+    names = [dataset.class_names[k - 1] for k in labels]  # torchvision: label 0 = background
+    print(f"{len(train_set)} training images, classes {list(dataset.class_names)}; "
+          f"the first image holds {names}")
 
 # %% [markdown]
 # A look at the samples: masks and class names drawn on a few training images, and how many
@@ -286,7 +287,7 @@ print(preview.table)
 # %%
 run_dir = pipeline.start_run(config, run_dir)
 hooks, resume_from = colab.training_hooks(config, run_dir)  # Drive copies; where to resume
-print(f"resuming from {resume_from}" if resume_from else "no checkpoint on Drive to resume from")
+print(f"resuming from {resume_from}" if resume_from else "training from the start")
 metrics = pipeline.train(config, dataset, run_dir, hooks=hooks, resume_from=resume_from)
 if (run_dir / "loss_curve.png").is_file():
     display(Image(str(run_dir / "loss_curve.png")))

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
@@ -132,7 +133,15 @@ def test_detectron2_build_cell_pins_the_engine_commit():
 
 
 # --- the teaching cells, run directly ----------------------------------------------------------
-def _run_cells(nb, markers: list[str], namespace: dict) -> dict:
+TEACHING_CELLS = (  # a line of each cell, in notebook order
+    "train_set = CocoInstances(",  # registration (torchvision)
+    "kept = keep(dets, display_things)",  # the filter, before / after
+    "get_masked_image(frame.image, kept, canvas)  #",  # the cut-out on one frame
+    "for frame in islice(reader.frames(), loop_frames)",  # the frame loop
+)
+
+
+def _run_cells(nb, markers: Sequence[str], namespace: dict) -> dict:
     for marker in markers:
         exec(compile(_code_cell(nb, marker), f"<cell {marker!r}>", "exec"), namespace)
     return namespace
@@ -159,12 +168,8 @@ def test_visible_cells_run_and_the_loop_gives_process_videos_frames(tmp_path, ti
     names = {**config.to_dict(), "config": config, "run_dir": run_dir}
     names |= {"dataset": load_prepared(config.dataset_dir), "pipeline": pipeline, "np": np}
     names |= {"display": lambda *args, **kwargs: None, "HTML": HTML}
-    ns = _run_cells(
-        _nb(),
-        ["kept = keep(dets, display_things)", "get_masked_image(frame.image, kept, canvas)  #",
-         "for frame in islice(reader.frames(), loop_frames)"],
-        names,
-    )  # fmt: skip
+    ns = _run_cells(_nb(), TEACHING_CELLS, names)
+    assert ns["names"] and set(ns["names"]) <= {"cat", "bird", "leaf"}  # label k: class k - 1
     assert set(ns["kept"].class_names) <= set(config.display_things)
     assert (run_dir / "filter.png").is_file() and (run_dir / "cutout.png").is_file()
     assert ns["cutout"].shape == ns["frame"].image.shape
