@@ -13,9 +13,10 @@ from PIL import Image
 from thingmask.cli import main
 from thingmask.config import Config
 from thingmask.datasets.coco import load_prepared
-from thingmask.datasets.prepare import output_names, prepare_dataset, prepare_from_config
+from thingmask.datasets.prepare import prepare_dataset, prepare_from_config
 from thingmask.datasets.preview import class_counts, format_counts, preview_dataset
-from thingmask.datasets.validate import Sample
+from thingmask.datasets.records import Sample
+from thingmask.datasets.write import output_names
 
 W, H = 40, 30
 TRI = [4.0, 4.0, 30.0, 6.0, 12.0, 26.0]
@@ -133,20 +134,6 @@ def test_errors_write_only_the_report(tmp_path):
     assert result.dataset is None and not result.ok
     assert "image-missing" in result.report.rules("error")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.json"]
-
-
-def test_output_inside_source_is_refused(tmp_path):
-    write_coco(tmp_path / "src")
-    result = prepare_dataset(tmp_path / "src", tmp_path / "src" / "prepared")
-    assert "output-inside-source" in result.report.rules("error")
-
-
-def test_prepare_in_place_on_a_prepared_folder(tmp_path):
-    write_coco(tmp_path / "src")
-    prepare_dataset(tmp_path / "src", tmp_path / "out")
-    again = prepare_dataset(tmp_path / "out", tmp_path / "out")
-    assert again.ok, again.report.text()
-    assert again.dataset.class_names == ("cat", "bird", "doggo")
 
 
 def test_prepare_from_config(tmp_path):

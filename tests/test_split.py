@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from thingmask.datasets.records import Instance, Sample
+from thingmask.datasets.report import Report
 from thingmask.datasets.split import assign_splits, split_of_path, stratified_split
-from thingmask.datasets.validate import Instance, Report, Sample
 
 
 def labelled(seed: int, n: int = 60) -> list[set[str]]:
@@ -150,8 +151,23 @@ def test_class_missing_from_a_split_is_reported():
         (("Validation", "x"), "val"),
         (("test",), "test"),
         (("batch1",), None),
+        (("images", "val2017"), "val"),  # COCO / coco128-seg folder names
+        (("train2017",), "train"),
         ((), None),
     ],
 )
 def test_split_of_path(parts, want):
     assert split_of_path(parts) == want
+
+
+def test_ignore_regions_are_no_class_in_the_split():
+    """An ignore region must neither steer the stratification nor be reported as a class."""
+    from thingmask.datasets.records import IGNORE
+
+    ignore = Instance(IGNORE, {}, 1, 1.0, (0, 0, 1, 1), ignore=True)
+    cat = Instance("cat", [], 0, 1.0, (0, 0, 1, 1))
+    samples = [Sample(f"{i}.png", Path(f"{i}.png"), 4, 4, (cat,)) for i in range(4)]
+    samples[0] = Sample("0.png", Path("0.png"), 4, 4, (cat, ignore))  # on one image only
+    report = Report()
+    assign_splits(samples, 0.5, 0, report)
+    assert not any(IGNORE in i.where for i in report.issues)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from thingmask.config import Config
 from thingmask.datasets.coco import DatasetError, annotation_to_mask, load_coco_json
 from thingmask.datasets.synthetic import (
     CLASS_NAMES,
@@ -148,3 +149,98 @@ def test_generate_is_idempotent_and_protects_other_datasets(tmp_path, tiny_confi
     (foreign / "synthetic_manifest.json").unlink()
     with pytest.raises(DatasetError, match="generate_synthetic=False"):
         generate(config.replace(dataset_dir=str(foreign)))
+
+
+# --- video ground truth with identities (issue 12) ------------------------------------------------
+@pytest.mark.parametrize(("size", "n_frames"), [(48, 6), (72, 4)])
+def test_video_identity_ground_truth_is_deterministic_by_seed(size, n_frames):
+    _, gt = render_video(n_frames, size, seed=5)
+    _, again = render_video(n_frames, size, seed=5)
+    _, other = render_video(n_frames, size, seed=6)
+    for (m1, n1, i1), (m2, n2, i2) in zip(gt, again, strict=True):
+        assert np.array_equal(m1, m2) and n1 == n2 and np.array_equal(i1, i2)
+    assert any(
+        m1.shape != m2.shape or not np.array_equal(m1, m2)
+        for (m1, _, _), (m2, _, _) in zip(gt, other, strict=True)
+    )
+
+
+DEMO = Config()  # the demo video: synthetic_video_frames at synthetic_image_size, seed
+
+
+@pytest.fixture(scope="module")
+def demo_gt() -> list:
+    """The demo video's ground truth, rendered once for this module."""
+    return render_video(DEMO.synthetic_video_frames, DEMO.synthetic_image_size, DEMO.seed)[1]
+
+
+@pytest.mark.parametrize(
+    ("size", "n_frames", "seed"),
+    [(48, 6, 1), (72, 4, 1), (DEMO.synthetic_image_size, DEMO.synthetic_video_frames, DEMO.seed)],
+)
+def test_video_ids_follow_their_animal_and_masks_are_the_visible_parts(
+    size, n_frames, seed, demo_gt
+):
+    """Each id's mask is exactly its own thing's silhouette minus what is in front of it,
+    rendered independently of the compositor, in every frame and at any frame size."""
+    from thingmask.datasets.synthetic.scenes import demo_scene
+    from thingmask.datasets.synthetic.things import render_thing
+
+    scene = demo_scene(n_frames, size, seed)
+    is_demo = (size, n_frames, seed) == (
+        DEMO.synthetic_image_size,
+        DEMO.synthetic_video_frames,
+        DEMO.seed,
+    )
+    gt = demo_gt if is_demo else render_video(n_frames, size, seed)[1]
+    for f, (masks, names, ids) in enumerate(gt):
+        alone = np.stack(
+            [
+                render_thing(thing, scene.time(f), size, size, scene.camera_x(f))[1]
+                for thing in scene.things
+            ]
+        )
+        # what each thing shows: its silhouette minus the things in front of it (drawn later)
+        in_front = np.flip(np.cumsum(np.flip(alone, 0), 0), 0) - alone > 0
+        visible = alone & ~in_front
+        assert masks.sum(0).max() <= 1  # visible masks never overlap
+        assert ids.tolist() == [k + 1 for k in range(len(alone)) if visible[k].any()]
+        for mask, name, tid in zip(masks, names, ids.tolist(), strict=True):
+            assert name == scene.things[tid - 1].name  # ids are 1-based, back to front
+            assert np.array_equal(mask, visible[tid - 1]), (f, tid)
+
+
+def test_demo_ids_are_stable_and_move_smoothly(demo_gt):
+    """In the demo clip each id keeps its class, and its centroid moves a little per frame
+    (an id swap between two animals would jump)."""
+    size, gt = DEMO.synthetic_image_size, demo_gt
+    classes: dict[int, str] = {}
+    last: dict[int, np.ndarray] = {}
+    for masks, names, ids in gt:
+        for mask, name, tid in zip(masks, names, ids.tolist(), strict=True):
+            assert classes.setdefault(tid, name) == name
+            ys, xs = np.nonzero(mask)
+            centre = np.array([xs.mean(), ys.mean()])
+            if tid in last and mask.sum() > 0.02 * mask.size:
+                assert np.linalg.norm(centre - last[tid]) < 0.15 * size, tid
+            last[tid] = centre
+    assert {classes[i] for i in classes} == {"cat", "bird", "leaf"}
+    assert (
+        sorted(classes.values()).count("cat") == 2 and sorted(classes.values()).count("bird") == 2
+    )
+
+
+def test_generated_ground_truth_file_matches_the_renderer(tmp_path, tiny_config):
+    """generate() writes demo_gt.npz for the configured size; load_video_gt returns the same
+    (masks, class names, ids) per frame as render_video."""
+    config = tiny_config.replace(
+        dataset_dir=str(tmp_path / "gen"), synthetic_video_frames=4, synthetic_image_size=40
+    )
+    generate(config)
+    loaded = load_video_gt(tmp_path / "gen" / "video" / "demo_gt.npz")
+    _, gt = render_video(4, 40, seed=config.seed)
+    assert len(loaded) == 4
+    for (m1, n1, i1), (m2, n2, i2) in zip(gt, loaded, strict=True):
+        assert m2.dtype == bool and m2.shape == m1.shape == (len(n2), 40, 40)
+        assert i2.dtype == np.int64
+        assert np.array_equal(m1, m2) and n1 == n2 and np.array_equal(i1, i2)

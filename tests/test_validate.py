@@ -14,17 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from thingmask.datasets.geometry import clip_polygon, polygon_area, rle_counts_from_string
 from thingmask.datasets.prepare import prepare_dataset
+from thingmask.datasets.records import Category, normalize_file_name, orientation_decision
 from thingmask.datasets.remap import apply_class_map, parse_class_map
-from thingmask.datasets.validate import (
-    Report,
-    clip_polygon,
-    normalize_file_name,
-    orientation_decision,
-    polygon_area,
-    rle_counts_from_string,
-    validate_coco,
-)
+from thingmask.datasets.report import Report
+from thingmask.datasets.validate import validate_coco
 
 W, H = 40, 30
 SQUARE = [5.0, 5.0, 25.0, 5.0, 25.0, 25.0, 5.0, 25.0]
@@ -541,8 +536,6 @@ def test_class_map_drop_leaves_images_without_annotations(root):
 
 def test_apply_class_map_is_pure(root):
     samples, _, _ = validate_coco(base(), root)
-    from thingmask.datasets.validate import Category
-
     cats = [Category("cat", "", 1), Category("bird", "", 2)]
     before = copy.deepcopy(samples)
     apply_class_map(samples, cats, {"cat": "dog"}, Report())

@@ -45,6 +45,7 @@ CANVAS_MODES = ("black", "white", "color", "blur", "grey", "image", "transparent
 VIDEO_FORMATS = ("mp4", "webm", "mov", "png")
 BACKBONES = ("resnet50_fpn", "resnet18_fpn", "mobilenet_v3_fpn", "tiny_fpn")
 AUGMENTATION_DEFAULT = ("flip_horizontal", "brightness", "contrast")
+MAX_SMOOTHING_WINDOW = 5
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,13 @@ class Config:
     canvas_color: tuple[int, ...] = (0, 0, 0)  # RGB for canvas="color"
     canvas_image: str = ""  # background picture for canvas="image"
     keep_audio: bool = True  # carry the source's audio into the output
-    tracking: bool = False  # stable track ids across frames
+    tracking: bool = False  # stable track ids across frames (mask IoU, per-track class vote)
+    track_max_missed: int = 5  # frames a track lives on unseen (hidden, missed) keeping its id
+    # blend each animal's soft mask with the frames around it and fill one-frame dropouts; holds
+    # output back by smoothing_window frames; switches tracking on
+    temporal_smoothing: bool = False
+    smoothing_window: int = 1  # frames on each side that smoothing blends (= delay in frames)
+    edge_refinement: bool = False  # snap mask edges to the image (guided filter, in each box)
     export_csv: bool = True  # per-instance, per-frame CSV
     export_rle: bool = False  # COCO-RLE masks per frame (JSON lines)
     export_mask_video: bool = False  # black/white mask video
@@ -272,8 +279,14 @@ def _validate(cfg: Config) -> None:
         "inference_batch",
     ):
         positive(key)
-    for key in ("num_workers", "drive_checkpoint_period"):
+    for key in ("num_workers", "drive_checkpoint_period", "track_max_missed"):
         positive(key, allow_zero=True)
+    if not 1 <= cfg.smoothing_window <= MAX_SMOOTHING_WINDOW:
+        _fail(
+            "smoothing_window",
+            cfg.smoothing_window,
+            f"1..{MAX_SMOOTHING_WINDOW} frames (a wider window blurs fast motion)",
+        )
     if not 0.0 < cfg.val_fraction < 1.0:
         _fail("val_fraction", cfg.val_fraction, "a fraction between 0 and 1, e.g. 0.2")
     for key in ("score_threshold", "max_bad_frames"):
@@ -287,6 +300,17 @@ def _validate(cfg: Config) -> None:
         _fail("display_things", cfg.display_things, "a non-empty list of class names")
     if len(set(cfg.display_things)) != len(cfg.display_things):
         _fail("display_things", cfg.display_things, "each class name once")
+    names = cfg.dataset_class_names.strip()
+    if names and not names.lower().endswith((".yaml", ".yml", ".txt", ".names")):
+        # "cat,dog": a file path is only read (and checked) by `thingmask prepare`
+        items = [n.strip() for n in names.split(",")]
+        if not all(items) or len(set(items)) != len(items):
+            _fail(
+                "dataset_class_names",
+                cfg.dataset_class_names,
+                'class names in id order, each once, comma-separated ("cat,dog"), or the path '
+                "of an Ultralytics dataset yaml (data.yaml)",
+            )
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in cfg.class_map.items()):
         _fail("class_map", cfg.class_map, 'a mapping of names to names, e.g. {"doggo": "dog"}')
     rgb = cfg.canvas_color

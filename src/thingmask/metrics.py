@@ -17,8 +17,13 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+BOUNDARY_TOLERANCE = 0.008  # DAVIS boundary tolerance: a fraction of the image diagonal
+
 __all__ = [
+    "BOUNDARY_TOLERANCE",
     "boundary_f",
+    "boundary_map",
+    "boundary_tolerance_px",
     "foreground_iou",
     "gt_foreground",
     "j_and_f",
@@ -79,34 +84,71 @@ def mean_foreground_iou(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> float
     return float(np.mean(values))
 
 
-def _boundary(mask: np.ndarray) -> np.ndarray:
-    import cv2
+def boundary_map(mask: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool → ``(H, W)`` bool map of the mask's 1-pixel-wide boundary.
 
-    m = mask.astype(np.uint8)
-    eroded = cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return (m - eroded).astype(bool)
+    DAVIS's ``seg2bmap`` (Martin et al.): a pixel is on the boundary when it differs from its
+    right, lower or lower-right neighbour, so the boundary sits half a pixel towards the origin
+    from the true edge (in the last row/column only the one neighbour inside the image counts).
+    Edges at the image border are not boundaries: a mask filling the frame has none.
+    """
+    seg = np.asarray(mask, bool)
+    if seg.ndim != 2:
+        raise ValueError(f"boundary_map: expected an (H, W) mask, got shape {seg.shape}")
+    east = np.zeros_like(seg)
+    south = np.zeros_like(seg)
+    south_east = np.zeros_like(seg)
+    east[:, :-1] = seg[:, 1:]
+    south[:-1, :] = seg[1:, :]
+    south_east[:-1, :-1] = seg[1:, 1:]
+    b = (seg ^ east) | (seg ^ south) | (seg ^ south_east)
+    b[-1, :] = seg[-1, :] ^ east[-1, :]
+    b[:, -1] = seg[:, -1] ^ south[:, -1]
+    b[-1, -1] = False
+    return b
 
 
-def boundary_f(pred: np.ndarray, gt: np.ndarray, tolerance: float = 0.008) -> float:
-    """Boundary F-measure (DAVIS F): contour precision/recall within a pixel tolerance.
+def boundary_tolerance_px(shape: tuple[int, ...], tolerance: float = BOUNDARY_TOLERANCE) -> int:
+    """The matching distance in pixels: ``tolerance`` >= 1 is pixels, below 1 a fraction of the
+    image diagonal, rounded up (DAVIS: 0.008 → 2 px at 160 x 160, 18 px at 1920 x 1080)."""
+    if tolerance <= 0:
+        raise ValueError(f"boundary tolerance: got {tolerance!r}; expected > 0 (DAVIS: 0.008)")
+    if tolerance >= 1:
+        return int(np.ceil(tolerance))
+    return max(1, int(np.ceil(tolerance * float(np.hypot(shape[-2], shape[-1])))))
 
-    ``tolerance`` is a fraction of the image diagonal (DAVIS uses 0.008; at least 1 pixel).
-    Both empty → 1.0; one empty → 0.0.
+
+def _disk(radius: int) -> np.ndarray:
+    # the same footprint as skimage.morphology.disk (x² + y² <= r²), which DAVIS uses
+    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    return (x * x + y * y <= radius * radius).astype(np.uint8)
+
+
+def boundary_f(pred: np.ndarray, gt: np.ndarray, tolerance: float = BOUNDARY_TOLERANCE) -> float:
+    """Boundary F-measure (DAVIS F) of two ``(H, W)`` bool masks.
+
+    The DAVIS 2016/2017 definition: boundaries by :func:`boundary_map`; a predicted boundary
+    pixel is correct when a ground-truth boundary pixel lies within the tolerance disk
+    (precision), and vice versa (recall); F = 2PR / (P + R). ``tolerance`` is a fraction of the
+    image diagonal, rounded up to whole pixels (DAVIS: 0.008, the default), or pixels when >= 1
+    (see :func:`boundary_tolerance_px`). Both boundaries empty → 1.0; one empty → 0.0.
     """
     import cv2
 
     pred, gt = _check_pair(pred, gt, "boundary_f")
-    bp, bg = _boundary(pred), _boundary(gt)
-    if not bp.any() and not bg.any():
+    if pred.ndim != 2:
+        raise ValueError(f"boundary_f: expected (H, W) masks, got {pred.shape}")
+    bp, bg = boundary_map(pred), boundary_map(gt)
+    n_pred, n_gt = int(np.count_nonzero(bp)), int(np.count_nonzero(bg))
+    if n_pred == 0 and n_gt == 0:
         return 1.0
-    if not bp.any() or not bg.any():
+    if n_pred == 0 or n_gt == 0:
         return 0.0
-    r = max(1, round(tolerance * float(np.hypot(*pred.shape))))
-    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    gt_zone = cv2.dilate(bg.astype(np.uint8), disk).astype(bool)
-    pred_zone = cv2.dilate(bp.astype(np.uint8), disk).astype(bool)
-    precision = (bp & gt_zone).sum() / bp.sum()
-    recall = (bg & pred_zone).sum() / bg.sum()
+    disk = _disk(boundary_tolerance_px(pred.shape, tolerance))
+    gt_zone = cv2.dilate(bg.view(np.uint8), disk).view(bool)
+    pred_zone = cv2.dilate(bp.view(np.uint8), disk).view(bool)
+    precision = np.count_nonzero(bp & gt_zone) / n_pred
+    recall = np.count_nonzero(bg & pred_zone) / n_gt
     return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
 
 
@@ -125,7 +167,7 @@ def gt_foreground(
     sel = [i for i, n in enumerate(class_names) if n in wanted]
     if masks.ndim != 3:
         raise ValueError(f"gt_foreground: expected (N, H, W) masks, got {masks.shape}")
-    return masks[sel].any(axis=0) if sel else np.zeros(masks.shape[1:], bool)
+    return np.asarray(masks[sel].any(axis=0)) if sel else np.zeros(masks.shape[1:], bool)
 
 
 def video_foreground_iou(

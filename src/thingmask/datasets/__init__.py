@@ -36,7 +36,7 @@ __all__ = [
 _LAZY = {
     "PrepareResult": "prepare",
     "prepare_dataset": "prepare",
-    "Report": "validate",
+    "Report": "report",
     "validate_coco": "validate",
     "preview_dataset": "preview",
     "detect_format": "importers",

@@ -2,7 +2,8 @@
 
 Steps (each its own module): import (:mod:`~thingmask.datasets.importers`) → check every file
 (:func:`~thingmask.datasets.validate.check_coco`) → ``class_map`` (:mod:`.remap`) → whole-dataset
-rules (:func:`~thingmask.datasets.validate.finalize`) → split (:mod:`.split`) → write.
+rules (:func:`~thingmask.datasets.finalize.finalize`) → split (:mod:`.split`) → write
+(:mod:`.write`).
 
 Output (see :mod:`thingmask.datasets`)::
 
@@ -12,34 +13,37 @@ Output (see :mod:`thingmask.datasets`)::
     <output>/report.json            every issue (also written when errors stop the run)
     <output>/.prepare-manifest.json what was copied from where (makes re-runs cheap/idempotent)
 
-Errors stop before anything but ``report.json`` is written; warnings are reported and the
-dataset is written. Every file is written to a temporary name and renamed.
+The source is only read: the output must be a folder of its own (neither the source nor inside
+it, nor holding it; symlinks resolved), checked before anything is written. Errors stop before
+anything but ``report.json`` is written; warnings are reported and the dataset is written.
+Every file is written to a temporary name and renamed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thingmask.datasets.coco import DatasetError, PreparedDataset, load_prepared
+from thingmask.config import Config
+from thingmask.datasets.class_names import parse_class_names
+from thingmask.datasets.coco import PreparedDataset
+from thingmask.datasets.finalize import finalize, merge_categories
 from thingmask.datasets.importers import FORMATS, detect_format, import_sources
+from thingmask.datasets.records import Category, Sample
 from thingmask.datasets.remap import apply_class_map
+from thingmask.datasets.report import Report
 from thingmask.datasets.split import assign_splits
-from thingmask.datasets.validate import Report, Sample, check_coco, finalize, merge_categories
-from thingmask.io_utils import atomic_path, atomic_write_json
+from thingmask.datasets.validate import check_coco
+from thingmask.datasets.write import write_prepared
+from thingmask.errors import ConfigError, InputError
 
-__all__ = ["PrepareResult", "prepare_dataset", "prepare_from_config"]
+__all__ = ["PrepareResult", "check_output_separate", "prepare_dataset", "prepare_from_config"]
 
 log = logging.getLogger(__name__)
-
-MANIFEST = ".prepare-manifest.json"
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ def prepare_dataset(
     image_dir: str | Path | None = None,
     class_attribute: str | None = None,
     default_class: str = "object",
-    convert_crowd: bool = True,
+    convert_crowd: bool | None = None,
+    names: str | Sequence[str] | None = None,
     preview: bool = False,
 ) -> PrepareResult:
     """Import, validate, remap, split and write a dataset; never raises for bad annotations.
@@ -82,12 +87,23 @@ def prepare_dataset(
         image_dir: folder holding the images when it is not beside the annotations (COCO).
         class_attribute, default_class: VIA region attribute holding the class, and the class
             of regions without it.
-        convert_crowd: turn ``iscrowd=1`` masks (CVAT brush masks) into normal instances.
+        convert_crowd: True turns ``iscrowd=1`` masks into normal instances, False keeps them as
+            crowd regions, None (default) follows the source's convention: converted for CVAT
+            (its brush masks) or when every mask is a crowd, kept otherwise (COCO's meaning).
+        names: class names in id order, ``"cat,dog"``, a list, or the path of an Ultralytics
+            dataset yaml (``names:``): a YOLO export's class list (needed when it ships without
+            one), the class order for labelme/VIA (instead of ``labels.txt``/the attribute's
+            options).
         preview: also write ``<output>/preview/`` (sample grid, class counts).
     Returns:
         :class:`PrepareResult`; ``report.json`` is in ``output`` either way.
+    Raises:
+        InputError (a ValueError) when ``output`` and the source (or ``image_dir``) overlap,
+        before anything is written, or when ``names`` cannot be read.
     """
     source, output = Path(source), Path(output)
+    check_output_separate(source, output, image_dir)
+    class_names = parse_class_names(names) if names else None
     report = Report()
     report.summary.update(source=str(source), format=fmt, output=str(output))
     if fmt == "auto":
@@ -118,17 +134,6 @@ def prepare_dataset(
         )
         return _stop(report, output)
     report.summary["format"] = fmt
-    src_dir = source.resolve() if source.is_dir() else source.resolve().parent
-    out_res = output.resolve()
-    if out_res != src_dir and src_dir in out_res.parents and source.is_dir():
-        report.error(
-            "output-inside-source",
-            str(output),
-            f"is inside the source folder "
-            f"{source}; a re-run would read its own output as annotations",
-            "Choose an output folder outside the source, e.g. data/<name>.",
-        )
-        return _stop(report, output)
 
     sources = import_sources(
         source,
@@ -137,9 +142,10 @@ def prepare_dataset(
         image_dir=image_dir,
         class_attribute=class_attribute,
         default_class=default_class,
+        names=class_names,
     )
     samples: list[Sample] = []
-    parts = []
+    parts: list[list[Category]] = []
     for src in sources:
         checked = check_coco(
             src.data,
@@ -174,7 +180,7 @@ def prepare_dataset(
         return _stop(report, output)
 
     splits = assign_splits(samples, val_fraction, seed, report)
-    if not any(s.instances for s, sp in zip(samples, splits, strict=True) if sp == "train"):
+    if not any(s.objects for s, sp in zip(samples, splits, strict=True) if sp == "train"):
         report.error(
             "split-empty-train",
             "",
@@ -183,7 +189,10 @@ def prepare_dataset(
         )
         return _stop(report, output)
     _summarise(report, samples, splits, names)
-    dataset = _write(output, samples, splits, names, report, fmt, source)
+    description = f"prepared by thingmask from {source.name} ({fmt})"
+    dataset = write_prepared(output, samples, splits, names, report, description=description)
+    if dataset is None:
+        return _stop(report, output)
     if dataset is not None and preview:
         from thingmask.datasets.preview import preview_dataset
 
@@ -191,17 +200,17 @@ def prepare_dataset(
     return PrepareResult(dataset, report, output)
 
 
-def prepare_from_config(config: Any, **kwargs: Any) -> PrepareResult:
+def prepare_from_config(config: Config, **kwargs: Any) -> PrepareResult:
     """:func:`prepare_dataset` with the config's dataset settings (``dataset_source`` →
-    ``dataset_dir``); ``kwargs`` pass through (``image_dir``, ``class_attribute``, ...)."""
-    from thingmask.config import ConfigError
-
+    ``dataset_dir``, ``dataset_class_names`` → ``names``); ``kwargs`` pass through
+    (``image_dir``, ``class_attribute``, ...)."""
     if not config.dataset_source:
         raise ConfigError(
             "dataset_source: got ''; expected your annotation export (a folder "
             "or .json file). Set it in the global-variables cell or the config "
             "YAML, or set generate_synthetic=True for the demo data."
         )
+    kwargs.setdefault("names", config.dataset_class_names or None)
     return prepare_dataset(
         config.dataset_source,
         config.dataset_dir,
@@ -214,7 +223,48 @@ def prepare_from_config(config: Any, **kwargs: Any) -> PrepareResult:
     )
 
 
-# --- writing ------------------------------------------------------------------------------------
+def check_output_separate(
+    source: str | Path, output: str | Path, image_dir: str | Path | None = None
+) -> None:
+    """Raise :class:`~thingmask.errors.InputError` when the output folder overlaps an input.
+
+    Inputs: the source folder (or the annotation file), and ``image_dir``. The output may be
+    none of them, nor inside a source folder (a re-run would read it as annotations), nor hold
+    one (its ``images/`` would land among them). Paths are compared resolved, so symbolic links
+    (also ``<output>/images`` as a link) count; an output inside the *folder* of an annotation
+    *file* is allowed. Nothing is ever written through a file: hard links stay untouched.
+    """
+    source, output = Path(source), Path(output)
+    out = output.resolve()
+    targets = [("output", out), ("output's images/ folder", (output / "images").resolve())]
+    inputs: list[tuple[str, Path, bool]] = []  # (what, resolved path, output may be inside)
+    if source.is_file():
+        inputs.append(("the annotation file's folder", source.resolve().parent, True))
+        inputs.append(("the annotation file", source.resolve(), False))
+    else:
+        inputs.append(("the source folder", source.resolve(), False))
+    if image_dir is not None:
+        inputs.append(("the image folder (--images)", Path(image_dir).resolve(), False))
+    for label, target in targets:
+        for what, path, inside_ok in inputs:
+            if target == path:
+                why = f"the {label} is {what}"
+            elif path in target.parents and not inside_ok:
+                why = f"the {label} is inside {what}"
+            elif target in path.parents:
+                why = f"{what} is inside the {label}"
+            else:
+                continue
+            shown = str(output) if out == output.absolute() else f"{output} (resolves to {out})"
+            raise InputError(
+                f"--output {shown} and the source {source} overlap: {why}. prepare only reads "
+                "its source and would write train.json, val.json and images/ among your files "
+                "(or read its own output on a re-run). Choose a separate output folder, e.g. "
+                f"--output {Path('data') / (source.stem + '-prepared')}."
+            )
+
+
+# --- helpers ------------------------------------------------------------------------------------
 def _stop(report: Report, output: Path) -> PrepareResult:
     try:
         report.write_json(output / "report.json")
@@ -244,193 +294,24 @@ def _check_same_files(samples: list[Sample], report: Report) -> None:
                 )
 
 
-_UNSAFE = re.compile(r"[^\w.\-]+")
-
-
-def output_names(samples: Sequence[Sample]) -> list[str]:
-    """Sanitised, unique names under ``images/`` (sub-folders kept, odd characters → ``_``)."""
-    used: set[str] = set()
-    out = []
-    for s in samples:
-        parts = [_UNSAFE.sub("_", p).lstrip(".") or "_" for p in s.file_name.split("/")]
-        name = "/".join(parts)
-        stem, dot, ext = name.rpartition(".")
-        if not dot:
-            stem, ext = name, ""
-        n = 1
-        while name.lower() in used:  # case-insensitive: Drive and macOS folders ignore case
-            name = f"{stem}-{n}.{ext}" if dot else f"{stem}-{n}"
-            n += 1
-        used.add(name.lower())
-        out.append(name)
-    return out
-
-
-def _fingerprint(sample: Sample) -> dict[str, Any]:
-    if isinstance(sample.source, bytes):
-        return {"source": "embedded:" + hashlib.sha1(sample.source).hexdigest(), "fix": sample.fix}
-    st = sample.source.stat()
-    return {
-        "source": str(sample.source),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "fix": sample.fix,
-    }
-
-
-def _write_image(sample: Sample, dest: Path) -> None:
-    if sample.fix == "copy":
-        if isinstance(sample.source, Path) and dest.exists() and dest.samefile(sample.source):
-            return  # preparing in place
-        with atomic_path(dest) as tmp:
-            if isinstance(sample.source, bytes):
-                tmp.write_bytes(sample.source)
-            else:
-                shutil.copyfile(sample.source, tmp)
-        return
-    import io
-
-    from PIL import Image, ImageOps
-
-    src = io.BytesIO(sample.source) if isinstance(sample.source, bytes) else sample.source
-    with Image.open(src) as im:
-        fmt = im.format or "PNG"
-        extra = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
-        # exif_transpose also drops the orientation tag
-        out = ImageOps.exif_transpose(im) if sample.fix == "transpose" else im.copy()
-        exif = out.getexif()
-        exif.pop(0x0112, None)
-        if fmt == "JPEG":
-            extra["quality"] = 95
-        with atomic_path(dest) as tmp:
-            out.save(tmp, format=fmt, exif=exif.tobytes(), **extra)
-
-
-def _copy_images(output: Path, samples: Sequence[Sample], names: Sequence[str]) -> None:
-    from tqdm.auto import tqdm
-
-    images = output / "images"
-    manifest_path = output / MANIFEST
-    old: dict[str, Any] = {}
-    if manifest_path.is_file():
-        try:
-            import json
-
-            old = json.loads(manifest_path.read_text(encoding="utf-8")).get("images", {})
-        except (ValueError, OSError, AttributeError):
-            old = {}
-    if not isinstance(old, dict):
-        old = {}
-    new: dict[str, Any] = {}
-    copied = 0
-    for sample, name in tqdm(
-        list(zip(samples, names, strict=True)), desc="images", unit="img", disable=len(samples) < 50
-    ):
-        dest = images / name
-        fp = _fingerprint(sample)
-        prev = old.get(name)
-        if not (
-            isinstance(prev, dict)
-            and prev.get("fingerprint") == fp
-            and dest.is_file()
-            and dest.stat().st_size == prev.get("written_size")
-        ):
-            _write_image(sample, dest)
-            copied += 1
-        new[name] = {"fingerprint": fp, "written_size": dest.stat().st_size}
-    for name in set(old) - set(new):  # only files this tool wrote before, never user files
-        stale = images / name
-        if stale.is_file() and stale.resolve().is_relative_to(images.resolve()):
-            stale.unlink()
-    atomic_write_json(manifest_path, {"images": new})
-    log.info("images: %d written, %d unchanged", copied, len(samples) - copied)
-
-
-def _coco(samples, names, file_names, splits, which: str, fmt: str, source: Path) -> dict[str, Any]:
-    cat_id = {n: i for i, n in enumerate(names, 1)}
-    images, anns = [], []
-    ann_id = 0  # ids are unique across both files: one numbering over all samples
-    for img_id, (s, fname, split) in enumerate(zip(samples, file_names, splits, strict=True), 1):
-        if split != which:
-            ann_id += len(s.instances)
-            continue
-        images.append({"id": img_id, "file_name": fname, "width": s.width, "height": s.height})
-        for inst in s.instances:
-            ann_id += 1
-            anns.append(
-                {
-                    "id": ann_id,
-                    "image_id": img_id,
-                    "category_id": cat_id[inst.category],
-                    "segmentation": inst.segmentation,
-                    "area": inst.area,
-                    "bbox": [round(v, 2) for v in inst.bbox],
-                    "iscrowd": inst.iscrowd,
-                }
-            )
-    return {
-        "info": {"description": f"prepared by thingmask from {source.name} ({fmt})"},
-        "images": images,
-        "annotations": anns,
-        "categories": [{"id": i, "name": n, "supercategory": "thing"} for n, i in cat_id.items()],
-    }
-
-
-def _write(
-    output: Path, samples, splits, names, report: Report, fmt: str, source: Path
-) -> PreparedDataset | None:
-    file_names = output_names(samples)
-    try:
-        _copy_images(output, samples, file_names)
-        for which in ("val", "train"):
-            atomic_write_json(
-                output / f"{which}.json",
-                _coco(samples, names, file_names, splits, which, fmt, source),
-            )
-    except OSError as exc:
-        report.error(
-            "output-failed",
-            str(output),
-            f"could not write the dataset ({exc})",
-            "Check the folder is writable and the disk has space.",
-        )
-        _stop(report, output)
-        return None
-    try:
-        dataset = load_prepared(output)
-    except DatasetError as exc:  # a bug guard: what we wrote must load
-        report.error("output-invalid", str(output), str(exc))
-        dataset = None
-    report.write_json(output / "report.json")
-    report.log_counts(log)
-    log.info(
-        "prepared %s: %d train / %d val images, classes %s",
-        output,
-        splits.count("train"),
-        splits.count("val"),
-        names,
-    )
-    return dataset
-
-
-def _summarise(report: Report, samples, splits, names) -> None:
+def _summarise(
+    report: Report, samples: Sequence[Sample], splits: Sequence[str], names: Sequence[str]
+) -> None:
     per_split = {w: {"images": 0, "instances": 0} for w in ("train", "val")}
     per_class = {n: {"train": 0, "val": 0} for n in names}
-    formats: Counter = Counter()
+    formats: Counter[str] = Counter()
     for s, split in zip(samples, splits, strict=True):
         per_split[split]["images"] += 1
-        per_split[split]["instances"] += len(s.instances)
-        for inst in s.instances:
+        per_split[split]["instances"] += len(s.objects)
+        for inst in s.objects:
             per_class[inst.category][split] += 1
             formats["rle" if isinstance(inst.segmentation, dict) else "polygon"] += 1
     report.summary.update(
         images=len(samples),
         instances=sum(formats.values()),
+        ignore_regions=sum(len(s.instances) - len(s.objects) for s in samples),
         classes=list(names),
         per_class=per_class,
         mask_formats=dict(formats),
     )
     report.summary.setdefault("split", {}).update(per_split)
-
-
-# --- CLI ----------------------------------------------------------------------------------------

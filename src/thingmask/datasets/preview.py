@@ -160,8 +160,8 @@ def _choose(
 def _load_rgb(path: Path, max_side: int) -> tuple[np.ndarray, float]:
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im).convert("RGB")
+    with Image.open(path) as opened:
+        im = ImageOps.exif_transpose(opened).convert("RGB")
         scale = min(1.0, max_side / max(im.size))
         if scale < 1.0:
             im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
@@ -196,7 +196,8 @@ def sample_grid(
         names.update({c["id"]: c["name"] for c in data["categories"]})
         by_image: dict[int, list[dict]] = defaultdict(list)
         for ann in data["annotations"]:
-            by_image[ann["image_id"]].append(ann)
+            if not ann.get("iscrowd", 0):  # crowd/ignore regions are not objects to show
+                by_image[ann["image_id"]].append(ann)
         items += [(which, img, by_image.get(img["id"], [])) for img in data["images"]]
     drawn, titles = [], []
     for which, img, anns in _choose(items, names, n_images, seed):

@@ -4,7 +4,8 @@ CLI) on checked samples, by class *name*.
 ``{"doggo": "dog"}`` renames; ``{"puppy": "dog", "doggo": "dog"}`` merges both into one class
 (placed where the first of them was in the id order); ``{"junk": ""}`` drops the class and its
 annotations. The map is applied once, not transitively: ``{"a": "b", "b": "c"}`` turns ``a``
-into ``b`` and ``b`` into ``c``.
+into ``b`` and ``b`` into ``c``. Ignore regions (labelme's ``__ignore__``) are no class: only
+``{"__ignore__": ""}`` (``--drop __ignore__``) applies to them, and drops them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from thingmask.datasets.validate import Category, Report, Sample
+from thingmask.datasets.records import IGNORE, Category, Sample
+from thingmask.datasets.report import Report
 
 __all__ = ["apply_class_map", "parse_class_map"]
 
@@ -59,7 +61,7 @@ def apply_class_map(
         return samples, categories
     names = [c.name for c in categories]
     for old in class_map:
-        if old not in names:
+        if old not in names and old != IGNORE:
             close = difflib.get_close_matches(old, names, n=1)
             report.warning(
                 "class-map-unknown",
@@ -68,6 +70,7 @@ def apply_class_map(
                 f"Use names from the data: {names}.",
             )
     mapping = {n: class_map.get(n, n) for n in names}
+    mapping[IGNORE] = "" if class_map.get(IGNORE) == "" else IGNORE
     counts = Counter(i.category for s in samples for i in s.instances)
     new_cats: dict[str, Category] = {}
     for c in categories:
@@ -75,8 +78,12 @@ def apply_class_map(
         if target:
             new_cats.setdefault(target, replace(c, name=target))
     changes = []
+    n_ignore = sum(1 for s in samples for i in s.instances if i.ignore)
     for old, new in mapping.items():
         if old == new:
+            continue
+        if old == IGNORE:
+            changes.append(f"dropped the ignore regions ({n_ignore})")
             continue
         if not new:
             changes.append(f"dropped {old!r} ({counts[old]} annotations)")

@@ -13,7 +13,8 @@ import random
 from collections import Counter
 from collections.abc import Collection, Sequence
 
-from thingmask.datasets.validate import Report, Sample
+from thingmask.datasets.records import Sample
+from thingmask.datasets.report import Report
 
 __all__ = ["SPLIT_ALIASES", "assign_splits", "split_of_path", "stratified_split"]
 
@@ -30,9 +31,10 @@ SPLIT_ALIASES = {
 
 
 def split_of_path(parts: Sequence[str]) -> str | None:
-    """``train``/``val``/``test`` from path components (``images/valid/x.jpg`` → ``val``)."""
+    """``train``/``val``/``test`` from path components (``images/valid/x.jpg`` → ``val``;
+    COCO-style years too: ``images/val2017/x.jpg`` → ``val``)."""
     for part in parts:
-        name = SPLIT_ALIASES.get(part.lower())
+        name = SPLIT_ALIASES.get(part.lower().rstrip("0123456789"))
         if name:
             return name
     return None
@@ -81,11 +83,12 @@ def stratified_split(
         if not open_labels:
             break
         lab = min(open_labels, key=lambda k: (len(open_labels[k]), k))
+
+        def preference(split: str, lab: str = lab) -> tuple[float, float, float]:
+            return want[split][lab], total[split], rng.random()  # random: ties, by seed
+
         for i in open_labels[lab]:
-            best = max(
-                ("val", "train"), key=lambda s, lab=lab: (want[s][lab], total[s], rng.random())
-            )
-            assign(i, best)
+            assign(i, max(("val", "train"), key=preference))
         pending = open_labels
     for i in order:
         if result[i] is None:  # images without annotations fill what is left
@@ -151,7 +154,7 @@ def assign_splits(
         )
         given = [None] * len(given)
     free = [i for i, g in enumerate(given) if g is None]
-    labels = [{inst.category for inst in samples[i].instances} for i in free]
+    labels = [{inst.category for inst in samples[i].objects} for i in free]
     for i, split in zip(free, stratified_split(labels, val_fraction, seed), strict=True):
         given[i] = split
     splits = [g or "train" for g in given]
@@ -168,9 +171,9 @@ def assign_splits(
 
 
 def _report_missing(samples: Sequence[Sample], splits: Sequence[str], report: Report) -> None:
-    per = {"train": Counter(), "val": Counter()}
+    per: dict[str, Counter[str]] = {"train": Counter(), "val": Counter()}
     for s, split in zip(samples, splits, strict=True):
-        per[split].update({i.category for i in s.instances})
+        per[split].update({i.category for i in s.objects})
     for name in sorted(set(per["train"]) | set(per["val"])):
         if not per["train"][name]:
             report.warning(

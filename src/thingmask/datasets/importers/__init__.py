@@ -1,7 +1,8 @@
 """Importers: annotation exports → :class:`CocoSource` (raw COCO dicts + their image folder).
 
 Formats: ``coco`` (plain), ``cvat`` (CVAT "COCO 1.0"), ``roboflow`` (Roboflow "COCO
-Segmentation"), ``labelme``, ``via`` (VIA 1/2 JSON), ``yolo`` (YOLO segmentation). Polygons stay
+Segmentation"), ``labelme``, ``via`` (VIA 1/2 JSON), ``yolo`` (YOLO segmentation). Each
+importer follows its tool's own conventions (see its module docstring). Polygons stay
 polygons and RLE stays RLE. Importers only translate; :mod:`thingmask.datasets.validate` checks
 what they produce, so every format gets the same rules and messages.
 """
@@ -9,14 +10,15 @@ what they produce, so every format gets the same rules and messages.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from thingmask.datasets.importers._common import CocoSource, read_json
 from thingmask.datasets.importers.coco import find_coco_files, import_coco
 from thingmask.datasets.importers.labelme import import_labelme, is_labelme
 from thingmask.datasets.importers.via import import_via, is_via
-from thingmask.datasets.importers.yolo import find_class_list, import_yolo
-from thingmask.datasets.validate import Report
+from thingmask.datasets.importers.yolo import find_class_list, import_yolo, is_yolo_layout
+from thingmask.datasets.report import Report
 
 __all__ = [
     "FORMATS",
@@ -97,6 +99,8 @@ def detect_format(source: str | Path) -> str:
         if kinds:
             order = ("cvat", "coco", "roboflow", "labelme", "via")
             return max(set(kinds), key=lambda k: (kinds.count(k), -order.index(k)))
+        if is_yolo_layout(source):  # images/ + labels/ without a class list (coco128-seg)
+            return "yolo"
     else:
         raise ValueError(
             f"dataset source {source} does not exist. Set dataset_source (or the "
@@ -117,15 +121,28 @@ def import_sources(
     image_dir: str | Path | None = None,
     class_attribute: str | None = None,
     default_class: str = "object",
+    names: Sequence[str] | None = None,
 ) -> list[CocoSource]:
-    """Read ``source`` in format ``fmt`` (not ``auto``; see :func:`detect_format`)."""
+    """Read ``source`` in format ``fmt`` (not ``auto``; see :func:`detect_format`).
+
+    ``names``: a class list given with the export (``--names``): YOLO's class names, or the
+    class order for labelme and VIA. COCO files carry their own categories; there it is only
+    reported as unused.
+    """
     source = Path(source)
+    if names and fmt in ("coco", "cvat", "roboflow"):
+        report.warning(
+            "class-names-unused",
+            str(source),
+            f"class names {list(names)} were given, but a {fmt} export names its own classes",
+            "Leave --names / dataset_class_names empty; rename classes with --map OLD=NEW.",
+        )
     if fmt in ("coco", "cvat", "roboflow"):
         return import_coco(source, fmt, report, Path(image_dir) if image_dir else None)
     if fmt == "labelme":
-        return import_labelme(source, report)
+        return import_labelme(source, report, names)
     if fmt == "via":
-        return import_via(source, report, class_attribute, default_class)
+        return import_via(source, report, class_attribute, default_class, names)
     if fmt == "yolo":
-        return import_yolo(source, report)
+        return import_yolo(source, report, names)
     raise ValueError(f"dataset_format {fmt!r}: expected auto or one of {', '.join(FORMATS)}")

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thingmask.datasets.validate import Report
+from thingmask.datasets.report import Report
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "CocoSource",
     "circle_polygon",
+    "class_ids",
     "ellipse_polygon",
     "read_json",
     "rect_polygon",
@@ -98,9 +100,23 @@ def circle_polygon(cx: float, cy: float, r: float, n: int = CIRCLE_POINTS) -> li
     return ellipse_polygon(cx, cy, r, r, 0.0, n)
 
 
-def as_float(value: Any) -> float | None:
-    """A finite float, or None (bools, text, NaN are rejected)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    v = float(value)
-    return v if math.isfinite(v) else None
+def class_ids(
+    labels: set[str], order: Sequence[str] | None, report: Report, listed_in: str
+) -> dict[str, int]:
+    """Category ids 1..K for the class ``labels`` found in an export.
+
+    Without ``order`` (a class list given with the export): alphabetical. With it: its classes
+    first, in its order (unused ones too, so the validator reports them as empty), then the
+    labels it does not list, alphabetically, reported as ``class-unlisted``.
+    """
+    if not order:
+        return {n: i for i, n in enumerate(sorted(labels), 1)}
+    extra = sorted(labels - set(order))
+    if extra:
+        report.warning(
+            "class-unlisted",
+            listed_in,
+            f"label(s) {extra} are not in the class list; added after the listed classes",
+            f"Add them to {listed_in}, or drop them with --drop NAME.",
+        )
+    return {n: i for i, n in enumerate([*order, *extra], 1)}

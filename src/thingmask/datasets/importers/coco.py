@@ -8,6 +8,13 @@ Layouts understood (the image folder is found by looking where the files are)::
     Roboflow     train/_annotations.coco.json + train/*.jpg, valid/..., test/...
 
 A split named by the file or folder (train/valid/val/test) is kept.
+
+Conventions checked against each tool's exporter: ``iscrowd=1`` means a crowd region in COCO
+(kept as such by default) but every brush mask in CVAT's COCO 1.0 export (converted to
+instances; see :func:`~thingmask.datasets.finalize.crowd_policy`); CVAT writes uncompressed RLE
+and puts subset images in ``images/<subset>/``; Roboflow adds a parent category with id 0 (dropped
+by :func:`~thingmask.datasets.finalize.finalize`) and splits into train/valid/test folders.
+An annotation with ``"ignore": 1`` (the mmdetection convention) is an ignore region.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ import re
 from pathlib import Path
 
 from thingmask.datasets.importers._common import CocoSource, read_json, rel_name
+from thingmask.datasets.records import normalize_file_name
+from thingmask.datasets.report import Report
 from thingmask.datasets.split import SPLIT_ALIASES
-from thingmask.datasets.validate import Report, normalize_file_name
 
 __all__ = ["find_coco_files", "import_coco"]
 
@@ -109,11 +117,11 @@ def import_coco(
             loose.append(name)
             continue
         images = data.get("images") if isinstance(data, dict) else None
-        names = (
-            [i.get("file_name") for i in images if isinstance(i, dict)]
-            if isinstance(images, list)
-            else []
-        )
+        names = [
+            i["file_name"]
+            for i in (images if isinstance(images, list) else [])
+            if isinstance(i, dict) and isinstance(i.get("file_name"), str)
+        ]
         root = _image_root(path, subset, names, image_dir)
         sources.append(CocoSource(name, data, root, split))
     if loose:

@@ -8,6 +8,17 @@ Each file: ``{"imagePath", "imageWidth", "imageHeight", "imageData" (optional ba
 * ``line``, ``linestrip``, ``point``, ``points`` → skipped with a warning (no area);
 * shapes sharing a ``group_id`` and label are one instance (an animal split by an occluder).
 
+labelme's own conventions (its ``labelme2coco.py`` / ``labelme2voc.py`` examples):
+
+* ``__ignore__``: a region to ignore, no class. All of an image's ``__ignore__`` shapes become
+  one ignore region (written as a COCO crowd region, ``iscrowd=1`` RLE, for every class: both
+  engines skip crowd regions as training targets, COCO evaluation does not count detections
+  inside them). ``--drop __ignore__`` drops them instead.
+* ``_background_``: the background class, not an object: its shapes are skipped (noted).
+* ``labels.txt`` in the source folder (``__ignore__``, ``_background_``, then one class a line,
+  as ``labelme --labels`` reads it) fixes the class order; without it the order is
+  alphabetical. ``names`` (``--names``) overrides it.
+
 ``imagePath`` is relative to the JSON file. When it does not lead to a file inside the source
 folder, the image beside the JSON with the same name is used, then the embedded ``imageData``.
 Subfolders named train/val/valid/test give an existing split.
@@ -20,25 +31,30 @@ import binascii
 import io
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from thingmask.datasets.class_names import read_labels_txt
 from thingmask.datasets.importers._common import (
     CocoSource,
-    as_float,
     circle_polygon,
+    class_ids,
     read_json,
     rect_polygon,
     rel_name,
 )
+from thingmask.datasets.records import IGNORE, as_float, normalize_file_name, resolve_inside
+from thingmask.datasets.report import Report
 from thingmask.datasets.split import split_of_path
-from thingmask.datasets.validate import Report, normalize_file_name, resolve_inside
 
 __all__ = ["import_labelme", "is_labelme"]
 
 _NO_AREA = {"line", "linestrip", "point", "points"}
+BACKGROUND = "_background_"  # labelme's background class: not an object
+LABELS_FILE = "labels.txt"
 
 
 def is_labelme(data: Any) -> bool:
@@ -194,8 +210,13 @@ def _image_file(json_path: Path, data: dict, root: Path) -> tuple[str | None, by
     return (tried[0] if tried else None), None
 
 
-def import_labelme(root: Path, report: Report) -> list[CocoSource]:
-    """All labelme JSON files under ``root`` → one :class:`CocoSource` per split folder."""
+def import_labelme(
+    root: Path, report: Report, names: Sequence[str] | None = None
+) -> list[CocoSource]:
+    """All labelme JSON files under ``root`` → one :class:`CocoSource` per split folder.
+
+    ``names``: the class order (overrides ``labels.txt``); labels it does not list follow.
+    """
     if root.is_file():
         files, root = [root], root.parent
     else:
@@ -209,7 +230,8 @@ def import_labelme(root: Path, report: Report) -> list[CocoSource]:
     )
     records: list[tuple[str | None, dict, list[tuple[str, list[tuple[str, Any]]]]]] = []
     labels: set[str] = set()
-    skipped = 0
+    skipped = background = 0
+    ignored: list[str] = []
     for path in files:
         name = rel_name(path, root)
         data = read_json(path, report, name)
@@ -246,9 +268,14 @@ def import_labelme(root: Path, report: Report) -> list[CocoSource]:
             if part is None:
                 continue
             label, kind, geom = part
+            if label == BACKGROUND:
+                background += 1
+                continue
             gid = shape.get("group_id")
             key = (
-                (label, gid)
+                (IGNORE, "all")  # one ignore region per image
+                if label == IGNORE
+                else (label, gid)
                 if isinstance(gid, (int, str)) and not isinstance(gid, bool)
                 else (label, ("shape", k))
             )
@@ -256,7 +283,10 @@ def import_labelme(root: Path, report: Report) -> list[CocoSource]:
                 groups[key] = []
                 order.append(key)
             groups[key].append((kind, geom))
-            labels.add(label)
+            if label != IGNORE:
+                labels.add(label)
+        if (IGNORE, "all") in groups:
+            ignored.append(name)
         records.append((split, image, [(key[0], groups[key]) for key in order]))
         per_split[split]["images"].append(image)
     if skipped:
@@ -265,24 +295,25 @@ def import_labelme(root: Path, report: Report) -> list[CocoSource]:
             str(root),
             f"{skipped} .json file(s) are not labelme annotations and were skipped",
         )
-    cat_ids = {name: i for i, name in enumerate(sorted(labels), 1)}
+    _note_reserved(report, root, background, ignored)
+    cat_ids = class_ids(labels, names or _labels_txt(root, report), report, _listed_in(names))
     ann_id = 0
     for split, image, instances in records:
         for label, parts in instances:
             ann_id += 1
-            if any(kind == "rle" for kind, _ in parts):
-                seg: Any = _merge_rle(parts, image.get("width"), image.get("height"))
+            ann: dict[str, Any] = {"id": ann_id, "image_id": image["id"], "iscrowd": 0}
+            seg: Any
+            if label == IGNORE:
+                seg = _merge_rle(parts, image.get("width"), image.get("height"))
+                ann.update(iscrowd=1, ignore=1)  # no category: see the module docstring
+            elif any(kind == "rle" for kind, _ in parts):
+                seg = _merge_rle(parts, image.get("width"), image.get("height"))
+                ann["category_id"] = cat_ids[label]
             else:
                 seg = [geom for _, geom in parts]
-            per_split[split]["annotations"].append(
-                {
-                    "id": ann_id,
-                    "image_id": image["id"],
-                    "category_id": cat_ids[label],
-                    "segmentation": seg,
-                    "iscrowd": 0,
-                }
-            )
+                ann["category_id"] = cat_ids[label]
+            ann["segmentation"] = seg
+            per_split[split]["annotations"].append(ann)
     cats = [{"id": i, "name": n} for n, i in cat_ids.items()]
     return [
         CocoSource(
@@ -294,3 +325,45 @@ def import_labelme(root: Path, report: Report) -> list[CocoSource]:
         )
         for split, v in per_split.items()
     ]
+
+
+def _labels_txt(root: Path, report: Report) -> list[str] | None:
+    path = root / LABELS_FILE
+    if not path.is_file():
+        return None
+    try:
+        names = read_labels_txt(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        report.warning(
+            "labelme-labels-invalid",
+            LABELS_FILE,
+            f"cannot be read ({exc}); classes are ordered alphabetically",
+            "Save labels.txt as UTF-8 text, one label a line.",
+        )
+        return None
+    report.info("labelme-labels-file", LABELS_FILE, f"class order from labels.txt: {names}")
+    return names or None
+
+
+def _listed_in(names: Sequence[str] | None) -> str:
+    return "--names (dataset_class_names)" if names else LABELS_FILE
+
+
+def _note_reserved(report: Report, root: Path, background: int, ignored: list[str]) -> None:
+    if background:
+        report.info(
+            "labelme-background-skipped",
+            str(root),
+            f"{background} shape(s) labelled {BACKGROUND!r} skipped: labelme's converters treat "
+            "it as the background class, not an object",
+            "Nothing to do. Label the animals themselves.",
+        )
+    if ignored:
+        report.info(
+            "labelme-ignore-kept",
+            ", ".join(ignored[:3]) + (f" and {len(ignored) - 3} more" if len(ignored) > 3 else ""),
+            f"{len(ignored)} image(s) have {IGNORE!r} regions: kept as ignore regions, written as "
+            "COCO crowd regions (iscrowd=1, RLE) of every class. Both engines skip crowd regions "
+            "as training targets, and COCO evaluation does not count detections inside them",
+            f"Nothing to do. To drop them instead: --drop {IGNORE}.",
+        )

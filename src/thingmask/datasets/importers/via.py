@@ -3,8 +3,9 @@
 ``{key: {"filename", "size", "regions": [...] or {"0": ...}, "file_attributes"}}``, either at the
 top level ("Export annotations as json") or under ``_via_img_metadata`` (a saved VIA 2 project).
 A region is ``{"shape_attributes": {"name": "polygon", "all_points_x": [...],
-"all_points_y": [...]}, "region_attributes": {"class": "cat"}}``; ``rect``, ``circle``,
-``ellipse`` and ``polyline`` shapes are converted, ``point`` is skipped.
+"all_points_y": [...]}, "region_attributes": {"class": "cat"}}``; ``rect``, ``circle`` and
+``ellipse`` shapes are converted; ``point`` and ``polyline`` (an open line) are skipped, as VIA's
+own COCO export skips them.
 
 The class is the value of one region attribute: ``class_attribute`` when given, else the
 project's first region attribute (or the first one found). Regions without it get
@@ -16,19 +17,21 @@ existing split.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from thingmask.datasets.importers._common import (
     CocoSource,
-    as_float,
+    class_ids,
     ellipse_polygon,
     read_json,
     rect_polygon,
     rel_name,
 )
+from thingmask.datasets.records import as_float
+from thingmask.datasets.report import Report
 from thingmask.datasets.split import split_of_path
-from thingmask.datasets.validate import Report
 
 __all__ = ["import_via", "is_via", "via_entries"]
 
@@ -64,6 +67,8 @@ def _regions(entry: dict) -> list[Any]:
 
 
 def _polygon(shape: Any) -> tuple[list[float] | None, str]:
+    """A region's ``shape_attributes`` → flat polygon, or (None, why) — as VIA's own COCO export
+    converts them (``via_region_shape_to_coco_annotation``; ellipse ``theta`` in radians)."""
     if not isinstance(shape, dict):
         return None, "shape_attributes is not an object"
     name = shape.get("name")
@@ -71,29 +76,33 @@ def _polygon(shape: Any) -> tuple[list[float] | None, str]:
         k: as_float(shape.get(k))
         for k in ("x", "y", "width", "height", "cx", "cy", "r", "rx", "ry", "theta")
     }
-    if name in ("polygon", "polyline"):
+    if name == "polygon":
         xs, ys = shape.get("all_points_x"), shape.get("all_points_y")
         if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
             return None, "all_points_x/all_points_y are missing or of different lengths"
-        pts = [as_float(v) for pair in zip(xs, ys, strict=True) for v in pair]
-        if None in pts:
+        parsed = [as_float(v) for pair in zip(xs, ys, strict=True) for v in pair]
+        pts = [v for v in parsed if v is not None]
+        if len(pts) != len(parsed):
             return None, "a point coordinate is not a number"
         return pts, ""  # fewer than 3 points: reported by the validator
+    x, y, width, height = num["x"], num["y"], num["width"], num["height"]
+    cx, cy, r, rx, ry = num["cx"], num["cy"], num["r"], num["rx"], num["ry"]
     if name == "rect":
-        if None in (num["x"], num["y"], num["width"], num["height"]):
+        if x is None or y is None or width is None or height is None:
             return None, "rect needs numeric x, y, width, height"
-        return rect_polygon(
-            num["x"], num["y"], num["x"] + num["width"], num["y"] + num["height"]
-        ), ""
+        return rect_polygon(x, y, x + width, y + height), ""
     if name == "circle":
-        if None in (num["cx"], num["cy"], num["r"]):
+        if cx is None or cy is None or r is None:
             return None, "circle needs numeric cx, cy, r"
-        return ellipse_polygon(num["cx"], num["cy"], num["r"], num["r"]), ""
+        return ellipse_polygon(cx, cy, r, r), ""
     if name == "ellipse":
-        if None in (num["cx"], num["cy"], num["rx"], num["ry"]):
+        if cx is None or cy is None or rx is None or ry is None:
             return None, "ellipse needs numeric cx, cy, rx, ry"
-        return ellipse_polygon(num["cx"], num["cy"], num["rx"], num["ry"], num["theta"] or 0.0), ""
-    return None, f"shape {name!r} has no area" if name == "point" else f"unknown shape {name!r}"
+        return ellipse_polygon(cx, cy, rx, ry, num["theta"] or 0.0), ""
+    if name in ("point", "polyline"):
+        # VIA's own COCO export leaves these out too: a point or an open line has no area
+        return None, f"a {name} has no area"
+    return None, f"unknown shape {name!r}"
 
 
 def _class_value(value: Any) -> str | None:
@@ -125,10 +134,32 @@ def _pick_attribute(files: list[tuple[Path, Any]]) -> str | None:
     return None
 
 
+def _option_order(files: list[tuple[Path, Any]], attribute: str | None) -> list[str] | None:
+    """The option ids of the class attribute (dropdown, radio, checkbox) in the project's
+    order: VIA's own COCO export numbers its categories in this order."""
+    for _, data in files:
+        region_defs = (
+            (data.get("_via_attributes") or {}).get("region") if isinstance(data, dict) else None
+        )
+        spec = region_defs.get(attribute) if isinstance(region_defs, dict) else None
+        options = spec.get("options") if isinstance(spec, dict) else None
+        if isinstance(options, dict) and options:
+            return [str(k).strip() for k in options if str(k).strip()]
+    return None
+
+
 def import_via(
-    source: Path, report: Report, class_attribute: str | None = None, default_class: str = "object"
+    source: Path,
+    report: Report,
+    class_attribute: str | None = None,
+    default_class: str = "object",
+    names: Sequence[str] | None = None,
 ) -> list[CocoSource]:
-    """VIA JSON file(s) at ``source`` (a file, or a folder searched recursively)."""
+    """VIA JSON file(s) at ``source`` (a file, or a folder searched recursively).
+
+    Class ids follow ``names`` when given, else the class attribute's options in the project's
+    order (as VIA's COCO export numbers them), else the alphabetical order.
+    """
     root = source if source.is_dir() else source.parent
     paths = (
         [source]
@@ -174,8 +205,9 @@ def import_via(
     parsed = []
     for path, data in files:
         name = rel_name(path, root)
-        images, anns = [], []
-        for key, entry in via_entries(data).items():
+        images: list[dict[str, Any]] = []
+        anns: list[dict[str, Any]] = []
+        for key, entry in (via_entries(data) or {}).items():
             img_id = len(images) + 1
             images.append({"id": img_id, "file_name": entry.get("filename")})
             for k, region in enumerate(_regions(entry)):
@@ -221,12 +253,14 @@ def import_via(
                 )
         split = split_of_path(Path(name).parts[:-1])
         parsed.append((name, path.parent, split, images, anns))
-    cat_ids = {n: i for i, n in enumerate(sorted(labels), 1)}
+    order = names or _option_order(files, attribute)
+    listed_in = "--names (dataset_class_names)" if names else f"the options of {attribute!r}"
+    cat_ids = class_ids(labels, order, report, listed_in)
     cats = [{"id": i, "name": n} for n, i in cat_ids.items()]
     out = []
     for name, folder, split, images, anns in parsed:
         for a in anns:
-            a["category_id"] = cat_ids[a.pop("category")]
+            a["category_id"] = cat_ids[str(a.pop("category"))]
         out.append(
             CocoSource(
                 name, {"images": images, "annotations": anns, "categories": cats}, folder, split

@@ -1,0 +1,144 @@
+"""The temporal stage of the video pipeline (seam D): tracking → smoothing → edge refinement,
+behind one streaming interface.
+
+    stage = make_temporal_stage(config, mask_threshold=predictor.mask_threshold)
+    for index, frame_bgr, dets in ...:            # dets: already filtered to the display things
+        for i, out in stage.push(index, frame_bgr, dets):
+            write(i, out)                          # frames come back in order
+    for i, out in stage.flush():                   # end of video: everything held back
+        write(i, out)
+
+``delay`` is how many frames a result is held back: 0 with tracking and/or refinement only,
+``smoothing_window`` with temporal smoothing (frame t is released when frame t + window
+arrives). The caller keeps each frame until its index is released, so it holds ``delay``
+frames; the stage keeps references to the frames it holds (for the refinement) and never
+writes to them. ``needs_probs``: ask the predictor for soft masks (``Detections.probs``).
+
+Settings (config): ``tracking``, ``track_max_missed``, ``temporal_smoothing``,
+``smoothing_window``, ``edge_refinement`` (and ``per_instance_clips``, which needs track ids).
+Smoothing needs track ids, so it switches the tracker on. All off: an identity stage (delay 0,
+nothing copied).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import numpy as np
+
+from thingmask.detections import Detections
+from thingmask.refine import EdgeRefiner
+from thingmask.smoothing import TemporalSmoother
+from thingmask.tracking import Tracker
+from thingmask.windows import Window, to_detections, to_windows
+
+__all__ = ["IdentityStage", "TemporalPipeline", "TemporalStage", "make_temporal_stage"]
+
+log = logging.getLogger(__name__)
+
+Released = list[tuple[int, Detections]]
+
+
+class TemporalStage(Protocol):
+    """Seam D: per-frame Detections in, the same frames out in order, ``delay`` frames later."""
+
+    delay: int  # frames a result is held back (0 = released at once)
+    needs_probs: bool  # True when it reads Detections.probs (ask the predictor for them)
+
+    def push(self, index: int, frame_bgr: np.ndarray, dets: Detections) -> Released:
+        """Take frame ``index`` (``(H, W, 3)`` uint8 BGR) and its display-thing Detections;
+        return the frames ready now, in frame order."""
+        ...
+
+    def flush(self) -> Released:
+        """At the end of the video: every frame still held, in order."""
+        ...
+
+
+class IdentityStage:
+    """All switches off: each frame is released at once, unchanged."""
+
+    delay = 0
+    needs_probs = False
+
+    def push(self, index: int, frame_bgr: np.ndarray, dets: Detections) -> Released:
+        return [(index, dets)]
+
+    def flush(self) -> Released:
+        return []
+
+
+class TemporalPipeline:
+    """Tracker, then smoother, then refiner (each optional; see the module docstring).
+
+    ``tracker`` is public: the video job reads ``tracker.ended`` (ids retired by the last
+    push) to close per-animal clips.
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker | None = None,
+        smoother: TemporalSmoother | None = None,
+        refiner: EdgeRefiner | None = None,
+    ) -> None:
+        if smoother is not None and tracker is None:
+            raise ValueError("temporal smoothing needs track ids: pass a Tracker too")
+        self.tracker, self.smoother, self.refiner = tracker, smoother, refiner
+        self.delay = smoother.delay if smoother is not None else 0
+        self.needs_probs = smoother is not None or refiner is not None
+        self._frames: dict[int, np.ndarray] = {}  # held frames, for the refinement
+        self._last = -1
+        self._size = (0, 0)  # frame (height, width)
+        self._tracked = False
+
+    def push(self, index: int, frame_bgr: np.ndarray, dets: Detections) -> Released:
+        if index <= self._last:
+            raise ValueError(
+                f"temporal stage: frame {index} after frame {self._last}; push frames in order"
+            )
+        self._last = index
+        if self.tracker is not None:
+            dets = self.tracker.update(dets)
+        if self.smoother is None and self.refiner is None:
+            return [(index, dets)]
+        self._size = dets.image_size
+        self._tracked = dets.track_ids is not None
+        if self.refiner is not None:
+            self._frames[index] = frame_bgr
+        if self.smoother is None:
+            return [self._finish(index, to_windows(dets))]
+        return [self._finish(i, ws) for i, ws in self.smoother.push_windows(index, dets)]
+
+    def flush(self) -> Released:
+        ready = self.smoother.flush_windows() if self.smoother is not None else []
+        out = [self._finish(i, ws) for i, ws in ready]
+        self._frames.clear()
+        return out
+
+    def _finish(self, index: int, windows: list[Window]) -> tuple[int, Detections]:
+        """Refine (when on) and paste the windows back into full-frame Detections, once."""
+        if self.refiner is not None:
+            windows = self.refiner.refine_windows(self._frames.pop(index), windows)
+        return index, to_detections(windows, *self._size, self._tracked)
+
+
+def make_temporal_stage(config: Any, *, mask_threshold: float = 0.5) -> TemporalStage:
+    """The stage the config asks for; :class:`IdentityStage` when every switch is off.
+
+    ``mask_threshold``: the predictor's (``predictor.mask_threshold``); smoothing and
+    refinement threshold their soft masks at it, so masks keep the size the predictor gives.
+    """
+    smoothing, refining = bool(config.temporal_smoothing), bool(config.edge_refinement)
+    tracking = bool(config.tracking or config.per_instance_clips) or smoothing
+    if not (tracking or refining):
+        return IdentityStage()
+    if smoothing and not (config.tracking or config.per_instance_clips):
+        log.info("temporal_smoothing follows each animal by its track id: tracking is on too")
+    return TemporalPipeline(
+        Tracker.from_config(config) if tracking else None,
+        TemporalSmoother(config.smoothing_window, mask_threshold=mask_threshold)
+        if smoothing
+        else None,
+        EdgeRefiner(mask_threshold=mask_threshold) if refining else None,
+    )
