@@ -394,9 +394,11 @@ if video_format in ("mp4", "webm"):
     display(HTML(video_html(loop_output)))
 
 # %% [markdown]
-# **The full job** runs the same steps on every video of `video_input`, plus what a real batch
-# needs: the sound carried over, stable ids per animal (`tracking`), CSV / RLE / mask-video
-# exports, per-animal clips, a progress bar, and **resume**: each finished video gets a small
+# **The full job** runs the same steps on every video of `video_input` — with the settings
+# above it gives exactly the loop's frames — plus what a real batch needs: the sound carried
+# over; stable ids per animal (`tracking`), steadier masks (`temporal_smoothing`) and crisper
+# edges (`edge_refinement`); CSV / RLE / mask-video exports and per-animal clips; decoding,
+# batched inference and encoding overlapped; and **resume**: each finished video gets a small
 # JSON marker written last, so re-running after a disconnect skips finished videos and redoes
 # the unfinished one. On the synthetic video it also scores the cut-out against the ground truth
 # (mean foreground IoU).
