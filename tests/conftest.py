@@ -66,9 +66,9 @@ def tiny_trained_run(
     The run folder holds checkpoints at 2 and 4, model_final.pth, model_meta.json, metrics.json
     and loss_curve.png. Treat it as read-only (copy it before changing anything).
     """
-    from thingmask.engines import torchvision_engine
+    from thingmask.engines.torchvision_engine import train
 
     config = make_tiny_config(tmp_path_factory.mktemp("tiny_run") / "outputs", tiny_dataset)
     run_dir = config.new_run_dir()
-    torchvision_engine.train(config, tiny_dataset, run_dir)
+    train(config, tiny_dataset, run_dir)
     return config, run_dir

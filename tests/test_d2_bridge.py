@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,9 @@ from thingmask.config import Config, ConfigError
 from thingmask.datasets import PreparedDataset
 from thingmask.engines import detectron2_engine as d2e
 from thingmask.engines.checkpoints import save_checkpoint
+from thingmask.engines.detectron2_engine import install
+from thingmask.engines.detectron2_engine.bridge import solver_steps
+from thingmask.engines.detectron2_engine.resume import model_section
 
 
 def _dataset(tmp_path: Path, names=("cat", "bird", "leaf")) -> PreparedDataset:
@@ -125,7 +127,7 @@ def test_overrides_reject_what_detectron2_cannot_do(tmp_path, changes, with_data
     ("iterations", "steps"), [(600, [420, 540]), (10, [7, 9]), (3, [2]), (1, [])]
 )
 def test_solver_steps_lie_inside_the_schedule(iterations, steps):
-    assert d2e._solver_steps(iterations) == steps
+    assert solver_steps(iterations) == steps
 
 
 @pytest.mark.parametrize(
@@ -170,7 +172,7 @@ def test_apply_overrides_sets_nested_keys_and_keeps_tuples():
     ],
 )
 def test_resolve_engine_falls_back_to_torchvision(monkeypatch, caplog, installed, engine, expected):
-    monkeypatch.setattr(d2e, "available", lambda: installed)
+    monkeypatch.setattr(install, "available", lambda: installed)
     with caplog.at_level(logging.WARNING):
         assert d2e.resolve_engine(Config(engine=engine)) == expected
         assert d2e.resolve_engine(engine) == expected
@@ -184,13 +186,6 @@ def test_colab_install_cell_pins_detectron2_and_leaves_torch_alone():
     assert "--no-build-isolation" in cell and "setuptools<81" in cell
     install = cell.split("resolve_engine")[0]
     assert "'torch" not in install and "torchvision" not in install
-
-
-def test_no_predictions_mean_zero_ap_in_the_shared_layout():
-    raw = {"bbox": {"AP": 50.0, "AP-cat": 60.0, "AP-bird": math.nan}, "num_images": 3}
-    out = d2e._no_prediction_results(raw, ["cat", "bird"])
-    assert out["bbox"] == raw["bbox"] and out["num_images"] == 3
-    assert out["segm"]["AP"] == 0.0 and out["segm"]["AP-bird"] == 0.0
 
 
 # --- resume: which checkpoint a run continues from --------------------------------------------
@@ -288,9 +283,9 @@ def test_resume_skips_runs_with_other_model_settings(tmp_path, caplog):
     _ckpt(earlier / "model_0000099.pth", 99)
     (earlier / d2e.D2_CONFIG_FILE).write_text("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 5\n")
     config = Config(output_dir=str(out), run_name="demo")
-    now = d2e._model_section("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 3\n  DEVICE: cpu\n")
+    now = model_section("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 3\n  DEVICE: cpu\n")
     with caplog.at_level(logging.WARNING):
         assert d2e.prepare_resume(config, run, model=now) is None
     assert "different model settings" in caplog.text
-    same = d2e._model_section("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 5\n  WEIGHTS: x.pth\n")
+    same = model_section("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 5\n  WEIGHTS: x.pth\n")
     assert d2e.prepare_resume(config, run, model=same) == run / "model_0000099.pth"

@@ -11,6 +11,7 @@ import logging
 import shutil
 import urllib.error
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -22,6 +23,10 @@ from thingmask.detections import Detections, keep
 from thingmask.engines import TrainHook
 from thingmask.engines import detectron2_engine as d2e
 from thingmask.engines.checkpoints import is_valid_checkpoint
+from thingmask.engines.detectron2_engine.catalog import register_dataset
+from thingmask.engines.detectron2_engine.cfg import build_cfg
+from thingmask.engines.detectron2_engine.checkpointer import SafeCheckpointer, zoo_cache_path
+from thingmask.engines.detectron2_engine.trainer import MyTrainer, SafeTrainer, train_mapper
 
 pytestmark = pytest.mark.detectron2
 
@@ -95,19 +100,19 @@ def test_registration_can_run_twice_and_follows_class_changes(dataset):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     names = (f"{dataset.name}_train", f"{dataset.name}_val")
-    assert d2e.register_dataset(dataset) == names
-    assert d2e.register_dataset(dataset) == names  # no "already registered"
+    assert register_dataset(dataset) == names
+    assert register_dataset(dataset) == names  # no "already registered"
     assert MetadataCatalog.get(names[0]).thing_classes == list(dataset.class_names)
     assert len(DatasetCatalog.get(f"{dataset.name}_val")) == 3
     renamed = replace(dataset, class_names=("a", "b", "c"))
-    d2e.register_dataset(renamed)
+    register_dataset(renamed)
     assert MetadataCatalog.get(f"{dataset.name}_train").thing_classes == ["a", "b", "c"]
-    d2e.register_dataset(dataset)
+    register_dataset(dataset)
 
 
 def test_build_cfg_bridges_the_config(config, dataset, tmp_path):
-    d2e.register_dataset(dataset)
-    cfg = d2e.build_cfg(config, dataset, tmp_path)
+    register_dataset(dataset)
+    cfg = build_cfg(config, dataset, tmp_path)
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3
     assert cfg.MODEL.BACKBONE.NAME == "build_tiny_fpn_backbone" and cfg.MODEL.FPN.NORM == "GN"
     assert cfg.MODEL.WEIGHTS == "" and cfg.MODEL.DEVICE == "cpu"
@@ -120,9 +125,7 @@ def test_build_cfg_bridges_the_config(config, dataset, tmp_path):
 def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_path):
     from detectron2.data import transforms as T  # noqa: N812
 
-    from thingmask.engines.d2_trainer import MyTrainer
-
-    d2e.register_dataset(dataset)
+    register_dataset(dataset)
     custom = config.replace(
         augmentations=[
             {"name": "flip_vertical", "prob": 1.0},
@@ -130,7 +133,7 @@ def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_pat
             "rotation",
         ]
     )
-    mapper = MyTrainer.build_mapper(d2e.build_cfg(custom, dataset, tmp_path))
+    mapper = MyTrainer.build_mapper(build_cfg(custom, dataset, tmp_path))
     augs = mapper.augmentations.augs
     assert [type(a) for a in augs] == [
         T.ResizeShortestEdge,
@@ -152,12 +155,8 @@ def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_pat
 def test_optimizer_setting_reaches_mytrainer(config, dataset, tmp_path, optimizer):
     import torch
 
-    from thingmask.engines.d2_trainer import MyTrainer
-
-    if "optimizer" not in Config.__dataclass_fields__:
-        pytest.skip("this Config has no optimizer setting")
-    d2e.register_dataset(dataset)
-    cfg = d2e.build_cfg(config.replace(optimizer=optimizer), dataset, tmp_path)
+    register_dataset(dataset)
+    cfg = build_cfg(config.replace(optimizer=optimizer), dataset, tmp_path)
     opt = MyTrainer.build_optimizer(cfg, MyTrainer.build_model(cfg))
     assert isinstance(opt, {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[optimizer])
     assert opt.param_groups[0]["lr"] == config.learning_rate
@@ -189,14 +188,12 @@ def test_training_writes_checkpoints_and_calls_hooks(trained):
         ("model_final.pth", 6, True),
     ]
     assert recorder.trained == [run_dir]
-    assert result["start_iter"] == 0 and result["iterations"] == 6
+    assert result["start_iteration"] == 0 and result["iterations"] == 6
     assert np.isfinite(result["final_loss"])
 
 
 @pytest.mark.slow
 def test_interrupted_training_resumes_with_optimizer_and_schedule(config, dataset):
-    from thingmask.engines.d2_trainer import MyTrainer
-
     config = config.replace(run_name="cut")  # no earlier "cut-*" runs to resume from
     run_dir = Path(config.output_dir) / "cut-20260102-000000"
     with pytest.raises(InterruptedRunError):
@@ -205,7 +202,7 @@ def test_interrupted_training_resumes_with_optimizer_and_schedule(config, datase
     assert not (run_dir / "model_final.pth").exists()
 
     # What resume_or_load restores: iteration, optimizer momentum, LR schedule position.
-    trainer = MyTrainer(d2e.build_cfg(config, dataset, run_dir))
+    trainer = MyTrainer(build_cfg(config, dataset, run_dir))
     trainer.resume_or_load(resume=True)
     assert trainer.start_iter == 4
     assert trainer.optimizer.state_dict()["state"]  # momentum buffers came back
@@ -213,7 +210,7 @@ def test_interrupted_training_resumes_with_optimizer_and_schedule(config, datase
 
     recorder = Recorder()
     result = d2e.train(config, dataset, run_dir, hooks=[recorder])
-    assert result["start_iter"] == 4
+    assert result["start_iteration"] == 4
     assert recorder.steps == [5, 6]
     assert (run_dir / "model_final.pth").is_file()
 
@@ -231,7 +228,7 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous_one(config, datase
     with caplog.at_level(logging.WARNING):
         result = d2e.train(config.replace(run_name="other"), dataset, run_dir, hooks=[recorder])
     assert "model_0000003.pth is not usable" in caplog.text
-    assert result["start_iter"] == 2
+    assert result["start_iteration"] == 2
     assert recorder.steps == [3, 4, 5, 6]
 
 
@@ -243,7 +240,7 @@ def test_resume_from_an_earlier_run_folder(config, dataset, trained):
     recorder = Recorder()
     result = d2e.train(more, dataset, run_dir, hooks=[recorder])
     # The newest valid checkpoint among t-* folders is a model_final at iteration 5 (6 steps).
-    assert result["start_iter"] == 6
+    assert result["start_iteration"] == 6
     assert recorder.steps == [7, 8]
     assert (src / "model_final.pth").is_file()
 
@@ -292,8 +289,6 @@ def test_predictor_returns_detections_the_pipeline_accepts(config, dataset, trai
 def test_checkpointer_refuses_pickles_that_are_not_from_the_model_zoo(tmp_path):
     import torch
 
-    from thingmask.engines.d2_trainer import SafeCheckpointer
-
     evil = tmp_path / "weights.pkl"
     evil.write_bytes(b"\x80\x04N.")
     with pytest.raises(ValueError, match="pickles"):
@@ -322,7 +317,6 @@ def test_zero_training_uses_zoo_weights_copied_into_the_cache(monkeypatch, tmp_p
     from detectron2 import model_zoo
 
     from thingmask.engines import COCO_CLASSES
-    from thingmask.engines.d2_trainer import zoo_cache_path
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
@@ -341,3 +335,151 @@ def test_zero_training_uses_zoo_weights_copied_into_the_cache(monkeypatch, tmp_p
     assert predictor.class_names == COCO_CLASSES
     dets = predictor(np.zeros((96, 128, 3), np.uint8))
     assert isinstance(dets, Detections) and dets.masks.shape[1:] == (96, 128)
+
+
+# --- the engine seam: same meaning as the torchvision engine ---------------------------------
+
+
+def test_get_engine_gives_the_detectron2_engine():
+    from thingmask.engines import Engine, get_engine
+
+    engine = get_engine("detectron2")
+    assert engine is d2e.ENGINE and isinstance(engine, Engine) and engine.name == "detectron2"
+
+
+@pytest.mark.slow
+def test_train_returns_the_shared_keys(trained):
+    from thingmask.engines import TRAIN_RESULT_KEYS
+
+    run_dir, _, result = trained
+    assert set(TRAIN_RESULT_KEYS) <= set(result)
+    assert result["engine"] == "detectron2" and result["run_dir"] == str(run_dir)
+    assert result["model"] == str(run_dir / "model_final.pth")
+
+
+def test_tiny_fpn_is_the_body_the_torchvision_engine_uses(config, dataset, tmp_path):
+    from detectron2.modeling import build_model
+
+    from thingmask.engines.tiny import TinyBody
+    from thingmask.engines.torchvision_engine import build_model as tv_build_model
+
+    register_dataset(dataset)
+    model = build_model(build_cfg(config, dataset, tmp_path))
+    body = model.backbone.bottom_up.body
+    assert isinstance(body, TinyBody)
+    tv_body = tv_build_model("tiny_fpn", 3, 64, 64).backbone.body
+    assert {k: v.shape for k, v in body.state_dict().items()} == {
+        k: v.shape for k, v in tv_body.state_dict().items()
+    }
+
+
+@pytest.fixture(scope="module")
+def predictor(config, trained):
+    return d2e.load_predictor(config, trained[0])
+
+
+def _val_images(dataset) -> list[np.ndarray]:
+    import cv2
+
+    return [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in sorted(dataset.image_root.glob("val_*"))]
+
+
+@pytest.mark.slow
+def test_batched_predictor_matches_detectron2s_default_predictor(predictor, dataset):
+    from detectron2.engine import DefaultPredictor
+
+    from thingmask.engines import Predictor
+
+    assert isinstance(predictor, Predictor)
+    cfg = predictor.cfg.clone()
+    cfg.MODEL.WEIGHTS = ""
+    reference = DefaultPredictor(cfg)
+    reference.model.load_state_dict(predictor.model.state_dict())
+    images = _val_images(dataset)
+    for dets, image in zip(predictor.predict_batch(images), images, strict=True):
+        ref = reference(image)["instances"]
+        assert len(dets) == len(ref) > 0
+        np.testing.assert_allclose(dets.scores, ref.scores.numpy(), atol=1e-5)
+        np.testing.assert_allclose(dets.boxes, ref.pred_boxes.tensor.numpy(), atol=1e-3)
+        assert [predictor.class_names.index(n) for n in dets.class_names] == (
+            ref.pred_classes.tolist()
+        )
+        # DefaultPredictor keeps probability >= 0.5, to_detections > 0.5: equal but for ties
+        assert (dets.masks != ref.pred_masks.numpy()).mean() < 1e-3
+
+
+@pytest.mark.parametrize("size", [48, 96, 800])
+def test_resize_on_the_device_matches_default_predictors_pil_resize(predictor, size):
+    import torch
+    from detectron2.data import transforms as T  # noqa: N812
+
+    image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    predictor.min_size, predictor.max_size = size, 2 * size
+    try:
+        item = predictor._model_input(torch.from_numpy(image))
+    finally:
+        predictor.min_size, predictor.max_size = 64, 64
+    pil = T.ResizeShortestEdge([size, size], 2 * size).get_transform(image).apply_image(image)
+    ours = item["image"].permute(1, 2, 0).numpy()
+    assert ours.shape == pil.shape and (item["height"], item["width"]) == (64, 80)
+    assert np.abs(ours - pil.astype(np.float32)).max() <= 1.0  # PIL's fixed-point rounding
+
+
+@pytest.mark.slow
+def test_predict_tensors_shapes_and_devices(predictor, dataset):
+    import torch
+
+    images = [*_val_images(dataset)[:2], _val_images(dataset)[0][:48]]
+    out = predictor.predict_tensors([torch.from_numpy(im) for im in images])
+    for inst, image in zip(out, images, strict=True):
+        n, (h, w) = len(inst), image.shape[:2]
+        assert inst.boxes.shape == (n, 4) and inst.scores.shape == (n,)
+        assert inst.class_index.dtype == torch.int64 and inst.mask_probs.shape == (n, h, w)
+        assert all(
+            t.device == predictor.device
+            for t in (inst.boxes, inst.scores, inst.class_index, inst.mask_probs)
+        )
+        assert float(inst.mask_probs.min()) >= 0.0 and float(inst.mask_probs.max()) <= 1.0
+    # the host form is the shared conversion of the device form, and batches match singles
+    from thingmask.engines import to_detections
+
+    for dets, inst, image in zip(predictor.predict_batch(images), out, images, strict=True):
+        expected = to_detections(inst, predictor.class_names, predictor.mask_threshold)
+        np.testing.assert_array_equal(dets.masks, expected.masks)
+        single = predictor(image)
+        np.testing.assert_allclose(dets.scores, single.scores, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_soft_masks_fill_probs(config, trained, dataset):
+    soft = d2e.load_predictor(config, trained[0], soft_masks=True)
+    image = _val_images(dataset)[0]
+    dets = soft(image)
+    assert dets.probs is not None and dets.probs.shape == dets.masks.shape
+    assert (dets.probs[dets.masks] >= 127).all() and (dets.probs[~dets.masks] <= 128).all()
+
+
+class NotebookTrainer(SafeTrainer):
+    """The notebook cell's shape: build_train_loader from its own augmentations."""
+
+    loaders: ClassVar[list[tuple[str, ...]]] = []
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        from detectron2.data import build_detection_train_loader
+        from detectron2.data import transforms as T  # noqa: N812
+
+        mapper = train_mapper(cfg, [T.RandomFlip(prob=1.0, horizontal=False, vertical=True)])
+        cls.loaders.append(tuple(type(a).__name__ for a in mapper.augmentations.augs))
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+
+@pytest.mark.slow
+def test_a_safetrainer_subclass_is_the_one_that_trains(config, dataset):
+    config = config.replace(run_name="nb", iterations=2)
+    run_dir = Path(config.output_dir) / "nb-20260105-000000"
+    result = d2e.train(config, dataset, run_dir, trainer=NotebookTrainer)
+    assert NotebookTrainer.loaders == [("ResizeShortestEdge", "RandomFlip")]
+    assert result["iterations"] == 2 and (run_dir / "model_final.pth").is_file()
+    with pytest.raises(TypeError, match="subclass of"):
+        d2e.train(config, dataset, run_dir, trainer=dict)

@@ -14,9 +14,12 @@ torch = pytest.importorskip("torch")
 from thingmask.config import ConfigError  # noqa: E402
 from thingmask.datasets.coco import load_prepared  # noqa: E402
 from thingmask.detections import Detections  # noqa: E402
-from thingmask.engines import COCO_CLASSES, TrainHook, get_engine  # noqa: E402
+from thingmask.engines import COCO_CLASSES, Engine, TrainHook, get_engine  # noqa: E402
 from thingmask.engines import torchvision_engine as tv  # noqa: E402
 from thingmask.engines.checkpoints import load_checkpoint  # noqa: E402
+from thingmask.engines.device import resolve_device  # noqa: E402
+from thingmask.engines.torchvision_engine.data import CocoInstances, TrainSamples  # noqa: E402
+from thingmask.engines.torchvision_engine.predictor import coco_label_names  # noqa: E402
 
 
 class RecordingHook(TrainHook):
@@ -42,8 +45,11 @@ def trained_run(tiny_trained_run):
     return tiny_trained_run  # (config, run_dir) from conftest, trained once per session
 
 
-def test_get_engine_returns_this_module():
-    assert get_engine("torchvision") is tv
+def test_get_engine_returns_this_engine():
+    engine = get_engine("torchvision")
+    assert engine is tv.ENGINE and engine.name == "torchvision"
+    assert isinstance(engine, Engine)
+    assert engine.train is tv.train and engine.load_predictor is tv.load_predictor
 
 
 def test_training_writes_a_complete_run_folder(trained_run):
@@ -82,8 +88,9 @@ def test_predictor_returns_detections_with_class_names(trained_run):
     assert (dets.scores >= config.score_threshold).all()
     batch = predictor.predict_batch([image, image[:48]])
     assert [d.image_size for d in batch] == [(64, 80), (48, 80)]
-    # run_dir=None finds the newest run of the same run_name
-    assert tv.load_predictor(config).class_names == predictor.class_names
+    # run_dir=None is not "the newest run" (callers decide that with thingmask.runs)
+    with pytest.raises(ValueError, match=r"no run folder given.*zero_training"):
+        tv.load_predictor(config, None)
 
 
 @pytest.mark.parametrize(
@@ -190,21 +197,17 @@ def test_one_class_dataset_trains_without_code_change(tiny_config, tiny_dataset,
 
 
 def test_unknown_augmentation_is_a_clear_error(tiny_dataset):
-    data = tv.CocoInstances(
-        tiny_dataset.train_json, tiny_dataset.image_root, tiny_dataset.class_names
-    )
+    data = CocoInstances(tiny_dataset.train_json, tiny_dataset.image_root, tiny_dataset.class_names)
     with pytest.raises(ConfigError, match=r"unknown augmentation 'flip_sideways'.*flip_horizontal"):
-        tv.TrainSamples(data, ["flip_sideways"], seed=0, total=4)
+        TrainSamples(data, ["flip_sideways"], seed=0, total=4)
 
 
 def test_training_samples_are_deterministic_and_consistent(tiny_dataset):
-    data = tv.CocoInstances(
-        tiny_dataset.train_json, tiny_dataset.image_root, tiny_dataset.class_names
-    )
-    samples = tv.TrainSamples(
+    data = CocoInstances(tiny_dataset.train_json, tiny_dataset.image_root, tiny_dataset.class_names)
+    samples = TrainSamples(
         data, ["flip_horizontal", {"name": "crop", "fraction": 0.6}], seed=0, total=12
     )
-    later = tv.TrainSamples(
+    later = TrainSamples(
         data, ["flip_horizontal", {"name": "crop", "fraction": 0.6}], seed=0, total=12, start=5
     )
     for p in range(12):
@@ -219,7 +222,7 @@ def test_training_samples_are_deterministic_and_consistent(tiny_dataset):
 
 
 def test_coco_label_names_skip_the_gaps():
-    names = tv._coco_label_names()
+    names = coco_label_names()
     assert len(names) == 91 and names[0] == "" and names[1] == "person" and names[12] == ""
     assert [n for n in names if n] == list(COCO_CLASSES)
 
@@ -253,8 +256,8 @@ def test_unavailable_device_is_a_clear_error(name, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(ValueError, match=f"device: got '{name}'"):
-        tv.resolve_device(name)
-    assert str(tv.resolve_device("auto")) == "cpu"
+        resolve_device(name)
+    assert str(resolve_device("auto")) == "cpu"
 
 
 @pytest.mark.parametrize(

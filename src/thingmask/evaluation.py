@@ -1,8 +1,8 @@
-"""COCO box and mask AP, engine-neutral (pycocotools), and the AP bar plot.
+"""COCO box and mask AP, engine-neutral (pycocotools).
 
 Predictions come in as :class:`~thingmask.detections.Detections` per image id, so any engine can
 be scored the same way. The metrics dict follows detectron2's ``COCOEvaluator`` layout, so
-:func:`save_ap_plot` draws either engine's results::
+:func:`thingmask.plots.save_ap_plot` draws either engine's results::
 
     {"bbox": {"AP": 41.2, "AP50": .., "AP75": .., "APs": .., "APm": .., "APl": .., "AP-cat": ..},
      "segm": {...same keys...}, "num_images": 24, "num_detections": 180}
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,8 @@ from typing import Any
 import numpy as np
 
 from thingmask.detections import Detections
-from thingmask.io_utils import atomic_path
 
-__all__ = ["coco_evaluate", "detections_to_coco", "save_ap_plot"]
+__all__ = ["coco_evaluate", "detections_to_coco"]
 
 log = logging.getLogger(__name__)
 _STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -135,55 +133,3 @@ def _evaluate_type(
 
 def _pct(value: float) -> float:
     return float(value * 100) if value >= 0 else float("nan")  # COCOeval uses -1 for "no data"
-
-
-def save_ap_plot(
-    metrics: Mapping[str, Any], path: str | Path, title: str = "Validation AP"
-) -> Path:
-    """Grouped bar plot of AP, AP50, AP75 and per-class AP for bbox and segm → PNG at ``path``.
-
-    Accepts this module's metrics or detectron2's ``COCOEvaluator`` results (same layout).
-    NaN values (no ground truth) are drawn as empty bars labelled "n/a".
-    """
-    from matplotlib.figure import Figure
-
-    types = [t for t in ("bbox", "segm") if isinstance(metrics.get(t), Mapping)]
-    if not types:
-        raise ValueError("save_ap_plot: metrics have neither 'bbox' nor 'segm' results")
-    keys = ["AP", "AP50", "AP75"]
-    for t in types:  # per-class keys in the order the results list them
-        keys += [k for k in metrics[t] if k.startswith("AP-") and k not in keys]
-    x = np.arange(len(keys))
-    width = 0.8 / len(types)
-    fig = Figure(figsize=(max(5.0, 0.9 * len(keys) + 2), 3.8), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    for j, t in enumerate(types):
-        vals = [float(metrics[t].get(k, float("nan"))) for k in keys]
-        pos = x + (j - (len(types) - 1) / 2) * width
-        bars = ax.bar(
-            pos,
-            [0.0 if math.isnan(v) else v for v in vals],
-            width,
-            label={"bbox": "box", "segm": "mask"}[t],
-        )
-        for b, v in zip(bars, vals, strict=False):
-            ax.annotate(
-                "n/a" if math.isnan(v) else f"{v:.0f}",
-                (b.get_x() + b.get_width() / 2, b.get_height()),
-                ha="center",
-                va="bottom",
-                fontsize=7,
-            )
-    ax.set_xticks(x)
-    ax.set_xticklabels(
-        [k.removeprefix("AP-") if k.startswith("AP-") else k for k in keys], rotation=30, ha="right"
-    )
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("AP (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    return Path(path)

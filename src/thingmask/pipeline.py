@@ -20,7 +20,7 @@ import numpy as np
 from thingmask.config import Config, ConfigError
 from thingmask.datasets import PreparedDataset, load_coco_json, load_prepared
 from thingmask.detections import keep
-from thingmask.engines import COCO_CLASSES, Predictor, get_engine, read_model_meta
+from thingmask.engines import COCO_CLASSES, Predictor, TrainHook, get_engine, read_model_meta
 from thingmask.io_utils import atomic_write_json
 
 __all__ = [
@@ -112,15 +112,22 @@ def train(
     config: Config,
     dataset: PreparedDataset,
     run_dir: Path,
-    hooks: Sequence[Any] = (),
+    hooks: Sequence[TrainHook] = (),
     resume_from: Path | None = None,
+    trainer: type[Any] | None = None,
 ) -> dict[str, Any]:
-    """Section 4: train the configured engine; a no-op in zero-training mode."""
+    """Section 4: train the configured engine; a no-op in zero-training mode.
+
+    ``trainer``: the engine's trainer class to use (torchvision: a ``Trainer`` subclass,
+    detectron2: a ``SafeTrainer`` subclass such as the notebook's ``MyTrainer``), or None for
+    the package default. Returns the engine's result (``TRAIN_RESULT_KEYS``), ``{}`` when
+    nothing was trained.
+    """
     if config.zero_training:
         log.info("zero_training=True: using a COCO-pretrained model, no training")
         return {}
     return get_engine(config.engine).train(
-        config, dataset, run_dir, hooks=hooks, resume_from=resume_from
+        config, dataset, run_dir, hooks=hooks, resume_from=resume_from, trainer=trainer
     )
 
 

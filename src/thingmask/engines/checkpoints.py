@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from thingmask.io_utils import atomic_path
 
 __all__ = [
@@ -30,8 +32,6 @@ _ITER = re.compile(r"(\d+)(?=\.pth$)")
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` ``state`` to ``path`` atomically; returns ``path``."""
-    import torch
-
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return Path(path)
@@ -39,9 +39,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: no arbitrary pickles)."""
-    import torch
-
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+    state: dict[str, Any] = torch.load(Path(path), map_location=map_location, weights_only=True)
+    return state
 
 
 def is_valid_checkpoint(path: str | Path) -> bool:

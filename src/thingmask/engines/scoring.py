@@ -1,0 +1,83 @@
+"""Validation AP of any predictor: the one evaluation path both engines' ``evaluate`` use.
+
+Both engines score their model the same way (the same images, the same pycocotools code, the
+same output files), so their AP figures are comparable.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from thingmask.datasets.coco import DatasetError, PreparedDataset, load_coco_json
+from thingmask.detections import Detections
+from thingmask.engines.base import Predictor
+from thingmask.evaluation import coco_evaluate
+from thingmask.io_utils import atomic_write_json
+from thingmask.plots import save_ap_plot
+
+__all__ = ["evaluate_predictor", "read_bgr"]
+
+log = logging.getLogger(__name__)
+
+
+def read_bgr(path: Path, source: Path) -> np.ndarray:
+    """``(H, W, 3)`` uint8 BGR image at ``path``; a DatasetError naming ``source`` if unreadable."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DatasetError(
+            f"{source}: image {path} is missing or unreadable. Check file_name against the "
+            "images/ folder."
+        )
+    return image
+
+
+def evaluate_predictor(
+    predictor: Predictor,
+    dataset: PreparedDataset,
+    run_dir: str | Path,
+    checkpoint: str,
+    batch_size: int = 4,
+    same_classes: bool = True,
+) -> dict[str, Any]:
+    """COCO box and mask AP of ``predictor`` on ``dataset``'s val split.
+
+    Images go through :meth:`Predictor.predict_batch` ``batch_size`` at a time. With
+    ``same_classes`` the predictor must know exactly the dataset's classes (a model trained on
+    it); otherwise (a COCO model) classes are matched by name and the others score nothing.
+
+    Writes ``run_dir/eval.json`` and ``run_dir/eval_ap.png``; returns the metrics of
+    :func:`thingmask.evaluation.coco_evaluate` plus ``"checkpoint"`` (``checkpoint``).
+    """
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    if same_classes and tuple(predictor.class_names) != tuple(dataset.class_names):
+        raise ValueError(
+            f"{dataset.root}: classes {list(dataset.class_names)} differ from the model's "
+            f"{list(predictor.class_names)} ({run_dir}); evaluate on the dataset it was "
+            "trained on."
+        )
+    images = load_coco_json(dataset.val_json)["images"]
+    predictions: dict[int, Detections] = {}
+    for start in tqdm(range(0, len(images), batch_size), desc="evaluate", unit="batch"):
+        chunk = images[start : start + batch_size]
+        bgr = [read_bgr(dataset.image_root / im["file_name"], dataset.val_json) for im in chunk]
+        for info, dets in zip(chunk, predictor.predict_batch(bgr), strict=True):
+            predictions[int(info["id"])] = dets
+    metrics = coco_evaluate(dataset.val_json, predictions, dataset.class_names)
+    metrics["checkpoint"] = checkpoint
+    atomic_write_json(run_dir / "eval.json", metrics)
+    save_ap_plot(metrics, run_dir / "eval_ap.png", title=f"Validation AP ({run_dir.name})")
+    log.info(
+        "validation AP: box %.1f, mask %.1f (%s)",
+        metrics["bbox"]["AP"],
+        metrics["segm"]["AP"],
+        run_dir / "eval.json",
+    )
+    return metrics

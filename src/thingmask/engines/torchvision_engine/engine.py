@@ -1,0 +1,155 @@
+"""The torchvision engine behind the :class:`~thingmask.engines.base.Engine` seam.
+
+Pure pip (CPU, CUDA or Apple MPS). The classes come from ``dataset.class_names``: 1..N classes
+with no code change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thingmask.config import Config
+from thingmask.datasets.coco import PreparedDataset
+from thingmask.engines.base import (
+    EVAL_SCORE_THRESHOLD,
+    TrainHook,
+    check_engine,
+    no_run_dir_error,
+    read_model_meta,
+)
+from thingmask.engines.device import resolve_device
+from thingmask.engines.scoring import evaluate_predictor
+from thingmask.engines.torchvision_engine.model import build_model
+from thingmask.engines.torchvision_engine.predictor import TorchvisionPredictor, coco_label_names
+from thingmask.engines.torchvision_engine.trainer import ENGINE_NAME, Trainer
+from thingmask.runs import MODEL_META
+
+__all__ = ["ENGINE", "TorchvisionEngine", "evaluate", "load_predictor", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def train(
+    config: Config,
+    dataset: PreparedDataset,
+    run_dir: str | Path,
+    *,
+    hooks: Sequence[TrainHook] = (),
+    resume_from: str | Path | None = None,
+    trainer: type[Trainer] | None = None,
+) -> dict[str, Any]:
+    """Train Mask R-CNN on ``dataset`` into ``run_dir`` with ``trainer`` (default
+    :class:`~thingmask.engines.torchvision_engine.trainer.Trainer`); see
+    :class:`~thingmask.engines.base.Engine` for the arguments and :meth:`Trainer.train` for the
+    returned dict.
+
+    Resumes from ``resume_from`` (a checkpoint file; a mismatching one is an error), else, with
+    ``config.resume``, from the newest valid checkpoint in
+    ``<output_dir>/<run_name>-*/checkpoints``: model, optimizer, scheduler, RNG and iteration are
+    restored, and training continues to ``config.iterations``.
+    """
+    cls = Trainer if trainer is None else trainer
+    if not (isinstance(cls, type) and issubclass(cls, Trainer)):
+        raise TypeError(
+            f"trainer: got {cls!r}; expected a subclass of "
+            "thingmask.engines.torchvision_engine.trainer.Trainer (or None)"
+        )
+    return cls(config, dataset, run_dir, hooks=hooks, resume_from=resume_from).train()
+
+
+def load_predictor(
+    config: Config,
+    run_dir: str | Path | None,
+    score_threshold: float | None = None,
+    soft_masks: bool = False,
+) -> TorchvisionPredictor:
+    """The predictor of the trained run in ``run_dir``; ``run_dir=None``: the COCO model when
+    ``config.zero_training``, else a ValueError (see :class:`~thingmask.engines.base.Engine`).
+
+    ``score_threshold`` defaults to ``config.score_threshold``; ``soft_masks`` fills
+    ``Detections.probs``.
+    """
+    device = resolve_device(config.device)
+    threshold = config.score_threshold if score_threshold is None else score_threshold
+    if run_dir is None:
+        if not config.zero_training:
+            raise no_run_dir_error(ENGINE_NAME)
+        if config.image_size < 480:
+            log.warning(
+                "zero_training with image_size=%d: COCO models see 800 px images in "
+                "training; set image_size=800, max_image_size=1333 for better masks",
+                config.image_size,
+            )
+        model = build_model(
+            "resnet50_fpn", 90, config.image_size, config.max_image_size, zero_training=True
+        )
+        return TorchvisionPredictor(
+            model, coco_label_names(), device, threshold, soft_masks=soft_masks
+        )
+    run_dir = Path(run_dir)
+    meta = read_model_meta(run_dir)
+    check_engine(meta, run_dir, ENGINE_NAME)
+    class_names = list(meta["class_names"])
+    model = build_model(
+        meta["backbone"],
+        len(class_names),
+        int(meta["image_size"]),
+        int(meta["max_image_size"]),
+        norm=meta.get("norm", "group_norm"),
+        mask_size=int(meta.get("mask_size", 28)),
+    )
+    state = torch.load(
+        run_dir / meta.get("weights", "model_final.pth"), map_location="cpu", weights_only=True
+    )
+    model.load_state_dict(state.get("model", state))
+    return TorchvisionPredictor(
+        model,
+        ["", *class_names],
+        device,
+        threshold,
+        mask_threshold=float(meta.get("mask_threshold", 0.5)),
+        soft_masks=soft_masks,
+        run_dir=run_dir,
+    )
+
+
+def evaluate(config: Config, dataset: PreparedDataset, run_dir: str | Path) -> dict[str, Any]:
+    """COCO box + mask AP of the run's model on the validation split (see
+    :func:`thingmask.engines.scoring.evaluate_predictor`).
+
+    Images go through the predictor ``config.inference_batch`` at a time. Masks use the run's
+    calibrated ``mask_threshold`` (chosen on this same split, so mask AP
+    is slightly optimistic). With ``zero_training`` and no trained model in ``run_dir``, the COCO
+    model is scored (classes matched by name).
+    """
+    run_dir = Path(run_dir)
+    model_dir: Path | None = run_dir
+    if config.zero_training and not (run_dir / MODEL_META).is_file():
+        model_dir = None
+    predictor = load_predictor(config, model_dir, score_threshold=EVAL_SCORE_THRESHOLD)
+    checkpoint = "coco" if model_dir is None else read_model_meta(run_dir).get("weights", "")
+    return evaluate_predictor(
+        predictor,
+        dataset,
+        run_dir,
+        checkpoint,
+        batch_size=config.inference_batch,
+        same_classes=model_dir is not None,
+    )
+
+
+class TorchvisionEngine:
+    """:class:`~thingmask.engines.base.Engine` for torchvision (this module's functions)."""
+
+    name: str = ENGINE_NAME
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    load_predictor = staticmethod(load_predictor)
+
+
+ENGINE = TorchvisionEngine()
