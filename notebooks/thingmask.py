@@ -246,14 +246,14 @@ print(f"{dataset.root}: classes {list(dataset.class_names)}")
 if engine == "detectron2":
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from thingmask.engines.detectron2_engine import register_dataset
+    from thingmask.engines.detectron2_engine.catalog import register_dataset
 
     train_name, val_name = register_dataset(dataset)  # safe to re-run: replaces old entries
     records = DatasetCatalog.get(train_name)  # dicts: file_name, height, width, annotations
     classes = MetadataCatalog.get(train_name).thing_classes
     print(f"{train_name}: {len(records)} images, classes {classes}")
 else:
-    from thingmask.engines.torchvision_engine import CocoInstances
+    from thingmask.engines.torchvision_engine.data import CocoInstances
 
     train_set = CocoInstances(dataset.train_json, dataset.image_root, dataset.class_names)
     image, masks, labels = train_set.load(0)  # BGR (H, W, 3), masks (N, H, W), labels (N,)
@@ -274,7 +274,7 @@ print(preview.table)
 # ## 4 · Training
 #
 # Both engines train with a trainer class you can see and change: the package supplies a safe
-# base (atomic checkpoints, resume, copies to Drive), and the cell below subclasses it to build
+# base (atomic checkpoints, resume, copies to Drive), and the cells below subclass it to build
 # the training data loader from the `augmentations` of section 1.
 #
 # Pitfalls this avoids:
@@ -288,11 +288,61 @@ print(preview.table)
 #   Drive, and a new runtime running this notebook with `resume = True` continues from the
 #   newest valid one instead of starting over.
 
+# %% [markdown]
+# **`MyTrainer`, the class that trains.** For detectron2 it subclasses `SafeTrainer` (a
+# `DefaultTrainer` with atomic checkpoints, safe loading and resume, the Drive hooks and COCO
+# evaluation) and overrides one method, as detectron2's own projects do: `build_train_loader`,
+# whose mapper resizes each image and then applies your augmentations. Change the list in
+# section 1, or the method, to change what the model sees.
+
+# %%
+if engine == "detectron2":
+    from detectron2.data import build_detection_train_loader
+
+    from thingmask.augment import parse_augmentations, to_detectron2
+    from thingmask.engines.detectron2_engine.trainer import SafeTrainer, train_mapper
+
+    class MyTrainer(SafeTrainer):
+        """SafeTrainer whose training data get the `augmentations` of section 1."""
+
+        @classmethod
+        def build_train_loader(cls, cfg):
+            augs = to_detectron2(parse_augmentations(augmentations))  # names -> T.Augmentation
+            return build_detection_train_loader(cfg, mapper=train_mapper(cfg, augs))
+
+    print("MyTrainer(SafeTrainer) with", to_detectron2(parse_augmentations(augmentations)))
+
+# %% [markdown]
+# The torchvision engine has the same shape: a `Trainer` class that reads top to bottom like
+# torchvision's reference loop (`build_model`, `build_train_loader`, `build_optimizer`,
+# `run_step`, `train`) with the same safe checkpoints, resume and hooks. Override any of them.
+
+# %%
+if engine == "torchvision":
+    from thingmask.augment import parse_augmentations
+    from thingmask.engines.torchvision_engine import Trainer, train_loader
+
+    class MyTrainer(Trainer):
+        """Trainer whose training batches get the `augmentations` of section 1."""
+
+        def build_train_loader(self):
+            augs = parse_augmentations(augmentations)  # names -> specs for images and masks
+            # start_iteration: a resumed run sees the batches an unbroken one would have seen
+            return train_loader(self.config, self.dataset, augs, self.start_iteration)
+
+    print("MyTrainer(Trainer) with", [spec.name for spec in parse_augmentations(augmentations)])
+
+# %% [markdown]
+# Training itself: a run folder, then `MyTrainer` through the engine (which sets up the model,
+# resumes and writes `model_final.pth`, `model_meta.json` and the loss curve).
+
 # %%
 run_dir = pipeline.start_run(config, run_dir)
 hooks, resume_from = colab.training_hooks(config, run_dir)  # Drive copies; where to resume
 print(f"resuming from {resume_from}" if resume_from else "training from the start")
-metrics = pipeline.train(config, dataset, run_dir, hooks=hooks, resume_from=resume_from)
+metrics = pipeline.train(
+    config, dataset, run_dir, hooks=hooks, resume_from=resume_from, trainer=MyTrainer
+)
 if (run_dir / "loss_curve.png").is_file():
     display(Image(str(run_dir / "loss_curve.png")))
 

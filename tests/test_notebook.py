@@ -135,6 +135,7 @@ def test_detectron2_build_cell_pins_the_engine_commit():
 # --- the teaching cells, run directly ----------------------------------------------------------
 TEACHING_CELLS = (  # a line of each cell, in notebook order
     "train_set = CocoInstances(",  # registration (torchvision)
+    "class MyTrainer(Trainer):",  # the torchvision trainer with section 1's augmentations
     "kept = keep(dets, display_things)",  # the filter, before / after
     "get_masked_image(frame.image, kept, canvas)  #",  # the cut-out on one frame
     "for frame in islice(reader.frames(), loop_frames)",  # the frame loop
@@ -168,8 +169,11 @@ def test_visible_cells_run_and_the_loop_gives_process_videos_frames(tmp_path, ti
     names = {**config.to_dict(), "config": config, "run_dir": run_dir}
     names |= {"dataset": load_prepared(config.dataset_dir), "pipeline": pipeline, "np": np}
     names |= {"display": lambda *args, **kwargs: None, "HTML": HTML}
+    names["augmentations"] = ["flip_horizontal"]  # the global, not config.augmentations
     ns = _run_cells(_nb(), TEACHING_CELLS, names)
     assert ns["names"] and set(ns["names"]) <= {"cat", "bird", "leaf"}  # label k: class k - 1
+    loader = ns["MyTrainer"](config, names["dataset"], tmp_path / "train").build_train_loader()
+    assert [spec.name for spec in loader.dataset.specs] == ["flip_horizontal"]
     assert set(ns["kept"].class_names) <= set(config.display_things)
     assert (run_dir / "filter.png").is_file() and (run_dir / "cutout.png").is_file()
     assert ns["cutout"].shape == ns["frame"].image.shape
@@ -179,6 +183,24 @@ def test_visible_cells_run_and_the_loop_gives_process_videos_frames(tmp_path, ti
     assert len(loop) == len(full) == 6
     for i, (a, b) in enumerate(zip(loop, full, strict=True)):
         assert np.array_equal(a, b), f"frame {i} differs between the loop and process_video"
+
+
+@pytest.mark.detectron2
+def test_detectron2_mytrainer_cell_maps_with_the_global_augmentations():
+    """The notebook's ``MyTrainer(SafeTrainer)``: its loader's mapper resizes, then applies the
+    ``augmentations`` global variable (the loader itself is replaced by its mapper here)."""
+    pytest.importorskip("detectron2")
+    from detectron2.config import get_cfg
+
+    from thingmask.engines.detectron2_engine.trainer import SafeTrainer
+
+    ns = {"engine": "detectron2", "augmentations": ["flip_horizontal", "brightness"]}
+    _run_cells(_nb(), ["class MyTrainer(SafeTrainer):"], ns)
+    ns["build_detection_train_loader"] = lambda cfg, mapper: mapper
+    mapper = ns["MyTrainer"].build_train_loader(get_cfg())
+    assert issubclass(ns["MyTrainer"], SafeTrainer)
+    names = [type(a).__name__ for a in mapper.augmentations.augs]
+    assert names == ["ResizeShortestEdge", "RandomFlip", "RandomBrightness"]
 
 
 # --- Colab: run-all from a fresh runtime -------------------------------------------------------
