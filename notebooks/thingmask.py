@@ -428,7 +428,7 @@ save_grid([frame.image[..., ::-1], mask, cutout[..., 2::-1]], run_dir / "cutout.
 # %%
 from itertools import islice
 
-from thingmask.video import EXTENSIONS, VideoWriter, video_html
+from thingmask.video import EXTENSIONS, VideoWriter
 
 loop_frames = 300  # enough to see it work; the full job below does every frame
 loop_output = run_dir / f"{video_source.stem}_loop{EXTENSIONS[video_format]}"
@@ -440,8 +440,7 @@ with open_video(video_source, max_bad_frames=max_bad_frames) as reader:
             kept = keep(predictor(frame.image), display_things)
             writer.write(get_masked_image(frame.image, kept, canvas), frame.time)
 print(f"{writer.frames_written} frames → {loop_output}")
-if video_format in ("mp4", "webm"):
-    display(HTML(video_html(loop_output)))
+display(HTML(pipeline.preview_html(loop_output)))  # the video inline (when not too big)
 
 # %% [markdown]
 # **The full job** runs the same steps on every video of `video_input` — with the settings
@@ -456,8 +455,8 @@ if video_format in ("mp4", "webm"):
 # %%
 video = pipeline.cut_video(config, predictor, run_dir)
 print({k: v for k, v in video.items() if k != "videos"})
-if str(video.get("video", "")).endswith((".mp4", ".webm")):
-    display(HTML(video_html(video["video"])))
+for path in video.get("videos", [video.get("video")])[:3]:  # the first few of a batch
+    display(HTML(pipeline.preview_html(path)))
 
 # %% [markdown]
 # ## 9 · Save to Google Drive, summary, walk away

@@ -31,6 +31,7 @@ __all__ = [
     "predict_images",
     "prepare_data",
     "preview_dataset",
+    "preview_html",
     "start_run",
     "summary",
     "train",
@@ -257,6 +258,20 @@ def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, 
         out["min_iou"] = float(np.min(ious))
         atomic_write_json(run_dir / "video_iou.json", {**out, "per_frame_iou": ious})
     return out
+
+
+def preview_html(path: str | Path, max_mb: float = 50.0, width: int = 480) -> str:
+    """HTML showing a result video inline: the video itself (mp4 / webm up to ``max_mb``,
+    embedded, so it also plays in Colab), else a line saying where it is — a large video
+    embedded would bloat the notebook and stall the browser."""
+    from thingmask.video import video_html
+
+    path = Path(path)
+    size_mb = path.stat().st_size / 1e6 if path.is_file() else 0.0
+    if path.suffix.lower() in (".mp4", ".webm") and 0 < size_mb <= max_mb:
+        return video_html(path, width)
+    what = "a PNG sequence" if path.is_dir() else f"{size_mb:.0f} MB"
+    return f"<p><code>{path}</code> ({what}): open it from the file browser or Drive.</p>"
 
 
 def summary(run_dir: Path, started: float, **figures: Any) -> str:
