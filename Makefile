@@ -5,6 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: demo test lint bench clean-venv install
 
@@ -29,8 +30,11 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check src tests scripts
 	$(PY) -m mypy
 
+# benchmark figures, printed: the demo per engine, then the video stage side by side
+# (scripts/bench_pipeline.py; e.g. make bench BENCH_ARGS="--size 720p --json bench.json")
 bench: $(STAMP)
 	$(PY) scripts/benchmark.py
+	$(PY) scripts/bench_pipeline.py $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -143,3 +143,17 @@ def test_instance_clips_need_track_ids(tmp_path: Path) -> None:
     clips = InstanceClips(tmp_path, "x", 25, "mp4", Canvas("black"))
     with pytest.raises(ValueError, match="track ids"):
         clips.add(np.zeros((H, W, 3), np.uint8), 0.0, frame_dets(0, tracked=False))
+
+
+def test_instance_clips_end_after_a_gap_and_abort_removes_finished_ones(tmp_path: Path) -> None:
+    frame = np.full((H, W, 3), 120, np.uint8)
+    clips = InstanceClips(tmp_path / "clips", "demo", 25, "mp4", Canvas("black"), min_frames=2)
+    clips.max_gap = 2
+    for t in range(8):  # the bird (track 2) is seen in frames 0-2 only, the cat throughout
+        d = frame_dets(t) if t < 3 else frame_dets(t)[[0]]
+        clips.add(frame, t / 25, d)
+    assert [p.name for p in clips.written] == ["demo_track002_bird.mp4"]  # ended after the gap
+    assert clips.written[0].is_file()
+    clips.add(frame, 8 / 25, frame_dets(8))  # id 2 comes back: a new clip, a new name
+    clips.abort()  # e.g. the encoder of the main video failed
+    assert not clips.written and not (tmp_path / "clips").exists()

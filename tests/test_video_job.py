@@ -25,7 +25,9 @@ from thingmask.config import Config, ConfigError
 from thingmask.detections import Detections
 from thingmask.runs import find_latest_run
 from thingmask.video import VideoError, open_video, partial_path, write_video
-from thingmask.video_job import find_videos, output_paths, process_many, process_video
+from thingmask.video_batch import find_videos
+from thingmask.video_job import process_many, process_video
+from thingmask.video_outputs import output_paths
 
 H, W = 48, 64
 BACKGROUND = (60, 140, 60)  # BGR green meadow

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,16 @@ import numpy as np
 from thingmask.composite import Canvas, composite_mask, union_mask_u8
 from thingmask.detections import Detections
 from thingmask.video import VideoWriter, partial_path
+from thingmask.video.common import remove_path
 
 __all__ = [
     "CSV_COLUMNS",
     "CsvExporter",
     "InstanceClips",
+    "InstanceRows",
     "MaskVideo",
     "RleExporter",
+    "instance_rows",
     "instance_stats",
 ]
 
@@ -76,6 +80,45 @@ def instance_stats(mask: np.ndarray, box: np.ndarray) -> tuple[float, float, int
         return float((box[0] + box[2]) / 2), float((box[1] + box[3]) / 2), 0
     m = cv2.moments(crop.view(np.uint8), binaryImage=True)
     return float(x1 + m["m10"] / m["m00"]), float(y1 + m["m01"] / m["m00"]), area
+
+
+@dataclass(frozen=True)
+class InstanceRows:
+    """One frame's kept instances as the CSV needs them (no masks: small enough to come back
+    from the GPU every frame).
+
+    Attributes:
+        class_names: ``(N,)`` object, class names.
+        scores: ``(N,)`` float32.
+        boxes: ``(N, 4)`` float32 xyxy pixels.
+        centres: ``(N, 2)`` float64 mask centroid ``(cx, cy)`` in pixels (pixel centres at
+            integer coordinates; the box centre for an empty mask).
+        areas: ``(N,)`` int64 mask pixel counts.
+        track_ids: ``(N,)`` int64, or None without tracking.
+    """
+
+    class_names: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+    centres: np.ndarray
+    areas: np.ndarray
+    track_ids: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.class_names)
+
+
+def instance_rows(detections: Detections) -> InstanceRows:
+    """The :class:`InstanceRows` of host-side ``detections`` (centroids via instance_stats)."""
+    stats = [instance_stats(m, b) for m, b in zip(detections.masks, detections.boxes, strict=True)]
+    return InstanceRows(
+        class_names=detections.class_names,
+        scores=detections.scores,
+        boxes=detections.boxes,
+        centres=np.array([(cx, cy) for cx, cy, _ in stats], np.float64).reshape(-1, 2),
+        areas=np.array([a for _, _, a in stats], np.int64),
+        track_ids=detections.track_ids,
+    )
 
 
 class _AtomicText:
@@ -122,20 +165,23 @@ class CsvExporter(_AtomicText):
         self.rows = 0
 
     def add(self, frame: int, time_s: float, detections: Detections) -> None:
-        ids = detections.track_ids
-        for k in range(len(detections)):
-            box = detections.boxes[k]
-            cx, cy, area = instance_stats(detections.masks[k], box)
+        """One row per instance of ``detections`` (host-side, with masks)."""
+        self.add_rows(frame, time_s, instance_rows(detections))
+
+    def add_rows(self, frame: int, time_s: float, rows: InstanceRows) -> None:
+        """One row per instance of ``rows`` (e.g. computed on the GPU)."""
+        ids = rows.track_ids
+        for k in range(len(rows)):
             self._w.writerow(
                 [
                     frame,
                     f"{time_s:.6f}",
-                    detections.class_names[k],
-                    f"{float(detections.scores[k]):.4f}",
-                    *(f"{float(v):.2f}" for v in box),
-                    f"{cx:.2f}",
-                    f"{cy:.2f}",
-                    area,
+                    rows.class_names[k],
+                    f"{float(rows.scores[k]):.4f}",
+                    *(f"{float(v):.2f}" for v in rows.boxes[k]),
+                    f"{float(rows.centres[k, 0]):.2f}",
+                    f"{float(rows.centres[k, 1]):.2f}",
+                    int(rows.areas[k]),
                     -1 if ids is None else int(ids[k]),
                 ]
             )
@@ -187,13 +233,19 @@ class RleExporter(_AtomicText):
 class MaskVideo:
     """Black-and-white mask video (white = any kept instance), H.264 MP4."""
 
-    def __init__(self, path: str | Path, width: int, height: int, rate: Any) -> None:
-        self.writer = VideoWriter(path, width, height, rate, fmt="mp4")
+    def __init__(
+        self, path: str | Path, width: int, height: int, rate: Any, tag: str | None = None
+    ) -> None:
+        self.writer = VideoWriter(path, width, height, rate, fmt="mp4", tag=tag)
         self.path = self.writer.path
 
     def add(self, time_s: float, detections: Detections) -> None:
-        m = union_mask_u8(detections)
-        np.multiply(m, 255, out=m)
+        """The union of ``detections``' masks as one white-on-black frame."""
+        self.add_union(time_s, union_mask_u8(detections))
+
+    def add_union(self, time_s: float, union: np.ndarray) -> None:
+        """One frame from an ``(H, W)`` uint8 0/1 (or bool) union mask."""
+        m = np.asarray(union).astype(np.uint8) * np.uint8(255)
         self.writer.write(cv2.cvtColor(m, cv2.COLOR_GRAY2BGR), time_s)
 
     def close(self) -> Path:
@@ -216,12 +268,16 @@ class InstanceClips:
     side, at least 32 px, at most the frame's shorter side, even). The window follows the box
     centre (smoothed) and grows when the animal does — the crop is then scaled down to the clip
     size, so the animal is never cut off. Only the track's own mask is shown, on ``canvas``.
-    Tracks shorter than ``min_frames`` frames produce no clip.
+    Tracks shorter than ``min_frames`` frames produce no clip. A track missing from more than
+    ``max_gap`` consecutive frames is finished (its encoder closed, so long videos with many
+    animals keep few files open); should its id come back later, the new clip is named
+    ``..._2``. Call :meth:`add` once per frame, also for frames without instances.
 
     Args:
         folder: where ``<prefix>_track<ID>_<class>.<ext>`` files go.
         rate: nominal frame rate; each frame keeps its source timestamp.
         fmt, canvas: output format and canvas (transparent needs webm/mov/png).
+        tag: the clips' container comment (see :class:`~thingmask.video.VideoWriter`).
     """
 
     def __init__(
@@ -232,11 +288,17 @@ class InstanceClips:
         fmt: str,
         canvas: Canvas,
         min_frames: int = 5,
+        max_gap: int = 30,
+        tag: str | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.prefix, self.rate, self.fmt, self.canvas = prefix, rate, fmt, canvas
         self.min_frames = int(min_frames)
+        self.max_gap = int(max_gap)
+        self.tag = tag
         self._open: dict[int, dict[str, Any]] = {}
+        self._names: set[str] = set()
+        self._frame = -1
         self.written: list[Path] = []
 
     def add(self, frame_bgr: np.ndarray, time_s: float, detections: Detections) -> None:
@@ -245,6 +307,7 @@ class InstanceClips:
             raise ValueError(
                 "per-instance clips need track ids: run the Tracker first (tracking=True)"
             )
+        self._frame += 1
         h, w = frame_bgr.shape[:2]
         for k, tid in enumerate(detections.track_ids):
             tid = int(tid)
@@ -255,7 +318,12 @@ class InstanceClips:
             if state is None:
                 side = int(min(min(h, w), max(32, 1.5 * max(bw, bh))))
                 side -= side % 2
-                name = _safe(f"{self.prefix}_track{tid:03d}_{detections.class_names[k]}")
+                name = base = _safe(f"{self.prefix}_track{tid:03d}_{detections.class_names[k]}")
+                n = 1
+                while name in self._names:  # the id came back after its clip was finished
+                    n += 1
+                    name = f"{base}_{n}"
+                self._names.add(name)
                 path = self.folder / (name + ("" if self.fmt == "png" else f".{self.fmt}"))
                 state = {
                     "side": side,
@@ -263,7 +331,13 @@ class InstanceClips:
                     "frames": 0,
                     "path": path,
                     "writer": VideoWriter(
-                        path, side, side, self.rate, fmt=self.fmt, alpha=self.canvas.has_alpha
+                        path,
+                        side,
+                        side,
+                        self.rate,
+                        fmt=self.fmt,
+                        alpha=self.canvas.has_alpha,
+                        tag=self.tag,
                     ),
                 }
                 self._open[tid] = state
@@ -275,6 +349,8 @@ class InstanceClips:
                 out = cv2.resize(out, (state["side"], state["side"]), interpolation=cv2.INTER_AREA)
             state["writer"].write(out, time_s)
             state["frames"] += 1
+            state["last"] = self._frame
+        self.end([t for t, st in self._open.items() if self._frame - st["last"] > self.max_gap])
 
     def end(self, track_ids: list[int]) -> None:
         """Finish the clips of tracks that ended."""
@@ -293,9 +369,18 @@ class InstanceClips:
         return self.written
 
     def abort(self, keep_partial: bool = False) -> None:
+        """Stop: the open clips' partial files go (kept on ``keep_partial``), and so do the
+        clips finished earlier in this run, so a failed video leaves no clip under a final
+        name (the job is redone from the start anyway)."""
         for state in self._open.values():
             state["writer"].abort(keep_partial)
         self._open.clear()
+        if not keep_partial:
+            for path in self.written:
+                remove_path(path)
+            self.written = []
+            with contextlib.suppress(OSError):  # the clips folder, when nothing else is in it
+                self.folder.rmdir()
 
     def __enter__(self) -> InstanceClips:
         return self

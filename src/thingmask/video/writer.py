@@ -1,9 +1,4 @@
-"""Video reading and writing over PyAV (FFmpeg's libraries). Never ``cv2.VideoWriter``.
-
-Reading (:func:`open_video`): frames come out as ``(H, W, 3)`` uint8 **BGR** with the container's
-rotation (display matrix) applied to the pixels, each with its own presentation timestamp (never a
-rounded ``int(fps)`` clock), streamed one at a time so memory stays bounded. Undecodable frames are
-skipped and counted; too many of them is an error.
+"""Video writing over PyAV (FFmpeg's libraries). Never ``cv2.VideoWriter``.
 
 Writing (:class:`VideoWriter`, :func:`write_video`):
 
@@ -39,9 +34,7 @@ import fractions
 import io
 import logging
 import os
-import shutil
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -49,331 +42,15 @@ from typing import Any
 import av
 import numpy as np
 
-__all__ = [
-    "FORMATS",
-    "Frame",
-    "VideoError",
-    "VideoInfo",
-    "VideoReader",
-    "VideoWriter",
-    "open_video",
-    "partial_path",
-    "video_html",
-    "write_video",
-]
+from thingmask.video.audio import AudioPump
+from thingmask.video.common import FORMATS, VideoError, check_replaceable, partial_path, remove_path
+
+__all__ = ["VideoWriter", "write_video"]
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("mp4", "webm", "mov", "png")
-EXTENSIONS = {"mp4": ".mp4", "webm": ".webm", "mov": ".mov", "png": ""}
 _FRAGMENTED = "frag_keyframe+empty_moov+default_base_moof"
-_AUDIO_COPY = {
-    "mp4": {"aac", "mp3", "alac"},
-    "mov": {"aac", "mp3", "alac", "pcm_s16le", "pcm_s24le", "pcm_f32le"},
-    "webm": {"opus", "vorbis"},
-}
-_AUDIO_ENCODER = {"mp4": "aac", "mov": "aac", "webm": "libopus"}
 _TIME_BASE = Fraction(1, 90000)  # MPEG's 90 kHz clock: exact for 24/25/30/50/60 and NTSC rates
-
-
-class VideoError(ValueError):
-    """A video file is missing, empty, unreadable, undecodable or cannot be written.
-
-    The message names the file and says what to do.
-    """
-
-
-# ------------------------------------------------------------------------------------------------
-# Reading
-# ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class VideoInfo:
-    """What a video file holds (sizes are after rotation, i.e. as displayed).
-
-    ``rate`` is the average frame rate as an exact Fraction (e.g. 30000/1001); ``time_base`` the
-    stream's tick; ``duration`` seconds (None when unknown); ``frames`` the container's frame
-    count or an estimate from duration x rate (0 when unknown); ``rotation`` counter-clockwise
-    degrees applied to the pixels (0, 90, 180, 270).
-    """
-
-    path: str
-    width: int
-    height: int
-    rate: Fraction
-    time_base: Fraction
-    duration: float | None
-    frames: int
-    rotation: int
-    has_audio: bool
-    codec: str
-    audio_codec: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (fractions as strings such as ``"30000/1001"``)."""
-        d = asdict(self)
-        d["rate"], d["time_base"] = str(self.rate), str(self.time_base)
-        return d
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One decoded frame.
-
-    Attributes:
-        index: 0-based position among the frames that decoded (skipped frames leave no gap).
-        image: ``(H, W, 3)`` uint8 **BGR**, rotation applied, C-contiguous, owned by the caller.
-        time: presentation time in seconds (``pts * time_base``).
-        pts: presentation timestamp in the stream's ``time_base`` ticks.
-    """
-
-    index: int
-    image: np.ndarray
-    time: float
-    pts: int
-
-
-class VideoReader:
-    """Streaming reader; use :func:`open_video`. Iterate :meth:`frames` once.
-
-    After iteration: ``frames_read``, ``bad_frames`` (skipped undecodable/corrupt frames) and
-    ``truncated`` (the file ends before its declared end or with a read error) and
-    ``missing_frames`` (frames the container declares but that could not be read).
-    """
-
-    def __init__(self, path: str | Path, max_bad_frames: float = 0.05) -> None:
-        self.path = Path(path)
-        self.max_bad_frames = float(max_bad_frames)
-        self.bad_frames = 0
-        self.frames_read = 0
-        self.truncated = False
-        self.missing_frames = 0
-        _check_file(self.path)
-        try:
-            self._container = av.open(str(self.path), metadata_errors="ignore")
-        except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:
-            raise VideoError(
-                f"{self.path}: not a readable video file ({exc}). Pass a video "
-                "such as .mp4/.mov/.mkv/.webm/.avi"
-            ) from None
-        try:
-            if not self._container.streams.video:
-                n_audio = len(self._container.streams.audio)
-                what = (
-                    f"only {n_audio} audio stream(s)"
-                    if n_audio
-                    else "no streams at all (empty or unfinished recording)"
-                )
-                raise VideoError(
-                    f"{self.path}: the file has no video stream, {what}. "
-                    "Pass a video file with at least one frame."
-                )
-            self._stream = self._container.streams.video[0]
-            self._stream.thread_type = "AUTO"
-            self._raw = self._decode()
-            try:  # decoding the first frame proves the file is usable and tells its rotation
-                self._first = next(self._raw)
-            except StopIteration:
-                raise VideoError(
-                    f"{self.path}: no video frame could be decoded (empty or "
-                    "corrupt file). Re-export or re-download the video."
-                ) from None
-            self.info = self._make_info(self._first)
-        except BaseException:
-            self._container.close()
-            raise
-        self._started = False
-
-    # -- public ---------------------------------------------------------------------------------
-    def frames(self) -> Iterator[Frame]:
-        """Yield each decodable :class:`Frame` in presentation order (one pass only).
-
-        Raises VideoError at the end when more than ``max_bad_frames`` of the frames were bad.
-        """
-        if self._started:
-            raise RuntimeError(
-                f"{self.path}: frames() can be iterated only once; open the video again"
-            )
-        self._started = True
-        raw = [self._first]
-        self._first = None
-        rate = self.info.rate or Fraction(30)
-        for av_frame in _chain(raw, self._raw):
-            image = av_frame.to_ndarray(format="bgr24")
-            k = _quarter_turns(av_frame.rotation)
-            if k:
-                image = np.rot90(image, k)
-            image = np.ascontiguousarray(image)
-            pts = av_frame.pts if av_frame.pts is not None else av_frame.dts
-            if pts is None:  # raw streams without timestamps: derive them from the frame rate
-                time = self.frames_read / float(rate)
-                pts = round(time / self.info.time_base)
-            else:
-                time = float(pts * self.info.time_base)
-            yield Frame(self.frames_read, image, time, int(pts))
-            self.frames_read += 1
-            estimate = max(self.info.frames, self.frames_read + self.bad_frames)
-            if self.bad_frames > max(1.0, self.max_bad_frames * estimate):
-                self._too_many_bad()
-        total = self.frames_read + self.bad_frames
-        if total and self.bad_frames / total > self.max_bad_frames:
-            self._too_many_bad()
-        if self.bad_frames:
-            log.warning(
-                "%s: skipped %d undecodable frame(s) of %d", self.path, self.bad_frames, total
-            )
-        if self._declared_frames and total < self._declared_frames:
-            self.truncated = True
-            self.missing_frames = self._declared_frames - total
-            log.warning(
-                "%s: ends early: %d of the %d frames the file declares could be read "
-                "(truncated file?); the frames before the cut are used",
-                self.path,
-                total,
-                self._declared_frames,
-            )
-
-    def close(self) -> None:
-        self._container.close()
-
-    def __enter__(self) -> VideoReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- internals ------------------------------------------------------------------------------
-    def _too_many_bad(self) -> None:
-        total = self.frames_read + self.bad_frames
-        raise VideoError(
-            f"{self.path}: {self.bad_frames} of {total} frames could not be "
-            f"decoded (more than max_bad_frames={self.max_bad_frames:g}). The file "
-            "is damaged: re-export it, or raise max_bad_frames to accept it."
-        )
-
-    def _warn_bad(self, what: str, *args: object) -> None:
-        # a damaged file can have thousands of bad frames: name the first few, count the rest
-        level = logging.WARNING if self.bad_frames <= 5 else logging.DEBUG
-        log.log(level, "%s: skipped " + what, self.path, *args)
-
-    def _decode(self) -> Iterator[av.VideoFrame]:
-        packets = self._container.demux(self._stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                return
-            except av.error.FFmpegError as exc:  # truncated or damaged container
-                self.truncated = True
-                log.warning(
-                    "%s: stopped reading at a damaged/truncated part (%s); frames "
-                    "before it are used",
-                    self.path,
-                    exc,
-                )
-                return
-            try:
-                decoded = packet.decode()
-            except av.error.FFmpegError as exc:
-                self.bad_frames += 1
-                self._warn_bad(
-                    "an undecodable frame near %s s (%s)",
-                    _seconds(packet.pts, packet.time_base),
-                    exc,
-                )
-                continue
-            for frame in decoded:
-                if frame.is_corrupt:
-                    self.bad_frames += 1
-                    self._warn_bad("a corrupt frame at %s s", _seconds(frame.pts, frame.time_base))
-                    continue
-                yield frame
-
-    def _make_info(self, first: av.VideoFrame) -> VideoInfo:
-        s, c = self._stream, self._container
-        rate = s.average_rate or s.guessed_rate or s.base_rate or Fraction(0)
-        rate = Fraction(rate)
-        time_base = Fraction(s.time_base or Fraction(1, 90000))
-        if s.duration is not None:
-            duration: float | None = float(s.duration * time_base)
-        elif c.duration is not None:
-            duration = c.duration / av.time_base
-        else:
-            duration = None
-        frames = self._declared_frames = int(s.frames or 0)
-        if not frames and duration and rate:
-            frames = round(duration * float(rate))
-        rotation = 90 * _quarter_turns(first.rotation)
-        w, h = first.width, first.height
-        if rotation in (90, 270):
-            w, h = h, w
-        audio = c.streams.audio[0] if c.streams.audio else None
-        return VideoInfo(
-            path=str(self.path),
-            width=w,
-            height=h,
-            rate=rate,
-            time_base=time_base,
-            duration=duration,
-            frames=frames,
-            rotation=rotation,
-            has_audio=audio is not None,
-            codec=s.codec_context.name,
-            audio_codec=audio.codec_context.name if audio is not None else None,
-        )
-
-
-def open_video(path: str | Path, max_bad_frames: float = 0.05) -> VideoReader:
-    """Open ``path`` for streaming; ``reader.info`` describes it, ``reader.frames()`` decodes.
-
-    Raises VideoError (a ValueError naming the file) when the file is missing, empty, not a
-    video, or has no decodable frame. Use as a context manager to close the file.
-    """
-    return VideoReader(path, max_bad_frames=max_bad_frames)
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise VideoError(f"{path}: video file not found. Check the path (video_input).")
-    if path.is_dir():
-        raise VideoError(
-            f"{path}: is a folder, expected a video file. To process every video "
-            "in a folder use thingmask.video_job.process_many."
-        )
-    if path.stat().st_size == 0:
-        raise VideoError(f"{path}: the file is empty (0 bytes). Re-export or re-copy the video.")
-
-
-def _chain(*iterables: Iterable[Any]) -> Iterator[Any]:
-    for it in iterables:
-        for item in it:
-            if item is not None:
-                yield item
-
-
-def _quarter_turns(degrees: float) -> int:
-    """Counter-clockwise display rotation → np.rot90's k (0..3), rounded to a quarter turn."""
-    k = round(float(degrees or 0) / 90.0)
-    if abs(float(degrees or 0) - 90 * k) > 1:
-        log.warning("rotation of %s degrees is not a multiple of 90; using %d", degrees, 90 * k)
-    return k % 4
-
-
-def _seconds(pts: int | None, time_base: Fraction | None) -> str:
-    if pts is None or time_base is None:
-        return "?"
-    return f"{float(pts * time_base):.3f}"
-
-
-# ------------------------------------------------------------------------------------------------
-# Writing
-# ------------------------------------------------------------------------------------------------
-def partial_path(final: str | Path) -> Path:
-    """The hidden temporary name a :class:`VideoWriter` uses while writing ``final``.
-
-    Deterministic (``.<stem>.part<ext>``) so a re-run finds and replaces a killed run's leftover.
-    """
-    final = Path(final)
-    return final.with_name(f".{final.stem}.part{final.suffix}")
 
 
 class VideoWriter:
@@ -389,6 +66,12 @@ class VideoWriter:
         audio_source: a media file whose first audio stream is carried into the output.
         time_base: output tick (default 1/90000).
         crf: quality for H.264 / VP9 (lower = better, larger); None = defaults (20 / 32).
+        tag: text for the container's ``comment`` field; thingmask marks its own outputs
+            with :func:`~thingmask.video.common.output_tag` so a re-run never takes them as
+            inputs. PNG sequences carry it in ``timestamps.csv``'s folder as ``thingmask.txt``.
+
+    An existing ``path`` is replaced when the new output is complete, but only a file for
+    mp4/webm/mov, and for png only a folder that holds a PNG sequence (never other files).
 
     Use as a context manager: a clean exit calls :meth:`close` (finalise + rename); an
     exception removes the partial file, except KeyboardInterrupt, which keeps it (mp4: playable).
@@ -405,6 +88,7 @@ class VideoWriter:
         audio_source: str | Path | None = None,
         time_base: Fraction | None = None,
         crf: int | None = None,
+        tag: str | None = None,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"video_format: got {fmt!r}; expected one of {list(FORMATS)}")
@@ -418,6 +102,8 @@ class VideoWriter:
         if not rate or float(rate) <= 0:
             raise ValueError(f"VideoWriter: frame rate must be > 0, got {rate!r}")
         self.path = Path(path)
+        check_replaceable(self.path, fmt)
+        self.tag = tag
         self.fmt, self.alpha = fmt, bool(alpha)
         self.width, self.height = int(width), int(height)
         self.rate = Fraction(rate).limit_denominator(1_000_000)
@@ -431,11 +117,11 @@ class VideoWriter:
         self.last_time: float | None = None
         self._last_pts: int | None = None
         self._closed = False
-        self._audio: _AudioPump | None = None
+        self._audio: AudioPump | None = None
         self._first_dts: dict[int, Fraction] = {}
         self.partial = partial_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _remove(self.partial)
+        remove_path(self.partial)
         if fmt == "png":
             self.partial.mkdir(parents=True)
             self._times: list[float] = []
@@ -454,14 +140,16 @@ class VideoWriter:
             "webm": {"flush_packets": "1"},
         }.get(fmt, {})
         self._container = av.open(str(self.partial), "w", format=fmt, container_options=options)
+        if tag:
+            self._container.metadata["comment"] = tag
         try:
             self._stream = self._add_video_stream(crf)
             if audio_source is not None:
-                self._audio = _AudioPump.create(Path(audio_source), self._container, fmt, self._mux)
+                self._audio = AudioPump.create(Path(audio_source), self._container, fmt, self._mux)
                 self.audio = self._audio.policy if self._audio else "none (source has no audio)"
         except BaseException:
             self._container.close()
-            _remove(self.partial)
+            remove_path(self.partial)
             raise
 
     # -- public ---------------------------------------------------------------------------------
@@ -530,7 +218,7 @@ class VideoWriter:
             else:
                 os.replace(self.partial, self.path)
         except BaseException:
-            _remove(self.partial)
+            remove_path(self.partial)
             raise
         return self.path
 
@@ -551,7 +239,7 @@ class VideoWriter:
                 self.partial,
             )
         else:
-            _remove(self.partial)
+            remove_path(self.partial)
 
     def describe(self) -> dict[str, Any]:
         """Settings and counters for the output's metadata JSON."""
@@ -680,6 +368,8 @@ class VideoWriter:
             ):
                 streams = [s for s in src.streams if s.type in ("video", "audio")]
                 out = {s.index: dst.add_stream_from_template(s) for s in streams}
+                if self.tag:
+                    dst.metadata["comment"] = self.tag
                 shift: dict[int, int] = {}
                 for packet in src.demux(*streams):
                     if packet.dts is None and packet.pts is None:
@@ -701,8 +391,8 @@ class VideoWriter:
                     dst.mux(packet)
             os.replace(tmp, self.path)
         finally:
-            _remove(tmp)
-        _remove(self.partial)
+            remove_path(tmp)
+        remove_path(self.partial)
 
     def _write_png(self, image: np.ndarray, time: float) -> None:
         import cv2  # local: only PNG output needs OpenCV here
@@ -719,92 +409,11 @@ class VideoWriter:
         for i, t in enumerate(self._times):
             w.writerow([i, f"frame_{i:06d}.png", f"{t:.6f}"])
         (self.partial / "timestamps.csv").write_text(buf.getvalue(), encoding="utf-8")
-        _remove(self.path)
+        if self.tag:
+            (self.partial / "thingmask.txt").write_text(self.tag + "\n", encoding="utf-8")
+        check_replaceable(self.path, "png")  # still only an earlier PNG sequence?
+        remove_path(self.path)
         os.replace(self.partial, self.path)
-
-
-class _AudioPump:
-    """Carries the source's first audio stream into an output container, interleaved with video.
-
-    Stream copy when the container accepts the codec, otherwise decode + re-encode. ``pump(t)``
-    writes audio up to time ``t`` so a killed run's partial file has audio too.
-    """
-
-    def __init__(self, src: Any, stream: Any, out: Any, mux: Any, copy: bool, policy: str) -> None:
-        self._src, self._in, self._out, self._mux = src, stream, out, mux
-        self._copy, self.policy = copy, policy
-        self._packets = src.demux(stream)
-        self._pending: list[Any] = []
-        self._done = False
-
-    @classmethod
-    def create(cls, source: Path, container: Any, fmt: str, mux: Any) -> _AudioPump | None:
-        try:
-            src = av.open(str(source), metadata_errors="ignore")
-        except (av.error.FFmpegError, OSError) as exc:
-            log.warning("%s: cannot open for audio (%s); output has no audio", source, exc)
-            return None
-        if not src.streams.audio:
-            src.close()
-            return None
-        stream = src.streams.audio[0]
-        name = stream.codec_context.name
-        if name in _AUDIO_COPY[fmt]:
-            out = container.add_stream_from_template(stream)
-            return cls(src, stream, out, mux, True, f"copied ({name})")
-        encoder = _AUDIO_ENCODER[fmt]
-        rate = 48000 if encoder == "libopus" else (stream.codec_context.sample_rate or 48000)
-        out = container.add_stream(encoder, rate=rate)
-        channels = min(2, stream.codec_context.channels or 2)
-        out.layout = "stereo" if channels == 2 else "mono"
-        log.info(
-            "%s: audio %s cannot go into %s as is; re-encoding to %s", source, name, fmt, encoder
-        )
-        return cls(src, stream, out, mux, False, f"re-encoded ({name} -> {encoder})")
-
-    def pump(self, until: float) -> None:
-        """Write source audio with presentation time < ``until`` seconds."""
-        while not self._done:
-            if not self._pending:
-                try:
-                    self._pending.append(next(self._packets))
-                except (StopIteration, av.error.FFmpegError):
-                    self._done = True
-                    break
-            packet = self._pending[0]
-            if (
-                packet.pts is not None
-                and packet.time_base is not None
-                and float(packet.pts * packet.time_base) >= until
-            ):
-                break
-            self._pending.pop(0)
-            self._write(packet)
-
-    def finish(self, end: float) -> None:
-        """Write audio up to ``end`` seconds (the video's end), flush the encoder, close."""
-        self.pump(end)
-        if not self._copy:
-            with contextlib.suppress(av.error.FFmpegError):
-                self._mux(self._out.encode(None))
-        self.close()
-
-    def close(self) -> None:
-        self._src.close()
-
-    def _write(self, packet: Any) -> None:
-        if packet.dts is None and packet.pts is None:
-            return  # demuxer's flush marker
-        if self._copy:
-            packet.stream = self._out
-            self._mux(packet)
-            return
-        try:
-            frames = packet.decode()
-        except av.error.FFmpegError:
-            return  # a damaged audio packet: a short gap beats a failed video
-        for frame in frames:
-            self._mux(self._out.encode(frame))
 
 
 def write_video(
@@ -829,33 +438,3 @@ def write_video(
     if writer is None:
         raise VideoError(f"{path}: no frames to write")
     return writer.close()
-
-
-def video_html(path: str | Path, width: int = 480) -> str:
-    """An HTML5 ``<video>`` tag with the file embedded (base64) for notebooks.
-
-    ``IPython.display.HTML(video_html(path))`` plays mp4 (H.264) and webm (VP9, with
-    transparency) inline, also in Colab, where local file URLs do not work. Keep such files
-    small (the bytes go into the notebook).
-    """
-    import base64
-
-    path = Path(path)
-    mime = {".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime"}.get(
-        path.suffix.lower()
-    )
-    if mime is None or not path.is_file():
-        raise ValueError(f"{path}: expected an .mp4, .webm or .mov file to show inline")
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (
-        f'<video width="{int(width)}" controls loop autoplay muted playsinline '
-        f'src="data:{mime};base64,{data}"></video>'
-    )
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
