@@ -443,14 +443,14 @@ print(f"{writer.frames_written} frames → {loop_output}")
 display(HTML(pipeline.preview_html(loop_output)))  # the video inline (when not too big)
 
 # %% [markdown]
-# **The full job** runs the same steps on every video of `video_input` — with the settings
-# above it gives exactly the loop's frames — plus what a real batch needs: the sound carried
-# over; stable ids per animal (`tracking`), steadier masks (`temporal_smoothing`) and crisper
-# edges (`edge_refinement`); CSV / RLE / mask-video exports and per-animal clips; decoding,
-# batched inference and encoding overlapped; and **resume**: each finished video gets a small
-# JSON marker written last, so re-running after a disconnect skips finished videos and redoes
-# the unfinished one. On the synthetic video it also scores the cut-out against the ground truth
-# (mean foreground IoU).
+# **The full job** runs the same steps on every video of `video_input` (with tracking,
+# smoothing and refinement off it gives the loop's frames exactly), plus what a real batch
+# needs: the sound carried over; stable ids per animal (`tracking`), steadier masks
+# (`temporal_smoothing`) and crisper edges (`edge_refinement`); CSV / RLE / mask-video exports
+# and per-animal clips; decoding, batched inference and encoding overlapped; and **resume**:
+# each finished video gets a small JSON marker written last, so re-running after a disconnect
+# skips finished videos and redoes the unfinished one. On the synthetic video it also scores
+# the cut-out against the ground truth (mean foreground IoU).
 
 # %%
 video = pipeline.cut_video(config, predictor, run_dir)

@@ -200,7 +200,7 @@ def video_sources(config: Config) -> list[Path]:
     """Section 8's videos: ``video_input`` (a file, a folder of videos or a glob), else the
     synthetic demo video of ``dataset_dir``. Raises ``VideoError`` (a ValueError naming the path
     and the fix) when there is none."""
-    from thingmask.video_job import find_videos
+    from thingmask.video_batch import find_videos
 
     return find_videos(_demo_video_paths(config)[0])
 
