@@ -44,7 +44,6 @@ from thingmask.verified_copy import STORAGE_URL, DriveError
 __all__ = [
     "DEFAULT_MOUNT",
     "SESSION",
-    "DriveError",
     "RunLog",
     "drive_dir",
     "ensure_drive",
