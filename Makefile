@@ -29,6 +29,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests scripts notebooks
 	$(PY) -m ruff format --check src tests scripts
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 # benchmark figures, printed: the demo per engine, then the video stage side by side
 # (scripts/bench_pipeline.py; e.g. make bench BENCH_ARGS="--size 720p --json bench.json")
