@@ -26,7 +26,7 @@ test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests scripts
+	$(PY) -m ruff check src tests scripts notebooks
 	$(PY) -m ruff format --check src tests scripts
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports

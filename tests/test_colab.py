@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from thingmask import colab, drive
+from thingmask import colab, drive, drive_checkpoints, environment, verified_copy
 from thingmask.colab import RunLog
 from thingmask.config import Config, ConfigError
-from thingmask.drive import DriveError, save_run
+from thingmask.drive import save_run
 from thingmask.engines.checkpoints import save_checkpoint
+from thingmask.verified_copy import DriveError
 
 pytestmark = pytest.mark.colab
 
@@ -22,13 +23,10 @@ import fake_colab as fake  # noqa: E402 - tests/ is on sys.path (pytest rootdir 
 
 @pytest.fixture(autouse=True)
 def clean_state(monkeypatch):
-    """Fresh session log, download list and release state; no real waiting."""
+    """Fresh session log; no real waiting."""
     sleeps: list[float] = []
     monkeypatch.setattr(colab, "SESSION", RunLog())
-    monkeypatch.setattr(colab, "_DOWNLOADS", [])
-    monkeypatch.setattr(colab, "_RELEASE", {"thread": None, "outcome": None, "waited": 0.0})
-    monkeypatch.setattr(colab, "_sleep", sleeps.append)
-    monkeypatch.setattr(drive, "_sleep", sleeps.append)
+    monkeypatch.setattr(verified_copy, "_sleep", sleeps.append)
     return sleeps
 
 
@@ -57,19 +55,18 @@ def make_run(config: Config) -> Path:
 
 # --- outside Colab -------------------------------------------------------------------------------
 def test_outside_colab_every_step_is_a_logged_no_op(tmp_path, caplog):
-    assert "google.colab" not in sys.modules and not colab.in_colab()
+    assert "google.colab" not in sys.modules and not environment.in_colab()
     config = make_config(tmp_path)
     run = make_run(config)
     with caplog.at_level(logging.INFO, logger="thingmask.colab"):
         assert colab.mount_drive(tmp_path / "mnt") is None
         assert colab.save_run_to_drive(config, run, mount_point=tmp_path / "mnt") is None
-        assert colab.download(run / "metrics.json") is None
         assert colab.flush_drive() is False
         message = colab.finish(config)
     assert "not running in Colab" in message
-    assert "Drive mount skipped" in caplog.text and "download" in caplog.text
+    assert "Drive mount skipped" in caplog.text
     assert not (tmp_path / "mnt").exists()
-    text = colab.describe_environment(config)
+    text = environment.describe_environment(config)
     assert "outside Colab" in text and "Python" in text
 
 
@@ -81,15 +78,15 @@ def test_absolute_drive_folder_saves_anywhere(tmp_path):
 
 
 def test_environment(monkeypatch, gc):
-    env = colab.environment()
+    env = environment.environment()
     assert env.in_colab and env.python.count(".") == 2 and env.torch == torch.__version__
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    no_gpu = colab.environment("cuda")
+    no_gpu = environment.environment("cuda")
     assert (no_gpu.gpu, no_gpu.gpu_name) == (False, None) and no_gpu.device in ("cpu", "mps")
-    text = colab.describe_environment(Config(device="cuda"), env=no_gpu)
+    text = environment.describe_environment(Config(device="cuda"), env=no_gpu)
     assert "Runtime → Change runtime type → T4 GPU" in text and "not available" in text
-    gpu = colab.Env(True, True, "Tesla T4", "cuda", "3.11.0", "2.5.0", "12.1")
-    text = colab.describe_environment(env=gpu)
+    gpu = environment.Env(True, True, "Tesla T4", "cuda", "3.11.0", "2.5.0", "12.1")
+    text = environment.describe_environment(env=gpu)
     assert "Tesla T4" in text and "Change runtime type" not in text
 
 
@@ -206,76 +203,15 @@ def test_run_log_step_records_and_reraises(tmp_path, gc):
 def test_save_failure_is_recorded(tmp_path, gc, monkeypatch):
     config = make_config(tmp_path)
     monkeypatch.setattr(
-        drive,
+        verified_copy,
         "_copy_file",
-        fake.flaky_copy(drive._copy_file, errors={"model_final.pth": [fake.quota_error()] * 9}),
+        fake.flaky_copy(
+            verified_copy._copy_file, errors={"model_final.pth": [fake.quota_error()] * 9}
+        ),
     )
     with pytest.raises(DriveError, match="Drive is full"):
         colab.save_run_to_drive(config, make_run(config), mount_point=tmp_path / "mnt")
     assert colab.SESSION.failures and "Drive is full" in colab.SESSION.failures[0]
-
-
-# --- downloads -----------------------------------------------------------------------------------
-def test_download_wrapper_tracks_completion(tmp_path, gc, monkeypatch):
-    targets = [{"jupyter.widget"}, {"jupyter.widget", "download_1"}]
-    monkeypatch.setattr(colab, "_comm_targets", lambda: targets[0])
-    monkeypatch.setattr(
-        gc.files, "download", lambda name: (gc.record("files.download", name), targets.pop(0))
-    )
-    file = tmp_path / "cut.mp4"
-    file.write_bytes(b"x" * 10)
-    record = colab.download(file)
-    assert record.comm_ids == ("download_1",) and gc.names() == ["files.download"]
-    assert colab.pending_downloads() == [record]
-    targets[0] = {"jupyter.widget"}  # Colab unregisters the target after the last chunk
-    assert colab.pending_downloads() == []
-    with pytest.raises(FileNotFoundError):
-        colab.download(tmp_path / "missing.mp4")
-
-
-def test_unobservable_download_counts_as_pending_until_waited(tmp_path, gc):
-    file = tmp_path / "cut.mp4"
-    file.write_bytes(b"x" * 2_000_000)
-    record = colab.download(file)  # no IPython kernel here: completion not observable
-    assert record.comm_ids == () and colab.pending_downloads() == [record]
-    colab._RELEASE["waited"] = record.fallback_wait()
-    assert colab.pending_downloads() == []
-
-
-def test_download_in_flight_delays_release_until_done(tmp_path, gc, clean_state):
-    config, result = saved_in_colab(tmp_path, gc)
-    polls = iter([["dl"], ["dl"], ["dl"], []])
-    message = colab.finish(
-        config, result, downloads_in_flight=lambda: next(polls), grace_s=7.0, poll_s=1.0
-    )
-    assert "will be released once the browser download" in message
-    assert colab.wait_for_release(timeout=10) == "Runtime released."
-    assert gc.names()[-1] == "runtime.unassign" and gc.names().count("runtime.unassign") == 1
-    assert clean_state[-3:] == [1.0, 1.0, 7.0]  # polled while pending, then the grace period
-
-
-@pytest.mark.parametrize("background", [True, False])
-def test_download_that_never_finishes_blocks_release(tmp_path, gc, background):
-    config, result = saved_in_colab(tmp_path, gc)
-    item = colab.Download(tmp_path / "big.mp4", 10, 0.0, ("download_x",))
-    message = colab.finish(
-        config,
-        result,
-        downloads_in_flight=lambda: [item],
-        max_wait_s=5.0,
-        poll_s=1.0,
-        background=background,
-    )
-    outcome = colab.wait_for_release(timeout=10) if background else message
-    assert "left running" in outcome and "download" in outcome
-    assert "runtime.unassign" not in gc.names()
-
-
-def test_finished_downloads_get_a_grace_period_before_release(tmp_path, gc, clean_state):
-    config, result = saved_in_colab(tmp_path, gc)
-    colab._DOWNLOADS.append(colab.Download(tmp_path / "done.mp4", 1, 0.0, ("download_1",)))
-    message = colab.finish(config, result, downloads_in_flight=list, grace_s=4.0)
-    assert message == "Runtime released." and clean_state[-1] == 4.0
 
 
 # --- resume ----------------------------------------------------------------------------------
@@ -288,7 +224,7 @@ def test_training_hooks_resume_from_drive_on_a_fresh_runtime(tmp_path, gc):
     hooks, resume_from = colab.training_hooks(config, run, mount_point=mnt)
     assert resume_from == run / "checkpoints" / "model_0000299.pth" and resume_from.is_file()
     (hook,) = hooks
-    assert isinstance(hook, drive.DriveCheckpointHook) and hook.last_copied == 299
+    assert isinstance(hook, drive_checkpoints.DriveCheckpointHook) and hook.last_copied == 299
 
     local = save_checkpoint(
         {"model": {"w": torch.ones(2)}, "iteration": 499}, run / "checkpoints" / "model_0000499.pth"
@@ -302,6 +238,6 @@ def test_training_hooks_resume_from_drive_on_a_fresh_runtime(tmp_path, gc):
 def test_stand_in_does_not_leak(tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         fake.install(mp)
-        assert colab.in_colab()
+        assert environment.in_colab()
         assert save_run  # the real package still imports normally alongside the stand-in
-    assert "google.colab" not in sys.modules and not colab.in_colab()
+    assert "google.colab" not in sys.modules and not environment.in_colab()

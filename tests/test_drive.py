@@ -12,23 +12,22 @@ import fake_colab as fake
 import pytest
 import torch
 
-from thingmask import drive
-from thingmask.drive import (
+from thingmask import drive, verified_copy
+from thingmask.drive import save_run, verify_saved
+from thingmask.drive_checkpoints import (
     DriveCheckpointHook,
-    DriveError,
     fetch_checkpoint,
     find_resume_checkpoint,
-    save_run,
-    verify_saved,
 )
 from thingmask.engines.checkpoints import save_checkpoint
+from thingmask.verified_copy import DriveError
 
 
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch):
     """Record the backoff delays instead of waiting them."""
     delays: list[float] = []
-    monkeypatch.setattr(drive, "_sleep", delays.append)
+    monkeypatch.setattr(verified_copy, "_sleep", delays.append)
     return delays
 
 
@@ -60,7 +59,9 @@ def sha(path: Path) -> str:
 def test_save_run_copies_verifies_and_writes_manifest_last(tmp_path, monkeypatch):
     run = make_run(tmp_path)
     order: list[str] = []
-    monkeypatch.setattr(drive, "_copy_file", fake.flaky_copy(drive._copy_file, log=order))
+    monkeypatch.setattr(
+        verified_copy, "_copy_file", fake.flaky_copy(verified_copy._copy_file, log=order)
+    )
     real_manifest = drive._write_manifest
     monkeypatch.setattr(
         drive, "_write_manifest", lambda p, d: (order.append(p.name), real_manifest(p, d))
@@ -100,7 +101,9 @@ def test_save_run_includes_checkpoints_and_patterns_on_request(tmp_path):
 def test_corrupted_copy_is_detected_and_retried(tmp_path, monkeypatch, no_sleep):
     run = make_run(tmp_path)
     monkeypatch.setattr(
-        drive, "_copy_file", fake.flaky_copy(drive._copy_file, corrupt={"model_final.pth": 1})
+        verified_copy,
+        "_copy_file",
+        fake.flaky_copy(verified_copy._copy_file, corrupt={"model_final.pth": 1}),
     )
     result = save_run(run, tmp_path / "drive", backoff=0.5)
     assert sha(result.destination / "model_final.pth") == sha(run / "model_final.pth")
@@ -110,7 +113,9 @@ def test_corrupted_copy_is_detected_and_retried(tmp_path, monkeypatch, no_sleep)
 def test_copy_that_never_verifies_is_an_error_and_not_marked_saved(tmp_path, monkeypatch):
     run = make_run(tmp_path)
     monkeypatch.setattr(
-        drive, "_copy_file", fake.flaky_copy(drive._copy_file, corrupt={"metrics.json": 99})
+        verified_copy,
+        "_copy_file",
+        fake.flaky_copy(verified_copy._copy_file, corrupt={"metrics.json": 99}),
     )
     with pytest.raises(DriveError, match="did not verify after 4 attempts"):
         save_run(run, tmp_path / "drive")
@@ -133,9 +138,11 @@ def test_persistent_os_error_retried_with_backoff_then_explained(
 ):
     run = make_run(tmp_path)
     monkeypatch.setattr(
-        drive,
+        verified_copy,
         "_copy_file",
-        fake.flaky_copy(drive._copy_file, errors={"demo_cutout.mp4": [OSError(err, "boom")] * 10}),
+        fake.flaky_copy(
+            verified_copy._copy_file, errors={"demo_cutout.mp4": [OSError(err, "boom")] * 10}
+        ),
     )
     with pytest.raises(DriveError, match=hint) as info:
         save_run(run, tmp_path / "drive", retries=3, backoff=1.0)
@@ -146,9 +153,9 @@ def test_persistent_os_error_retried_with_backoff_then_explained(
 def test_transient_quota_error_recovers(tmp_path, monkeypatch, no_sleep):
     run = make_run(tmp_path)
     monkeypatch.setattr(
-        drive,
+        verified_copy,
         "_copy_file",
-        fake.flaky_copy(drive._copy_file, errors={"demo_cutout.mp4": [fake.quota_error()]}),
+        fake.flaky_copy(verified_copy._copy_file, errors={"demo_cutout.mp4": [fake.quota_error()]}),
     )
     result = save_run(run, tmp_path / "drive", backoff=3.0)
     assert verify_saved(result.destination) == [] and no_sleep == [3.0]
@@ -237,9 +244,11 @@ def test_checkpoint_hook_keeps_last_and_shares_the_run_folder_with_the_save(tmp_
 def test_checkpoint_hook_failure_is_recorded_not_raised(tmp_path, monkeypatch):
     run = make_run(tmp_path)
     monkeypatch.setattr(
-        drive,
+        verified_copy,
         "_copy_file",
-        fake.flaky_copy(drive._copy_file, errors={"model_0000199.pth": [fake.quota_error()] * 10}),
+        fake.flaky_copy(
+            verified_copy._copy_file, errors={"model_0000199.pth": [fake.quota_error()] * 10}
+        ),
     )
     seen: list[str] = []
     hook = DriveCheckpointHook(tmp_path / "drive", run, 100, on_failure=seen.append)

@@ -1,21 +1,55 @@
-"""The notebook: structure checks (fast) and one headless papermill run (slow)."""
+"""The notebook: its source and sync, its visible cells run directly, and papermill runs.
+
+* fast: the jupytext source (notebooks/thingmask.py, what you edit) and the .ipynb agree, the
+  parameters cell is tagged and matches Config, cells stay short, and the teaching cells (filter,
+  cut-out, frame loop) run on a tiny trained model — the loop giving exactly the frames of
+  ``process_video``;
+* colab: run-all in a kernel that starts like Colab's (thingmask not importable, google.colab
+  imported), installing thingmask from a local copy through ``thingmask_source``;
+* slow: the whole notebook headless with papermill, for each engine installed.
+"""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
+import sysconfig
+import tempfile
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+import cv2
+import jupytext
 import nbformat
+import numpy as np
 import pytest
 
 from thingmask.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "thingmask.ipynb"
+SOURCE = ROOT / "notebooks" / "thingmask.py"
+NOTEBOOK_ONLY = {"run_dir", "thingmask_source"}  # parameters that are not Config fields
+MAX_CELL_LINES = 25
+
+TINY = {  # a whole run in seconds on one CPU core
+    "iterations": 4,
+    "checkpoint_period": 2,
+    "synthetic_train_images": 6,
+    "synthetic_val_images": 3,
+    "synthetic_video_frames": 6,
+    "synthetic_image_size": 64,
+    "image_size": 64,
+    "max_image_size": 64,
+    "batch_size": 2,
+    "score_threshold": 0.0,
+}
 
 
 def _nb():
@@ -28,10 +62,18 @@ def _parameters_cell(nb):
     return tagged[0]
 
 
+def _code_cell(nb, text: str) -> str:
+    """The source of the one code cell containing ``text``."""
+    found = [c.source for c in nb.cells if c.cell_type == "code" and text in c.source]
+    assert len(found) == 1, f"expected one code cell containing {text!r}, found {len(found)}"
+    return found[0]
+
+
+# --- source, sync, structure -----------------------------------------------------------------
 def test_first_code_cell_is_the_tagged_parameters_cell():
-    nb = _nb()
-    first_code = next(c for c in nb.cells if c.cell_type == "code")
-    assert first_code is _parameters_cell(nb)
+    for nb in (_nb(), jupytext.read(SOURCE)):
+        first_code = next(c for c in nb.cells if c.cell_type == "code")
+        assert first_code is _parameters_cell(nb)
 
 
 def test_parameters_are_literals_matching_config_defaults():
@@ -41,10 +83,11 @@ def test_parameters_are_literals_matching_config_defaults():
         assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, ast.dump(stmt)
         values[stmt.targets[0].id] = ast.literal_eval(stmt.value)  # raises if not a literal
     names = {f.name for f in fields(Config)}
-    assert set(values) == names | {"run_dir"}
+    assert set(values) == names | NOTEBOOK_ONLY
     defaults = Config().to_dict()
     differing = {k: (v, defaults[k]) for k, v in values.items() if k in names and v != defaults[k]}
     assert not differing, f"notebook values differ from Config defaults: {differing}"
+    assert values["thingmask_source"].startswith("git+https://")
 
 
 def test_papermill_can_parse_every_parameter():
@@ -52,25 +95,245 @@ def test_papermill_can_parse_every_parameter():
     import papermill
 
     inferred = set(papermill.inspect_notebook(str(NOTEBOOK)))
-    assert inferred == {f.name for f in fields(Config)} | {"run_dir"}
+    assert inferred == {f.name for f in fields(Config)} | NOTEBOOK_ONLY
 
 
-def test_outputs_stripped_and_generated_from_script():
-    nb = _nb()
+def test_ipynb_is_in_sync_with_its_jupytext_source():
+    """Same cells as notebooks/thingmask.py, outputs stripped, cell tags kept, still paired."""
+    nb, source = _nb(), jupytext.read(SOURCE)
+    fix = "run `.venv/bin/jupytext --sync notebooks/thingmask.py` (pre-commit does it)"
+    assert [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells] == [
+        (c.cell_type, c.source, c.metadata.get("tags", [])) for c in source.cells
+    ], f"notebooks/thingmask.ipynb differs from its source: {fix}"
     for cell in nb.cells:
         if cell.cell_type == "code":
-            assert not cell.outputs and cell.execution_count is None
-    check = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_notebook.py"), "--check"], capture_output=True
+            assert not cell.outputs and cell.execution_count is None, f"outputs left: {fix}"
+        assert set(cell.metadata) <= {"tags"}, f"cell metadata other than tags: {fix}"
+    assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    assert nb.metadata["accelerator"] == "GPU" and "colab" in nb.metadata
+
+
+def test_code_cells_are_short():
+    long = {
+        c.source.splitlines()[0]: len(c.source.splitlines())
+        for c in _nb().cells
+        if c.cell_type == "code"
+        and "parameters" not in c.metadata.get("tags", [])
+        and len(c.source.splitlines()) > MAX_CELL_LINES
+    }
+    assert not long, f"code cells over {MAX_CELL_LINES} lines: {long}"
+
+
+def test_detectron2_build_cell_pins_the_engine_commit():
+    from thingmask.engines.detectron2_engine import DETECTRON2_COMMIT
+
+    cell = _code_cell(_nb(), "facebookresearch/detectron2")
+    assert f"@{DETECTRON2_COMMIT}" in cell.replace('"\n', "").replace(' "', "")
+    assert "--no-build-isolation" in cell and "setuptools<81" in cell
+
+
+# --- the teaching cells, run directly ----------------------------------------------------------
+TEACHING_CELLS = (  # a line of each cell, in notebook order
+    "train_set = CocoInstances(",  # registration (torchvision)
+    "class MyTrainer(Trainer):",  # the torchvision trainer with section 1's augmentations
+    "kept = keep(dets, display_things)",  # the filter, before / after
+    "get_masked_image(frame.image, kept, canvas)  #",  # the cut-out on one frame
+    "for frame in islice(reader.frames(), loop_frames)",  # the frame loop
+)
+
+
+def _run_cells(nb, markers: Sequence[str], namespace: dict) -> dict:
+    for marker in markers:
+        exec(compile(_code_cell(nb, marker), f"<cell {marker!r}>", "exec"), namespace)
+    return namespace
+
+
+def _png_frames(folder: Path) -> list[np.ndarray]:
+    return [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(folder.glob("*.png"))]
+
+
+def test_visible_cells_run_and_the_loop_gives_process_videos_frames(tmp_path, tiny_trained_run):
+    """Filter, cut-out and frame-loop cells as written; the loop's frames are exactly
+    ``process_video``'s (same predictor, lossless PNG output, a canvas that shows every pixel)."""
+    from IPython.display import HTML
+
+    from thingmask import pipeline
+    from thingmask.datasets import load_prepared
+    from thingmask.datasets.synthetic import generate_video
+    from thingmask.video_job import process_video
+
+    trained_config, trained_run = tiny_trained_run
+    run_dir = Path(shutil.copytree(trained_run, tmp_path / "run"))  # the fixture is read-only
+    video = generate_video(tmp_path / "clip", n_frames=6, size=64, seed=1)
+    config = trained_config.replace(video_input=str(video), video_format="png", canvas="grey")
+    names = {**config.to_dict(), "config": config, "run_dir": run_dir}
+    names |= {"dataset": load_prepared(config.dataset_dir), "pipeline": pipeline, "np": np}
+    names |= {"display": lambda *args, **kwargs: None, "HTML": HTML}
+    names["augmentations"] = ["flip_horizontal"]  # the global, not config.augmentations
+    ns = _run_cells(_nb(), TEACHING_CELLS, names)
+    assert ns["names"] and set(ns["names"]) <= {"cat", "bird", "leaf"}  # label k: class k - 1
+    loader = ns["MyTrainer"](config, names["dataset"], tmp_path / "train").build_train_loader()
+    assert [spec.name for spec in loader.dataset.specs] == ["flip_horizontal"]
+    assert set(ns["kept"].class_names) <= set(config.display_things)
+    assert (run_dir / "filter.png").is_file() and (run_dir / "cutout.png").is_file()
+    assert ns["cutout"].shape == ns["frame"].image.shape
+
+    job = process_video(video, tmp_path / "job", ns["predictor"], config, progress=False)
+    loop, full = _png_frames(ns["loop_output"]), _png_frames(Path(job.output))
+    assert len(loop) == len(full) == 6
+    for i, (a, b) in enumerate(zip(loop, full, strict=True)):
+        assert np.array_equal(a, b), f"frame {i} differs between the loop and process_video"
+
+
+@pytest.mark.detectron2
+def test_detectron2_mytrainer_cell_maps_with_the_global_augmentations():
+    """The notebook's ``MyTrainer(SafeTrainer)``: its loader's mapper resizes, then applies the
+    ``augmentations`` global variable (the loader itself is replaced by its mapper here)."""
+    pytest.importorskip("detectron2")
+    from detectron2.config import get_cfg
+
+    from thingmask.engines.detectron2_engine.trainer import SafeTrainer
+
+    ns = {"engine": "detectron2", "augmentations": ["flip_horizontal", "brightness"]}
+    _run_cells(_nb(), ["class MyTrainer(SafeTrainer):"], ns)
+    ns["build_detection_train_loader"] = lambda cfg, mapper: mapper
+    mapper = ns["MyTrainer"].build_train_loader(get_cfg())
+    assert issubclass(ns["MyTrainer"], SafeTrainer)
+    names = [type(a).__name__ for a in mapper.augmentations.augs]
+    assert names == ["ResizeShortestEdge", "RandomFlip", "RandomBrightness"]
+
+
+# --- Colab: run-all from a fresh runtime -------------------------------------------------------
+def _setup_cell_in_fake_colab(monkeypatch, tmp_path, source: str, run=None) -> dict:
+    """Run the set-up cell as in a fresh Colab runtime: google.colab present, thingmask not
+    found; ``run`` stands in for ``subprocess.run`` when given."""
+    import importlib.util as util
+
+    import fake_colab
+
+    fake_colab.install(monkeypatch)
+    real = util.find_spec
+    monkeypatch.setattr(util, "find_spec", lambda n, *a: None if n == "thingmask" else real(n, *a))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a folder source is copied
+    if run is not None:
+        monkeypatch.setattr(subprocess, "run", run)
+    namespace = {"thingmask_source": source}
+    exec(compile(_code_cell(_nb(), "into THIS kernel"), "<set-up cell>", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.colab
+def test_colab_setup_says_what_to_do_when_the_source_cannot_be_reached(tmp_path, monkeypatch):
+    missing = tmp_path / "not-there.whl"
+    with pytest.raises(RuntimeError) as info:
+        _setup_cell_in_fake_colab(monkeypatch, tmp_path, str(missing))  # the real pip fails on it
+    message = str(info.value)
+    assert f"could not install thingmask from thingmask_source = {str(missing)!r}" in message
+    assert "Fix: in section 1 set thingmask_source" in message and "Drive" in message
+    assert "not-there.whl" in message.split("\n", 1)[1]  # pip's own words are passed on
+
+
+@pytest.mark.colab
+def test_colab_setup_builds_a_copy_of_a_folder_source(tmp_path, monkeypatch):
+    """pip builds in the source tree: a Drive folder must not get build/ and *.egg-info."""
+    commands = []
+
+    def pip(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "stop here")
+
+    folder = _source_copy(tmp_path)
+    (folder / "data").mkdir()  # datasets and outputs beside the code are not copied
+    with pytest.raises(RuntimeError):
+        _setup_cell_in_fake_colab(monkeypatch, tmp_path, str(folder), run=pip)
+    ((*_, built),) = commands
+    assert "--no-deps" in commands[0] and "-e" not in commands[0]
+    assert Path(built) != folder and (Path(built) / "pyproject.toml").is_file()
+    assert not (Path(built) / "data").exists()
+
+
+def _site_without_thingmask(root: Path) -> Path:
+    """A view of this environment's site-packages without thingmask (links to everything else)."""
+    view = root / "site-view"
+    view.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if "thingmask" not in entry.name.lower() and entry.suffix != ".pth":
+            (view / entry.name).symlink_to(entry)
+    return view
+
+
+def _colab_like_kernel(root: Path) -> tuple[str, Path]:
+    """A venv whose kernel starts like Colab's: every library there but thingmask, and
+    google.colab (the stand-in) imported before any cell. Returns (kernel name, venv python)."""
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (Path(purelib) / "libraries.pth").write_text(f"{_site_without_thingmask(root)}\n")
+    spec = root / "jupyter" / "kernels" / "colab-like"
+    spec.mkdir(parents=True)
+    argv = [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    argv.append("--IPKernelApp.exec_lines=['import google.colab']")
+    env = {"PYTHONPATH": str(ROOT / "tests" / "fake_colab"), "PYTHONNOUSERSITE": "1"}
+    kernel = {"argv": argv, "display_name": "Colab-like", "language": "python", "env": env}
+    (spec / "kernel.json").write_text(json.dumps(kernel))
+    return "colab-like", python
+
+
+def _source_copy(root: Path) -> Path:
+    """The repository as a user would put it on Drive (what ``thingmask_source`` points at)."""
+    copy = root / "thingmask-src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    shutil.copytree(ROOT / "src", copy / "src", ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, copy / name)
+    return copy
+
+
+@pytest.mark.colab
+def test_colab_run_all_installs_thingmask_in_the_same_kernel(tmp_path, monkeypatch):
+    import papermill as pm
+
+    kernel, python = _colab_like_kernel(tmp_path)
+    probe = subprocess.run(
+        [python, "-c", "import torch, cv2, av; import thingmask"],
+        env={**os.environ, "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
     )
-    assert check.returncode == 0, "run `python scripts/make_notebook.py` and commit the result"
+    assert "No module named 'thingmask'" in probe.stderr, "thingmask must not be importable yet"
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    params = {**TINY, "thingmask_source": str(_source_copy(tmp_path)), "device": "cpu"}
+    params |= {"output_dir": str(tmp_path / "out"), "dataset_dir": str(tmp_path / "data")}
+    params |= {"run_name": "colab", "optimizer": "adamw", "learning_rate": 0.002}
+    executed = tmp_path / "executed.ipynb"
+    pm.execute_notebook(
+        str(NOTEBOOK), str(executed), parameters=params, kernel_name=kernel, cwd=str(tmp_path)
+    )
+    nb = nbformat.read(executed, as_version=4)
+
+    def printed(marker: str) -> str:
+        cell = next(c for c in nb.cells if c.cell_type == "code" and marker in c.source)
+        return "".join(o.get("text", "") for o in cell.outputs)
+
+    assert "every requirement is already installed" in printed("into THIS kernel")
+    assert "Running in Google Colab." in printed("describe_environment(config)")
+    installed = list((tmp_path / "venv").glob("lib/python*/site-packages/thingmask/__init__.py"))
+    assert installed, "thingmask was not installed into the kernel's environment"
+    (run,) = (tmp_path / "out").glob("colab-*")
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0.0 <= summary["mean_iou"] <= 1.0 and (run / "demo_cutout.mp4").is_file()
 
 
+# --- the whole notebook, headless --------------------------------------------------------------
 def _engine_param(engine):
     marks = [pytest.mark.slow]
     if engine == "detectron2":
-        import importlib.util
-
         marks += [
             pytest.mark.detectron2,
             pytest.mark.skipif(
@@ -98,16 +361,7 @@ def test_notebook_runs_headless_with_tiny_parameters(tmp_path, engine):
             f"output_dir={out}",
             f"dataset_dir={tmp_path / 'data'}",
             "run_name=nbtest",
-            "iterations=4",
-            "checkpoint_period=2",
-            "synthetic_train_images=6",
-            "synthetic_val_images=3",
-            "synthetic_video_frames=6",
-            "synthetic_image_size=64",
-            "image_size=64",
-            "max_image_size=64",
-            "batch_size=2",
-            "score_threshold=0.0",
+            *(f"{k}={v}" for k, v in TINY.items()),
         ]
     )
     assert code == 0
@@ -119,7 +373,10 @@ def test_notebook_runs_headless_with_tiny_parameters(tmp_path, engine):
         "model_final.pth",
         "metrics.json",
         "loss_curve.png",
+        "filter.png",
         "predictions.png",
+        "cutout.png",
+        "demo_loop.mp4",
         "summary.json",
         "demo_cutout.mp4",
     ):

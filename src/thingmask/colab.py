@@ -1,9 +1,10 @@
-"""Google Colab glue: environment check, Drive mount, save to Drive, resume, runtime release.
+"""Google Colab glue: Drive mount, save to Drive, resume from Drive, runtime release.
 
-Every ``google.colab`` import lives in this module, inside functions. Outside Colab (a laptop,
-CI, papermill) each Colab step is a no-op with a log line, so one notebook runs everywhere.
-The copying, verification and resume logic itself is engine- and Colab-neutral:
-:mod:`thingmask.drive`.
+Every ``google.colab`` import of the package lives in this module, inside functions. Outside
+Colab (a laptop, CI, papermill) each Colab step is a no-op with a log line, so one notebook runs
+everywhere. Where the notebook runs (Colab, GPU): :mod:`thingmask.environment`. The copying,
+verification and resume logic itself is engine- and Colab-neutral: :mod:`thingmask.drive` and
+:mod:`thingmask.drive_checkpoints`.
 
 Run-all-and-walk-away, and what guards it:
 
@@ -11,172 +12,55 @@ Run-all-and-walk-away, and what guards it:
 * :class:`RunLog` (``SESSION``) records saves and failures that do not stop the run (a checkpoint
   copy that failed during training); :func:`finish_run` refuses to release the runtime if any.
 * :func:`finish_run` releases the runtime only when ``terminate_runtime`` is set, in Colab, after
-  at least one verified save that still re-verifies, after ``drive.flush_and_unmount()`` pushed
-  Drive's upload queue (the VM and that queue die with the runtime), and once browser downloads
-  started through :func:`download` are finished.
-* Colab transfers a ``files.download`` only while **no cell runs** (googlecolab/colabtools#3155),
-  so waiting in the last cell would starve the download it waits for. With a download in flight
-  the release is handed to a background thread that waits, after the cell has returned, for the
-  download's channel to close plus a grace period.
+  at least one verified save that still re-verifies, and after ``drive.flush_and_unmount()``
+  pushed Drive's upload queue (the VM and that queue die with the runtime).
+* Results leave the runtime through Drive, never through browser downloads: Colab transfers a
+  ``files.download`` only while no cell runs (googlecolab/colabtools#3155), so a download started
+  in a run-all would still be in flight when the last cell releases the runtime.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import platform
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thingmask.config import Config, ConfigError
-from thingmask.drive import (
-    STORAGE_URL,
+from thingmask.drive import SaveResult, save_run, verify_saved
+from thingmask.drive_checkpoints import (
     DriveCheckpointHook,
-    DriveError,
-    SaveResult,
     fetch_checkpoint,
     find_resume_checkpoint,
-    save_run,
-    verify_saved,
 )
 from thingmask.engines import TrainHook
 from thingmask.engines.checkpoints import checkpoint_iteration
+from thingmask.environment import in_colab
+from thingmask.verified_copy import STORAGE_URL, DriveError
 
 __all__ = [
     "DEFAULT_MOUNT",
     "SESSION",
-    "Download",
-    "DriveError",
-    "Env",
     "RunLog",
-    "describe_environment",
-    "download",
     "drive_dir",
     "ensure_drive",
-    "environment",
     "finish",
     "finish_run",
     "flush_drive",
-    "in_colab",
     "mount_drive",
-    "pending_downloads",
     "save_run_to_drive",
     "training_hooks",
     "uses_drive",
-    "wait_for_release",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MOUNT = Path("/content/drive")
 FAQ_URL = "https://research.google.com/colaboratory/faq.html#drive-timeout"
-GPU_HINT = (
-    "To use a free GPU: Runtime → Change runtime type → T4 GPU → Save, then "
-    "Runtime → Run all (the runtime restarts; files in /content are lost)."
-)
 DELETE_HINT = "Runtime → Disconnect and delete runtime"
-
-# Indirections the tests patch: no real waiting.
-_sleep = time.sleep
-
-
-def in_colab() -> bool:
-    """True inside a Colab kernel (it imports ``google.colab`` before any user code)."""
-    return "google.colab" in sys.modules
-
-
-# --- environment -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Env:
-    """Where the notebook runs. ``device`` is what torch should use (``"cuda"``, ``"mps"``,
-    ``"cpu"``); ``torch``/``cuda`` are version strings (``None`` when absent)."""
-
-    in_colab: bool
-    gpu: bool
-    gpu_name: str | None
-    device: str
-    python: str
-    torch: str | None
-    cuda: str | None = None
-    mps: bool = False
-
-
-def environment(requested: str = "auto") -> Env:
-    """Probe the machine; ``requested`` is the config's ``device`` (auto | cpu | cuda | mps).
-
-    ``device`` is the requested one when available, else the best available (the mismatch is
-    reported by :func:`describe_environment`).
-    """
-    try:
-        import torch
-    except ImportError:
-        return Env(in_colab(), False, None, "cpu", platform.python_version(), None)
-    gpu = bool(torch.cuda.is_available())
-    gpu_name = torch.cuda.get_device_name(0) if gpu else None
-    mps_backend = getattr(torch.backends, "mps", None)
-    mps = bool(mps_backend is not None and mps_backend.is_available())
-    available = {"cuda": gpu, "mps": mps, "cpu": True}
-    if requested != "auto" and available.get(requested, False):
-        device = requested
-    else:
-        device = "cuda" if gpu else "mps" if mps else "cpu"
-    return Env(
-        in_colab(),
-        gpu,
-        gpu_name,
-        device,
-        platform.python_version(),
-        torch.__version__,
-        torch.version.cuda,
-        mps,
-    )
-
-
-def describe_environment(config: Config | None = None, env: Env | None = None) -> str:
-    """A few lines for the notebook's first cells: where we run, GPU or not, what to change."""
-    env = env or environment(config.device if config else "auto")
-    lines = [
-        f"Python {env.python} · torch {env.torch or 'not installed'}"
-        + (f" (CUDA {env.cuda})" if env.cuda else "")
-    ]
-    if env.in_colab:
-        lines.append("Running in Google Colab.")
-    else:
-        lines.append(
-            "Running outside Colab (local / CI): Drive mount and runtime release are "
-            "skipped; everything else runs the same."
-        )
-    if env.gpu:
-        lines.append(f"GPU: {env.gpu_name} → device '{env.device}'.")
-    else:
-        lines.append(
-            f"No CUDA GPU → device '{env.device}' (training is slower; the tiny demo "
-            "settings still finish in minutes)."
-        )
-        if env.in_colab:
-            lines.append(GPU_HINT)
-    if config is not None:
-        if config.device not in ("auto", env.device):
-            lines.append(
-                f"device={config.device!r} is not available here; using "
-                f"'{env.device}'. Set device = \"auto\" to silence this."
-            )
-        if config.engine == "detectron2" and not env.gpu:
-            lines.append(
-                "engine='detectron2' without a GPU is very slow; "
-                + (GPU_HINT if env.in_colab else "use engine='torchvision' on CPU.")
-            )
-        if env.in_colab and config.terminate_runtime and not config.save_to_drive:
-            lines.append(
-                "terminate_runtime=True but save_to_drive=False: the runtime will be "
-                "kept, since releasing it would delete the only copy of the results."
-            )
-    return "\n".join(lines)
 
 
 # --- Drive -----------------------------------------------------------------------------------
@@ -350,7 +234,7 @@ def training_hooks(
 ) -> tuple[list[TrainHook], Path | None]:
     """Section 4: ``(hooks, resume_from)`` for ``pipeline.train``.
 
-    ``hooks`` holds a :class:`~thingmask.drive.DriveCheckpointHook` when
+    ``hooks`` holds a :class:`~thingmask.drive_checkpoints.DriveCheckpointHook` when
     ``drive_checkpoint_period > 0`` and Drive is available. ``resume_from`` (with
     ``resume=True``) is the newest valid checkpoint of ``run_name`` — on Drive (copied into
     ``run_dir/checkpoints`` first) or in the local ``output_dir``, whichever is further along —
@@ -387,88 +271,6 @@ def training_hooks(
     return hooks, resume_from
 
 
-# --- browser downloads -----------------------------------------------------------------------
-@dataclass
-class Download:
-    """A browser download started with :func:`download`. ``comm_ids`` are the kernel comm
-    targets Colab registered for it; Colab unregisters a target once the browser has received
-    every byte, which is how completion is seen. Empty when that could not be observed."""
-
-    path: Path
-    size: int
-    started: float
-    comm_ids: tuple[str, ...] = ()
-
-    def done(self, targets: set[str] | None) -> bool | None:
-        """True/False when observable, ``None`` when unknown."""
-        if not self.comm_ids or targets is None:
-            return None
-        return not any(c in targets for c in self.comm_ids)
-
-    def fallback_wait(self) -> float:
-        # Unobservable transfer: assume >= 1 MB/s once the kernel is idle, plus slack.
-        return 10.0 + self.size / 1e6
-
-
-_DOWNLOADS: list[Download] = []
-
-
-def _comm_targets() -> set[str] | None:
-    try:
-        from IPython import get_ipython
-
-        return set(get_ipython().kernel.comm_manager.targets)
-    except Exception:  # no IPython kernel, or an unexpected kernel: completion unknown
-        return None
-
-
-def download(path: str | Path) -> Download | None:
-    """Offer ``path`` as a browser download (Colab), tracked so the runtime is not released
-    while it transfers. Outside Colab: a log line, ``None``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"download: {path} does not exist")
-    if not in_colab():
-        log.info(
-            "not in Colab: browser download of %s skipped (the file is at %s)",
-            path.name,
-            path.resolve(),
-        )
-        return None
-    from google.colab import files
-
-    before = _comm_targets()
-    files.download(str(path))
-    after = _comm_targets()
-    new = tuple(sorted(after - before)) if before is not None and after is not None else ()
-    record = Download(path, path.stat().st_size, time.monotonic(), new)
-    _DOWNLOADS.append(record)
-    log.info(
-        "browser download of %s started (%.1f MB); it transfers while no cell runs",
-        path.name,
-        record.size / 1e6,
-    )
-    return record
-
-
-# Release thread state; "waited" counts seconds waited after the last cell returned (the only
-# time a download transfers), which is what an unobservable download's estimate is measured in.
-_RELEASE: dict[str, Any] = {"thread": None, "outcome": None, "waited": 0.0}
-
-
-def pending_downloads() -> list[Download]:
-    """Downloads not known to be finished. One whose completion cannot be observed counts as
-    pending until the release thread has waited its estimate."""
-    targets = _comm_targets()
-    out = []
-    for item in _DOWNLOADS:
-        state = item.done(targets)
-        if state is True or (state is None and _RELEASE["waited"] >= item.fallback_wait()):
-            continue
-        out.append(item)
-    return out
-
-
 # --- releasing the runtime -------------------------------------------------------------------
 
 
@@ -489,43 +291,19 @@ def _release_now() -> str:
     return "Runtime released."
 
 
-def _release_after_downloads(
-    pending: Callable[[], Sequence[Download]], grace_s: float, max_wait_s: float, poll_s: float
-) -> str:
-    _RELEASE["waited"] = 0.0
-    while still := list(pending()):
-        if _RELEASE["waited"] >= max_wait_s:
-            return _left_up(
-                f"browser download(s) {[d.path.name for d in still]} still running "
-                f"after {max_wait_s / 60:.0f} min; delete the runtime by hand when "
-                f"they finish: {DELETE_HINT}"
-            )
-        _sleep(poll_s)
-        _RELEASE["waited"] += poll_s
-    _sleep(grace_s)  # the browser still assembles and saves the file after the last byte
-    return _release_now()
-
-
 def finish_run(
     config: Config,
     saves: Iterable[SaveResult | None],
     failures: Sequence[str],
     *,
-    downloads_in_flight: Callable[[], Sequence[Download]] = pending_downloads,
-    grace_s: float = 15.0,
-    max_wait_s: float = 1800.0,
-    poll_s: float = 2.0,
-    background: bool = True,
     reverify: bool = True,
 ) -> str:
     """The last cell: release the Colab runtime if, and only if, that loses nothing.
 
     Releases (``google.colab.runtime.unassign()``) only when ``config.terminate_runtime`` is set,
     in Colab, with no recorded failure, at least one save, every save verified (and, with
-    ``reverify``, still matching its ``saved.json``), after Drive's upload queue was flushed,
-    and with no browser download in flight. A download in flight (with ``background``) moves
-    the release to a thread that waits for it, since Colab transfers downloads only once the
-    cell has returned; ``grace_s`` follows the last download. Returns what was done and why.
+    ``reverify``, still matching its ``saved.json``), and after Drive's upload queue was flushed.
+    Returns what was done and why.
     """
     if not config.terminate_runtime:
         return _left_up(
@@ -544,24 +322,12 @@ def finish_run(
             "only copy of the results (set save_to_drive=True)"
         )
     for save in done:
-        problems = (
-            [f"{save.destination} is not verified"]
-            if not save.verified
-            else verify_saved(save.destination)
-            if reverify
-            else []
-        )
-        reasons += problems
+        if not save.verified:
+            reasons.append(f"{save.destination} is not verified")
+        elif reverify:
+            reasons += verify_saved(save.destination)
     if reasons:
         return _left_up("; ".join(reasons))
-    _RELEASE["waited"] = 0.0  # the kernel has been busy until now: nothing has transferred
-    in_flight = bool(list(downloads_in_flight()))
-    if in_flight and not background:
-        return _left_up(
-            "a browser download is in flight, and Colab transfers it only while no "
-            "cell runs; run this cell again when it has finished, or delete the "
-            f"runtime by hand: {DELETE_HINT}"
-        )
     try:
         flush_drive()
     except Exception as exc:
@@ -569,34 +335,7 @@ def finish_run(
             f"Drive flush failed ({exc}), so uploads may be incomplete — check the "
             f"folder in Drive and free space at {STORAGE_URL}"
         )
-    if in_flight:
-
-        def release_later() -> None:
-            _RELEASE["outcome"] = _release_after_downloads(
-                downloads_in_flight, grace_s, max_wait_s, poll_s
-            )
-
-        thread = threading.Thread(
-            target=release_later, name="thingmask-release-runtime", daemon=True
-        )
-        _RELEASE.update(thread=thread, outcome=None, waited=0.0)
-        thread.start()
-        return (
-            f"Runtime will be released once the browser download(s) finish (waiting up to "
-            f"{max_wait_s / 60:.0f} min, then {grace_s:.0f} s grace)."
-        )
-    if _DOWNLOADS:
-        _sleep(grace_s)  # finished downloads: let the browser write the last file
     return _release_now()
-
-
-def wait_for_release(timeout: float | None = None) -> str | None:
-    """Wait for a background release started by :func:`finish_run`; its outcome (``None`` if
-    none was started or it is still waiting)."""
-    thread = _RELEASE["thread"]
-    if thread is not None:
-        thread.join(timeout)
-    return _RELEASE["outcome"]
 
 
 def finish(

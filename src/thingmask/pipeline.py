@@ -1,7 +1,9 @@
 """The notebook's sections as functions: each notebook cell and CLI subcommand calls one of these.
 
-Sections: 2 data → 3 look at samples → 4 train → 5 evaluate → 6 images → 7 video → summary.
-Every function takes the one :class:`~thingmask.config.Config` explicitly and can be re-run.
+Sections: 3 data and samples → 4 train → 5 evaluate → 6 images → 8 video → 9 summary. The
+notebook shows the core of each step in its own cells (registration, MyTrainer, the filter, the
+cut-out, the frame loop) and calls these for the rest. Every function takes the one
+:class:`~thingmask.config.Config` explicitly and can be re-run.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ __all__ = [
     "predict_images",
     "prepare_data",
     "preview_dataset",
+    "preview_html",
     "start_run",
     "summary",
     "train",
+    "video_sources",
 ]
 
 log = logging.getLogger(__name__)
@@ -192,6 +196,15 @@ def predict_images(
     return path
 
 
+def video_sources(config: Config) -> list[Path]:
+    """Section 8's videos: ``video_input`` (a file, a folder of videos or a glob), else the
+    synthetic demo video of ``dataset_dir``. Raises ``VideoError`` (a ValueError naming the path
+    and the fix) when there is none."""
+    from thingmask.video_batch import find_videos
+
+    return find_videos(_demo_video_paths(config)[0])
+
+
 def _demo_video_paths(config: Config) -> tuple[Path, Path | None]:
     if config.video_input:
         return Path(config.video_input), None
@@ -245,6 +258,20 @@ def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, 
         out["min_iou"] = float(np.min(ious))
         atomic_write_json(run_dir / "video_iou.json", {**out, "per_frame_iou": ious})
     return out
+
+
+def preview_html(path: str | Path, max_mb: float = 50.0, width: int = 480) -> str:
+    """HTML showing a result video inline: the video itself (mp4 / webm up to ``max_mb``,
+    embedded, so it also plays in Colab), else a line saying where it is — a large video
+    embedded would bloat the notebook and stall the browser."""
+    from thingmask.video import video_html
+
+    path = Path(path)
+    size_mb = path.stat().st_size / 1e6 if path.is_file() else 0.0
+    if path.suffix.lower() in (".mp4", ".webm") and 0 < size_mb <= max_mb:
+        return video_html(path, width)
+    what = "a PNG sequence" if path.is_dir() else f"{size_mb:.0f} MB"
+    return f"<p><code>{path}</code> ({what}): open it from the file browser or Drive.</p>"
 
 
 def summary(run_dir: Path, started: float, **figures: Any) -> str:

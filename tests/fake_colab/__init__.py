@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).parent / "google" / "colab"
-SUBMODULES = ("drive", "runtime", "files")
+SUBMODULES = ("drive", "runtime")
 
 
 def _load(monkeypatch, name: str, path: Path, package: bool = False) -> types.ModuleType:
@@ -52,7 +52,7 @@ def flaky_copy(
     errors: dict[str, list[OSError]] | None = None,
     log: list | None = None,
 ) -> Callable[[Path, Path], None]:
-    """A replacement for ``thingmask.drive._copy_file`` that misbehaves for named source files.
+    """A stand-in for ``thingmask.verified_copy._copy_file`` that misbehaves for named files.
 
     ``corrupt={"model_final.pth": 1}`` flips a byte of the first copy of that file;
     ``errors={"x.mp4": [OSError(errno.ENOSPC, ...)]}`` raises those errors on the first copies.
