@@ -30,7 +30,7 @@ from typing import Any
 
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
-from thingmask.engines import get_engine
+from thingmask.engines import get_engine, resolve_device
 from thingmask.engines.distributed import is_main, spawn
 
 __all__ = ["check_processes", "train_distributed"]
@@ -71,6 +71,9 @@ def train_distributed(
         return engine.train(
             config, dataset, run_dir, hooks=hooks, resume_from=resume_from, trainer=trainer
         )
+    device = resolve_device(config.device, config.engine)
+    if device.type == "mps":
+        raise ValueError("training on several processes needs CUDA GPUs or CPU; set device=cpu")
     # the first process leaves the engine's result here (processes return nothing)
     result = Path(tempfile.mkdtemp(prefix="thingmask-train-")) / "result.json"
     # Config holds read-only mappings, which do not pickle: the processes rebuild it
@@ -95,6 +98,7 @@ def train_distributed(
             machine_rank=machine_rank,
             dist_url=dist_url,
             args=args,
+            use_cuda=device.type == "cuda",
         )
     try:
         return dict(json.loads(result.read_text(encoding="utf-8"))) if result.is_file() else {}

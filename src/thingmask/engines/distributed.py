@@ -145,14 +145,17 @@ def spawn(
     machine_rank: int = 0,
     dist_url: str = "auto",
     args: tuple[Any, ...] = (),
+    use_cuda: bool | None = None,
 ) -> None:
     """Run ``fn(*args)`` in ``num_processes`` new processes on this machine, all in one process
     group of ``num_processes x num_machines``; returns when all have finished.
 
     ``dist_url``: ``tcp://HEAD:PORT`` reachable from every machine (the same on all), or
     ``"auto"`` (one machine: a free local port). A failing process raises here
-    (``torch.multiprocessing.ProcessRaisedException`` with its traceback).
+    (``torch.multiprocessing.ProcessRaisedException`` with its traceback). ``use_cuda``:
+    one GPU per process and ``nccl`` (default: when CUDA is available), else CPU and ``gloo``.
     """
+    use_cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
     if num_processes < 1 or num_machines < 1 or not 0 <= machine_rank < num_machines:
         raise ValueError(
             f"num_processes={num_processes}, num_machines={num_machines}, machine_rank="
@@ -163,7 +166,7 @@ def spawn(
         if num_machines > 1:
             raise ValueError("dist_url='auto' works on one machine; pass tcp://HEAD_IP:PORT")
         dist_url = f"tcp://127.0.0.1:{free_port()}"
-    if torch.cuda.is_available() and num_processes > torch.cuda.device_count():
+    if use_cuda and num_processes > torch.cuda.device_count():
         raise ValueError(
             f"{num_processes} processes but {torch.cuda.device_count()} GPUs on this machine; "
             "start one process per GPU"
@@ -171,7 +174,7 @@ def spawn(
     torch.multiprocessing.start_processes(
         _worker,
         nprocs=num_processes,
-        args=(fn, num_processes, num_machines, machine_rank, dist_url, args),
+        args=(fn, num_processes, num_machines, machine_rank, dist_url, args, use_cuda),
         start_method="spawn",  # CUDA cannot be used in forked children
     )
 
@@ -184,8 +187,9 @@ def _worker(
     machine_rank: int,
     dist_url: str,
     args: tuple[Any, ...],
+    use_cuda: bool,
 ) -> None:
-    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     else:  # N CPU processes share the cores instead of each taking all of them
