@@ -74,36 +74,36 @@ def train_distributed(
     device = resolve_device(config.device, config.engine)
     if device.type == "mps":
         raise ValueError("training on several processes needs CUDA GPUs or CPU; set device=cpu")
-    # the first process leaves the engine's result here (processes return nothing)
-    result = Path(tempfile.mkdtemp(prefix="thingmask-train-")) / "result.json"
+    if config.engine == "detectron2" and device.type != "cuda":
+        raise ValueError(
+            "detectron2 trains on several processes with CUDA GPUs only (one per process); "
+            "on CPU use num_gpus=1, or engine=torchvision to try several processes"
+        )
     # Config holds read-only mappings, which do not pickle: the processes rebuild it
     settings = config.to_dict()
-    args = (settings, dataset, str(run_dir), tuple(hooks), resume_from, trainer, str(result))
     log.info("training %s on %d processes x %d machines", config.engine, num_gpus, num_machines)
-    if config.engine == "detectron2":
-        import torch
-        from detectron2.engine import launch
-
-        if not torch.cuda.is_available():
-            raise ValueError(
-                "detectron2 trains on several processes with CUDA GPUs only (one per process); "
-                "on CPU use num_gpus=1, or engine=torchvision to try several processes"
-            )
-        launch(_train_one, num_gpus, num_machines, machine_rank, dist_url, args=args)
-    else:
-        spawn(
-            _train_one,
-            num_gpus,
-            num_machines=num_machines,
-            machine_rank=machine_rank,
-            dist_url=dist_url,
-            args=args,
-            use_cuda=device.type == "cuda",
-        )
+    # the first process leaves the engine's result here (processes return nothing)
+    folder = Path(tempfile.mkdtemp(prefix="thingmask-train-"))
+    result = folder / "result.json"
+    args = (settings, dataset, str(run_dir), tuple(hooks), resume_from, trainer, str(result))
     try:
+        if config.engine == "detectron2":
+            from detectron2.engine import launch
+
+            launch(_train_one, num_gpus, num_machines, machine_rank, dist_url, args=args)
+        else:
+            spawn(
+                _train_one,
+                num_gpus,
+                num_machines=num_machines,
+                machine_rank=machine_rank,
+                dist_url=dist_url,
+                args=args,
+                use_cuda=device.type == "cuda",
+            )
         return dict(json.loads(result.read_text(encoding="utf-8"))) if result.is_file() else {}
     finally:
-        shutil.rmtree(result.parent, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_processes(config: Config, num_gpus: int, num_machines: int = 1) -> int:
