@@ -481,8 +481,9 @@ print(saved or "not saved to Drive (save_to_drive=False or not in Colab)")
 # says why.
 
 # %%
-print(pipeline.summary(run_dir, started, mean_iou=video.get("mean_iou"),
-                       mask_AP=ap.get("segm", {}).get("AP"), drive=saved))
+scores = {k: video[k] for k in ("mean_iou", "J", "F", "id_switches") if k in video}
+print(pipeline.summary(run_dir, started, **scores, mask_AP=ap.get("segm", {}).get("AP"),
+                       drive=saved))
 
 # %%
 print(colab.finish(config, saved))

@@ -385,7 +385,9 @@ def test_notebook_runs_headless_with_tiny_parameters(tmp_path, engine):
     assert all(c.get("execution_count") for c in executed.cells if c.cell_type == "code")
     assert json.loads((run / "model_meta.json").read_text())["engine"] == engine
     summary = json.loads((run / "summary.json").read_text())
-    assert 0.0 <= summary["mean_iou"] <= 1.0
+    report = json.loads((run / "demo_cutout_eval.json").read_text())  # the demo video scored
+    assert summary["mean_iou"] == report["fg_J"] and summary["J"] == round(report["J"], 4)
+    assert summary["id_switches"] == report["id_switches"] and "F" in summary
     import av
 
     with av.open(str(run / "demo_cutout.mp4")) as container:

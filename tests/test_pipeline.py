@@ -62,3 +62,53 @@ def test_summary_lists_the_figures_and_writes_them(tmp_path):
     assert f"run folder : {tmp_path}" in text and "1.5 min" in text and "mean_iou   : 0.87" in text
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["mean_iou"] == 0.87 and saved["wall_time_s"] >= 90
+
+
+class _Oracle:
+    """Returns the generator's own per-animal masks for each frame, in decoding order."""
+
+    class_names = ("cat", "bird", "leaf")
+
+    def __init__(self, gt, drop_after: int | None = None) -> None:
+        self.frames, self.drop_after, self.calls = list(gt), drop_after, 0
+
+    def __call__(self, image):
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images):
+        from thingmask.detections import Detections
+
+        out = []
+        for image in images:
+            masks, names, _ids = self.frames[self.calls]
+            if self.drop_after is not None and self.calls >= self.drop_after:
+                masks, names = masks[:0], names[:0]
+            boxes = np.zeros((len(masks), 4), np.float32)
+            for k, m in enumerate(masks):
+                ys, xs = np.nonzero(m)
+                boxes[k] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            out.append(Detections(masks, boxes, np.asarray(names, object), np.ones(len(masks))))
+            assert image.shape[:2] == masks.shape[1:]
+            self.calls += 1
+        return out
+
+
+@pytest.mark.parametrize(("drop_after", "perfect"), [(None, True), (4, False)])
+def test_cut_video_scores_the_demo_video_against_its_ground_truth(tmp_path, drop_after, perfect):
+    from thingmask.datasets.synthetic import generate_video, load_video_gt
+
+    data = tmp_path / "data"
+    video = generate_video(data, n_frames=8, size=64, seed=1)
+    gt = load_video_gt(video.parent / "demo_gt.npz")
+    config = Config(dataset_dir=str(data), tracking=True, inference_batch=3, export_csv=False)
+    run = tmp_path / "run"
+    result = pipeline.cut_video(config, _Oracle(gt, drop_after), run)
+    report = json.loads((run / "demo_cutout_eval.json").read_text())
+    assert result["frames"] == 8 and (run / "demo_cutout_eval_J.png").is_file()
+    assert result["J"] == round(report["J"], 4) and result["mean_iou"] == report["fg_J"]
+    if perfect:  # the truth itself: every figure at its best
+        assert (result["J"], result["F"], result["fg_J"], result["mean_iou"]) == (1, 1, 1, 1)
+        assert result["id_switches"] == 0 and result["vanished"] == 0
+    else:  # the animals vanish from frame 4 on: half the frames lost
+        assert result["mean_iou"] == pytest.approx(0.5) and result["vanished"] > 0
+        assert result["min_iou"] == 0.0

@@ -19,9 +19,10 @@ import numpy as np
 
 from thingmask.config import Config, ConfigError
 from thingmask.datasets import PreparedDataset, load_coco_json, load_prepared
-from thingmask.detections import keep
+from thingmask.detections import Detections, keep
 from thingmask.engines import COCO_CLASSES, Predictor, TrainHook, get_engine, read_model_meta
 from thingmask.io_utils import atomic_write_json
+from thingmask.video_metrics import FrameObjects
 
 __all__ = [
     "config_from_namespace",
@@ -214,10 +215,14 @@ def _demo_video_paths(config: Config) -> tuple[Path, Path | None]:
 
 
 def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, Any]:
-    """Section 7: the cut-out video (and data exports) for ``config.video_input``.
+    """Section 8: the cut-out video (and data exports) for ``config.video_input``.
 
-    With the synthetic demo video, the mean foreground IoU of the kept masks against the
-    generator's ground truth is measured frame by frame and returned as ``mean_iou``.
+    With the synthetic demo video (its ground truth ``demo_gt.npz`` beside it), the kept
+    instances are scored frame by frame against the generator's per-animal ground truth
+    (:mod:`thingmask.video_metrics`): ``J``, ``F`` (DAVIS, per object), ``fg_J``/``fg_F`` (the
+    cut-out as a whole), ``id_switches`` (CLEAR-MOT) and ``mean_iou`` (= ``fg_J``, the mean
+    foreground IoU). The full report goes to ``<run>/<stem>_cutout_eval.json`` with a plot of J
+    over time.
     """
     from thingmask.video import EXTENSIONS
     from thingmask.video_job import process_many, process_video
@@ -231,33 +236,37 @@ def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, 
         if config.video_output
         else run_dir / f"{src.stem}_cutout{EXTENSIONS[config.video_format]}"
     )
-    ious: list[float] = []
-    on_frame = None
-    if gt_path is not None:
-        from thingmask.datasets.synthetic import load_video_gt
-        from thingmask.metrics import foreground_iou
+    predicted: list[FrameObjects] = []
 
-        gt_frames = load_video_gt(gt_path)
-        wanted = set(config.display_things)
+    def on_frame(index: int, frame: np.ndarray, kept: Detections) -> None:
+        ids = kept.track_ids if kept.track_ids is not None else np.full(len(kept), -1)
+        predicted.append((kept.masks, [str(n) for n in kept.class_names], ids))
 
-        def on_frame(index: int, frame: np.ndarray, kept: Any) -> None:
-            masks, names, _ids = gt_frames[index]
-            gt = np.zeros(frame.shape[:2], bool)
-            for mask, name in zip(masks, names, strict=True):
-                if name in wanted:
-                    gt |= mask
-            ious.append(foreground_iou(kept.union_mask(), gt))
-
-    # force: a finished output is normally skipped, but then the IoU callback would never run.
+    # force: a finished output is normally skipped, but then nothing would be scored.
+    scored = gt_path is not None
     result = process_video(
-        src, dst, predictor, config, on_frame=on_frame, force=on_frame is not None
+        src, dst, predictor, config, on_frame=on_frame if scored else None, force=scored
     )
     out: dict[str, Any] = {"video": str(result.output), "frames": result.frames}
-    if ious:
-        out["mean_iou"] = float(np.mean(ious))
-        out["min_iou"] = float(np.min(ious))
-        atomic_write_json(run_dir / "video_iou.json", {**out, "per_frame_iou": ious})
+    if gt_path is not None:
+        out.update(_score_demo_video(config, predicted, gt_path, run_dir, dst))
     return out
+
+
+def _score_demo_video(
+    config: Config, predicted: list[FrameObjects], gt_path: Path, run_dir: Path, dst: Path
+) -> dict[str, Any]:
+    """J, F, id switches (and the full report on disk) of the demo video's kept instances."""
+    from thingmask.datasets.synthetic import load_video_gt
+    from thingmask.video_eval import save_report
+    from thingmask.video_metrics import evaluate_instances
+
+    report = evaluate_instances(predicted, load_video_gt(gt_path), config.display_things)
+    save_report(report, run_dir, dst.stem if dst.suffix else dst.name)  # <stem>_eval.json
+    per_frame = report["per_frame"]["fg_J"]
+    figures = {k: report[k] for k in ("J", "F", "fg_J", "fg_F", "id_switches", "vanished")}
+    figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
+    return {**figures, "mean_iou": float(np.mean(per_frame)), "min_iou": float(np.min(per_frame))}
 
 
 def preview_html(path: str | Path, max_mb: float = 50.0, width: int = 480) -> str:
