@@ -65,9 +65,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     started = time.time()
     config = _config(args)
+    if args.num_gpus > 1:
+        from thingmask.launch import check_processes
+
+        check_processes(config, args.num_gpus)  # before any folder is made
     dataset = pipeline.prepare_data(config)
     run_dir = pipeline.start_run(config)
-    metrics = pipeline.train(config, dataset, run_dir)
+    if args.num_gpus > 1 and not config.zero_training:  # one process per GPU (DDP)
+        from thingmask.launch import train_distributed
+
+        metrics = train_distributed(config, dataset, run_dir, num_gpus=args.num_gpus)
+    else:
+        metrics = pipeline.train(config, dataset, run_dir)
     ap = pipeline.evaluate(config, dataset, run_dir)
     predictor = pipeline.load_predictor(config, run_dir)
     grid = pipeline.predict_images(config, dataset, predictor, run_dir)
@@ -264,16 +273,28 @@ def cmd_video(args: argparse.Namespace) -> int:
     changes = {k: getattr(args, k) for k in ("canvas", "video_format") if getattr(args, k)}
     changes |= {k: getattr(args, k) for _, k, _ in _VIDEO_SWITCHES if getattr(args, k) is not None}
     config = config.replace(**changes) if changes else config
+    if args.ray is not None:
+        from thingmask.batch_ray import import_ray, process_many_ray
+
+        import_ray()  # before any work: says how to install Ray when it is missing
+        if args.src is None and args.ray and Path(args.ray).exists():
+            raise ValueError(f"--ray took {args.ray!r} as ADDRESS; put SRC before --ray")
     src = args.src or config.video_input
     if not src:
         raise ValueError("no input video: pass SRC (a file, folder or glob) or set video_input")
     run_dir = _run_dir(args, config)
-    predictor = pipeline.load_predictor(config, run_dir)
     out = args.output or config.video_output
-    if Path(src).is_file() and out and Path(out).suffix.lower() in (".mp4", ".webm", ".mov"):
+    out_dir = Path(out) if out else (run_dir or Path(config.output_dir))
+    if args.ray is not None:  # the batch spread over Ray workers, one model each
+        ray_options = {"actors": args.ray_actors, "gpus_per_actor": args.ray_gpus_per_actor}
+        results = process_many_ray(
+            src, out_dir, config, run_dir, address=args.ray or None, force=args.force, **ray_options
+        )
+    elif Path(src).is_file() and out and Path(out).suffix.lower() in (".mp4", ".webm", ".mov"):
+        predictor = pipeline.load_predictor(config, run_dir)
         results = [process_video(src, out, predictor, config, force=args.force)]
     else:
-        out_dir = Path(out) if out else (run_dir or Path(config.output_dir))
+        predictor = pipeline.load_predictor(config, run_dir)
         results = process_many(src, out_dir, predictor, config, force=args.force)
     for r in results:
         print(f"{r.source}: {r.status} -> {r.output} {r.error}".rstrip())
@@ -386,6 +407,16 @@ def _add_video(sub: Any) -> None:
             flag, dest=key, default=None, action=argparse.BooleanOptionalAction, help=text
         )
     p.add_argument("--force", action="store_true", help="redo videos already finished")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="spread the videos over Ray workers: ADDRESS auto, HOST:6379 or ray://HOST:10001 "
+        "(bare: this machine's cluster or a new local one)",
+    )
+    p.add_argument("--ray-actors", type=int, metavar="N", help="Ray workers (default: all fit)")
+    p.add_argument("--ray-gpus-per-actor", type=float, metavar="F", help="1, 0.5 (2 per GPU), 0")
     _add_common(p, overrides=False)
     _add_set(p)
     p.set_defaults(func=cmd_video)
@@ -421,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="prepare data, train, evaluate, predict a grid")
     _add_common(p)
+    p.add_argument("--num-gpus", type=int, default=1, metavar="N", help="N GPUs, one process each")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="box and mask AP of a trained run on the val split")

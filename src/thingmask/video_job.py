@@ -54,7 +54,7 @@ from thingmask.video_outputs import (
 from thingmask.video_stream import named_stage
 from thingmask.video_temporal import make_stage
 
-__all__ = ["OnFrame", "process_many", "process_video"]
+__all__ = ["OnFrame", "plan_batch", "process_many", "process_video", "write_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -340,21 +340,7 @@ def process_many(
     returns the results in order. Raises InputError (before writing anything) when ``out_dir``
     is the input folder or an output would overwrite an input.
     """
-    videos = find_videos(src)
-    out_dir = Path(out_dir)
-    _check_out_dir(out_dir, videos, src)
-    taken: set[str] = set()
-    jobs = [(video, output_for(video, out_dir, config, taken)) for video in videos]
-    for _, dst in jobs:  # one video's outputs must not overwrite another input of the batch
-        check_apart(output_paths(dst, config).values(), videos)
-    summary = out_dir / "summary.csv"
-    check_apart([summary], videos)
-    if summary.exists() and not summary.read_text(encoding="utf-8").startswith(summary_csv([])):
-        raise InputError(
-            f"{summary}: exists and is not thingmask's batch summary, so it is not replaced. "
-            "Move it, or choose another output folder."
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = plan_batch(src, out_dir, config)
     results: list[VideoResult] = []
     for video, dst in tqdm(
         jobs, unit="video", desc="videos", disable=not progress or len(jobs) < 2
@@ -373,10 +359,38 @@ def process_many(
                     error=f"{type(exc).__name__}: {exc}",
                 )
             )
+    write_summary(out_dir, results)
+    return results
+
+
+def plan_batch(src: str | Path, out_dir: str | Path, config: Any) -> list[tuple[Path, Path]]:
+    """``(video, output)`` for every video of a batch (:func:`process_many`, and the Ray batch
+    ``thingmask.batch_ray``), after checking that no output would overwrite an input; makes
+    ``out_dir``. Raises InputError (before writing anything) as :func:`process_many` says."""
+    videos = find_videos(src)
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, videos, src)
+    taken: set[str] = set()
+    jobs = [(video, output_for(video, out_dir, config, taken)) for video in videos]
+    for _, dst in jobs:  # one video's outputs must not overwrite another input of the batch
+        check_apart(output_paths(dst, config).values(), videos)
+    summary = out_dir / "summary.csv"
+    check_apart([summary], videos)
+    if summary.exists() and not summary.read_text(encoding="utf-8").startswith(summary_csv([])):
+        raise InputError(
+            f"{summary}: exists and is not thingmask's batch summary, so it is not replaced. "
+            "Move it, or choose another output folder."
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return jobs
+
+
+def write_summary(out_dir: str | Path, results: list[VideoResult]) -> None:
+    """``out_dir/summary.csv`` (when anything was done or failed) and the summary table logged."""
+    summary = Path(out_dir) / "summary.csv"
     if any(r.status != "skipped" for r in results):
         atomic_write_text(summary, summary_csv(results))
     log.info("video summary (%s):\n%s", summary, summary_table(results))
-    return results
 
 
 def _check_out_dir(out_dir: Path, videos: list[Path], src: str | Path) -> None:

@@ -42,6 +42,7 @@ from thingmask.engines.detectron2_engine.bridge import (
     cfg_overrides,
 )
 from thingmask.engines.detectron2_engine.resume import model_section, prepare_resume
+from thingmask.engines.distributed import is_main
 from thingmask.engines.scoring import evaluate_predictor
 from thingmask.errors import ConfigError
 from thingmask.io_utils import atomic_write_json, atomic_write_text
@@ -144,7 +145,8 @@ def train(
     dumped = cfg.dump()
     # Before d2_config.yaml is rewritten: it tells whether run_dir's own checkpoints still fit.
     prepare_resume(config, run_dir, resume_from, model=model_section(dumped))
-    atomic_write_text(run_dir / D2_CONFIG_FILE, dumped)
+    if is_main():  # under detectron2's launch (several GPUs) the first process writes files
+        atomic_write_text(run_dir / D2_CONFIG_FILE, dumped)
 
     seed_all_rng(config.seed)
     started = time.perf_counter()
@@ -159,6 +161,8 @@ def train(
         )
     runner.train()
     final = run_dir / FINAL_MODEL
+    if not is_main():
+        return {"engine": ENGINE_NAME, "run_dir": str(run_dir), "iterations": max_iter}
     if not final.is_file():  # resumed from a checkpoint at or past MAX_ITER
         runner.checkpointer.save("model_final", iteration=max(start - 1, 0))
     _write_meta(config, dataset, run_dir, FINAL_MODEL)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from thingmask.augment import AugSpec, apply_numpy, parse_augmentations
 from thingmask.config import Config
@@ -22,6 +22,8 @@ from thingmask.datasets.coco import (
     annotation_to_mask,
     load_coco_json,
 )
+from thingmask.engines.distributed import rank as dist_rank
+from thingmask.engines.distributed import shard_batch_size, world_size
 from thingmask.engines.scoring import read_bgr
 
 __all__ = ["CocoInstances", "Target", "TrainSamples", "boxes_from_masks", "train_loader"]
@@ -149,6 +151,9 @@ def train_loader(
     dataset: PreparedDataset,
     augmentations: Sequence[AugSpec | str | dict[str, Any]],
     start_iteration: int = 0,
+    *,
+    num_replicas: int | None = None,
+    rank: int | None = None,
 ) -> DataLoader[tuple[torch.Tensor, Target]]:
     """Batches of ``config.batch_size`` augmented training samples, ``(images, targets)`` lists.
 
@@ -156,6 +161,10 @@ def train_loader(
     ``start_iteration`` when resuming, so the run sees the data an unbroken one would).
     ``augmentations``: :class:`~thingmask.augment.AugSpec` objects or the config's form (names or
     ``{"name": ..., params}``), applied in order to each image and its masks.
+
+    Several processes (torch.distributed; or ``num_replicas`` / ``rank`` given): process
+    ``rank`` gets ``batch_size / num_replicas`` samples of each step (a DistributedSampler
+    without shuffling), and the processes' batches of a step together are the one-process batch.
     """
     items = [{"name": a.name, **a.params} if isinstance(a, AugSpec) else a for a in augmentations]
     data = CocoInstances(dataset.train_json, dataset.image_root, dataset.class_names)
@@ -166,11 +175,17 @@ def train_loader(
         config.iterations * config.batch_size,
         start=min(start_iteration, config.iterations) * config.batch_size,
     )
+    replicas = world_size() if num_replicas is None else num_replicas
+    sampler: DistributedSampler[Any] | None = None
+    if replicas > 1:  # process r takes samples r, r + n, ...: its share of every step, in order
+        me = dist_rank() if rank is None else rank
+        sampler = DistributedSampler(samples, num_replicas=replicas, rank=me, shuffle=False)
     # Own generator: the loader would otherwise draw its base seed from the global RNG, whose
     # state a resumed run restores from the checkpoint.
     return DataLoader(
         samples,
-        batch_size=config.batch_size,
+        batch_size=shard_batch_size(config.batch_size, replicas),
+        sampler=sampler,
         shuffle=False,
         num_workers=config.num_workers,
         collate_fn=_collate,

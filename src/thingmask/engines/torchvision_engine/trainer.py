@@ -42,6 +42,14 @@ from thingmask.engines.checkpoints import (
     save_checkpoint,
 )
 from thingmask.engines.device import resolve_device
+from thingmask.engines.distributed import (
+    init_from_env,
+    is_main,
+    mean_scalars,
+    unwrap,
+    world_size,
+    wrap_ddp,
+)
 from thingmask.engines.torchvision_engine.calibrate import calibrate_mask_threshold
 from thingmask.engines.torchvision_engine.data import Target, TrainSamples, train_loader
 from thingmask.engines.torchvision_engine.model import build_model
@@ -115,8 +123,11 @@ class Trainer:
         resume_from: str | Path | None = None,
     ) -> None:
         self.config, self.dataset, self.run_dir = config, dataset, Path(run_dir)
-        self.hooks = tuple(hooks)
+        init_from_env()  # started by torchrun: join its process group (else nothing to do)
+        self.hooks = tuple(hooks) if is_main() else ()  # side jobs (Drive copies): rank 0 only
         self.device = resolve_device(config.device)
+        if self.device.type == "cuda" and world_size() > 1:  # the GPU of this process
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.class_names = tuple(dataset.class_names)
         torch.manual_seed(config.seed)
         self.model = self.build_model().to(self.device)
@@ -249,7 +260,7 @@ class Trainer:
         """``run_dir/checkpoints/model_<iteration>.pth`` with everything :meth:`resume` needs."""
         return save_checkpoint(
             {
-                "model": self.model.state_dict(),
+                "model": unwrap(self.model).state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "iteration": self.iteration,
@@ -284,18 +295,20 @@ class Trainer:
         )
         t0 = time.perf_counter()
         self.model.train()
-        done = self.start_iteration >= c.iterations
+        # Several processes: DDP averages the gradients in backward (run_step is unchanged)
+        self.model = wrap_ddp(self.model, self.device)
+        done = self.start_iteration >= c.iterations or not is_main()
         bar = tqdm(total=c.iterations, initial=self.start_iteration, desc="train", disable=done)
         for images, targets in loader:
             if self.iteration >= c.iterations:  # a loader that does not know where we resumed
                 break
             self.iteration += 1
-            scalars = self.run_step(images, targets)
+            scalars = mean_scalars(self.run_step(images, targets), self.device)  # whole step
             lr = float(self.optimizer.param_groups[0]["lr"])
             self.history.append({"iteration": self.iteration, "lr": lr, **scalars})
             bar.update(1)
             bar.set_postfix(loss=f"{scalars['loss']:.3f}")
-            if self.iteration % 20 == 0 or self.iteration == c.iterations:
+            if is_main() and (self.iteration % 20 == 0 or self.iteration == c.iterations):
                 log.info(
                     "iter %d/%d loss %.4f (%s)",
                     self.iteration,
@@ -305,12 +318,16 @@ class Trainer:
                 )
             for hook in self.hooks:
                 hook.after_step(self.iteration, scalars)
-            if self.iteration % c.checkpoint_period == 0 or self.iteration == c.iterations:
+            last = self.iteration == c.iterations
+            if is_main() and (self.iteration % c.checkpoint_period == 0 or last):
                 path = self.save_checkpoint()
                 for hook in self.hooks:
                     hook.after_checkpoint(path, self.iteration)
         bar.close()
+        self.model = unwrap(self.model)
         wall = time.perf_counter() - t0
+        if not is_main():  # rank 0 writes the run folder
+            return {"engine": ENGINE_NAME, "run_dir": str(self.run_dir), "iterations": c.iterations}
         return self._finish(wall, n_images)
 
     def _finish(self, wall: float, n_images: int | None) -> dict[str, Any]:
