@@ -1,0 +1,7 @@
+"""``python -m thingmask.cli``: the same as the ``thingmask`` command."""
+
+import sys
+
+from thingmask.cli import main
+
+sys.exit(main())
