@@ -155,3 +155,13 @@ def test_augmentation_mappings_inside_the_config_are_frozen():
     with pytest.raises(TypeError):
         cfg.augmentations[0]["angle"] = 90  # type: ignore[index]
     assert cfg.to_dict()["augmentations"] == [{"name": "rotation", "angle": 5}]
+
+
+def test_a_config_pickles_to_an_equal_frozen_config():
+    import pickle
+
+    cfg = Config(class_map={"doggo": "dog"}, augmentations=[{"name": "rotation", "angle": 5}])
+    back = pickle.loads(pickle.dumps(cfg))
+    assert back == cfg and back.class_map["doggo"] == "dog"
+    with pytest.raises(TypeError):
+        back.class_map["x"] = "y"  # type: ignore[index]

@@ -147,6 +147,11 @@ class Config:
             )
         return cls(**dict(values))
 
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        # Read-only mappings do not pickle; a Config travels (to Ray workers, spawned training
+        # processes) as its plain settings and is validated again on arrival.
+        return (_from_plain, (self.to_dict(),))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of literals (lists copied), suitable for YAML/JSON."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -185,6 +190,10 @@ class Config:
             n += 1
         path.mkdir(parents=True)
         return path
+
+
+def _from_plain(values: dict[str, Any]) -> Config:
+    return Config.from_dict(values, source="pickled settings")
 
 
 def _plain(value: Any) -> Any:
