@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from thingmask.config import ENGINES as ENGINE_NAMES
 from thingmask.engines.base import Engine
 from thingmask.errors import ConfigError
 
 __all__ = ["ENGINE_NAMES", "get_engine"]
-
-ENGINE_NAMES = ("torchvision", "detectron2")
 
 
 def get_engine(name: str) -> Engine:

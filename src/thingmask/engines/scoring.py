@@ -7,19 +7,22 @@ same output files), so their AP figures are comparable.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from thingmask.config import Config
 from thingmask.datasets.coco import DatasetError, PreparedDataset, load_coco_json
 from thingmask.detections import Detections
-from thingmask.engines.base import Predictor
+from thingmask.engines.base import EVAL_SCORE_THRESHOLD, Predictor, read_model_meta
 from thingmask.evaluation import coco_evaluate
 from thingmask.io_utils import atomic_write_json
 from thingmask.plots import save_ap_plot
+from thingmask.runs import MODEL_META
 
-__all__ = ["evaluate_predictor", "read_bgr"]
+__all__ = ["evaluate_predictor", "evaluate_run", "read_bgr"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,33 @@ def read_bgr(path: Path, source: Path) -> np.ndarray:
             "images/ folder."
         )
     return image
+
+
+def evaluate_run(
+    config: Config,
+    dataset: PreparedDataset,
+    run_dir: str | Path,
+    load_predictor: Callable[..., Predictor],
+) -> dict[str, Any]:
+    """An engine's ``evaluate``: its run's model (loaded by the engine's ``load_predictor`` with
+    detections down to :data:`EVAL_SCORE_THRESHOLD`) through :func:`evaluate_predictor`,
+    ``config.inference_batch`` images at a time. With ``zero_training`` and no trained model in
+    ``run_dir``, the COCO model is scored (classes matched by name)."""
+    run_dir = Path(run_dir)
+    trained = not (config.zero_training and not (run_dir / MODEL_META).is_file())
+    meta = read_model_meta(run_dir) if trained else {}  # a clear error before building anything
+    predictor = load_predictor(
+        config, run_dir if trained else None, score_threshold=EVAL_SCORE_THRESHOLD
+    )
+    weights = getattr(predictor, "weights", None) or meta.get("weights", "model_final.pth")
+    return evaluate_predictor(
+        predictor,
+        dataset,
+        run_dir,
+        Path(str(weights)).name if trained else "coco",
+        batch_size=config.inference_batch,
+        same_classes=trained,
+    )
 
 
 def evaluate_predictor(

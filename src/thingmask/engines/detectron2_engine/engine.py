@@ -28,13 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
-from thingmask.engines.base import (
-    COCO_CLASSES,
-    EVAL_SCORE_THRESHOLD,
-    TrainHook,
-    no_run_dir_error,
-    read_model_meta,
-)
+from thingmask.engines.base import COCO_CLASSES, TrainHook, no_run_dir_error
 from thingmask.engines.detectron2_engine.bridge import (
     D2_CONFIG_FILE,
     FINAL_MODEL,
@@ -43,7 +37,7 @@ from thingmask.engines.detectron2_engine.bridge import (
 )
 from thingmask.engines.detectron2_engine.resume import model_section, prepare_resume
 from thingmask.engines.distributed import is_main
-from thingmask.engines.scoring import evaluate_predictor
+from thingmask.engines.scoring import evaluate_run
 from thingmask.errors import ConfigError
 from thingmask.io_utils import atomic_write_json, atomic_write_text
 from thingmask.plots import save_loss_curve
@@ -223,21 +217,7 @@ def evaluate(config: Config, dataset: PreparedDataset, run_dir: str | Path) -> d
     engine). Images go through the predictor ``config.inference_batch`` at a time. With
     ``zero_training`` and no trained model in ``run_dir``, the COCO model is scored (classes
     matched by name)."""
-    run_dir = Path(run_dir)
-    model_dir: Path | None = run_dir
-    if config.zero_training and not (run_dir / MODEL_META).is_file():
-        model_dir = None
-    if model_dir is not None:
-        read_model_meta(model_dir)  # a clear error before building anything
-    predictor = load_predictor(config, model_dir, score_threshold=EVAL_SCORE_THRESHOLD)
-    return evaluate_predictor(
-        predictor,
-        dataset,
-        run_dir,
-        Path(predictor.weights).name if model_dir is not None else "coco",
-        batch_size=config.inference_batch,
-        same_classes=model_dir is not None,
-    )
+    return evaluate_run(config, dataset, run_dir, load_predictor)
 
 
 class Detectron2Engine:

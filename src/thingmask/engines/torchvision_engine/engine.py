@@ -15,19 +15,12 @@ import torch
 
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
-from thingmask.engines.base import (
-    EVAL_SCORE_THRESHOLD,
-    TrainHook,
-    check_engine,
-    no_run_dir_error,
-    read_model_meta,
-)
+from thingmask.engines.base import TrainHook, check_engine, no_run_dir_error, read_model_meta
 from thingmask.engines.device import resolve_device
-from thingmask.engines.scoring import evaluate_predictor
+from thingmask.engines.scoring import evaluate_run
 from thingmask.engines.torchvision_engine.model import build_model
 from thingmask.engines.torchvision_engine.predictor import TorchvisionPredictor, coco_label_names
 from thingmask.engines.torchvision_engine.trainer import ENGINE_NAME, Trainer
-from thingmask.runs import MODEL_META
 
 __all__ = ["ENGINE", "TorchvisionEngine", "evaluate", "load_predictor", "train"]
 
@@ -127,20 +120,7 @@ def evaluate(config: Config, dataset: PreparedDataset, run_dir: str | Path) -> d
     is slightly optimistic). With ``zero_training`` and no trained model in ``run_dir``, the COCO
     model is scored (classes matched by name).
     """
-    run_dir = Path(run_dir)
-    model_dir: Path | None = run_dir
-    if config.zero_training and not (run_dir / MODEL_META).is_file():
-        model_dir = None
-    predictor = load_predictor(config, model_dir, score_threshold=EVAL_SCORE_THRESHOLD)
-    checkpoint = "coco" if model_dir is None else read_model_meta(run_dir).get("weights", "")
-    return evaluate_predictor(
-        predictor,
-        dataset,
-        run_dir,
-        checkpoint,
-        batch_size=config.inference_batch,
-        same_classes=model_dir is not None,
-    )
+    return evaluate_run(config, dataset, run_dir, load_predictor)
 
 
 class TorchvisionEngine:
