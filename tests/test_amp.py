@@ -154,3 +154,19 @@ def test_detectron2_amp_defaults_to_the_cpu_decision(tmp_path):
     assert d2e.cfg_overrides(Config(amp=True), _dataset(tmp_path))["SOLVER.AMP.ENABLED"] is False
     zero = d2e.cfg_overrides(Config(amp=True, zero_training=True), None, device="cuda")
     assert not any(k.startswith("SOLVER") for k in zero)  # nothing to train
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_amp_trains_on_cuda_and_resumes_its_scaler(tiny_config, tiny_dataset):
+    config = tiny_config.replace(device="cuda", amp=True, num_workers=1)
+    trainer = tv.Trainer(config, tiny_dataset, config.new_run_dir())
+    assert trainer.amp and trainer.scaler.is_enabled()
+    loader = trainer.build_train_loader()
+    assert loader.pin_memory and loader.persistent_workers
+    metrics = trainer.train()
+    assert metrics["amp"] is True and np.isfinite(metrics["final_loss"])
+    checkpoint = trainer.run_dir / "checkpoints" / "model_0000002.pth"
+    saved = load_checkpoint(checkpoint)["grad_scaler"]
+    resumed = tv.Trainer(config, tiny_dataset, config.new_run_dir(), resume_from=checkpoint)
+    assert resumed.scaler.get_scale() == saved["scale"]
