@@ -217,7 +217,7 @@ class Trainer:
             raise FloatingPointError(
                 f"training diverged at iteration {self.iteration} (loss {float(loss)}). Lower "
                 f"learning_rate (now {self.config.learning_rate}) or resume from an earlier "
-                "checkpoint."
+                "checkpoint" + (" (or set amp=False: float16 may overflow)." if self.amp else ".")
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
