@@ -103,6 +103,7 @@ resume = True                          # continue from the newest valid checkpoi
 score_threshold = 0.5                  # drop detections below this confidence
 inference_batch = 4                    # frames per forward pass in the video stage
 num_workers = 0                        # data-loader worker processes (0: in the main process)
+amp = False                            # mixed precision on a CUDA GPU (faster training); CPU: off
 # --- video and outputs ---
 video_input = ""                       # file, folder or glob (empty: the synthetic demo video)
 video_output = ""                      # empty: <run folder>/<video name>_cutout.<format>

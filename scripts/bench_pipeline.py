@@ -16,7 +16,9 @@ serial_loop         thingmask's own loop in series (reader → predictor → kee
                     get_masked_image → writer): what process_video did before the pipeline
 thingmask           ``process_video``: the pipeline, H.264 MP4, CSV on
 thingmask_webm      ``process_video``, transparent canvas, VP9 WebM with alpha
-train_s_per_iter    seconds per training iteration, R50-FPN at 800 px, batch 4
+train_s_per_iter    seconds per training step of the engine's ``Trainer`` (R50-FPN, 800 px,
+                    batch 4, synthetic data; ``scripts/bench_train.py``), float32; on CUDA
+                    also ``train_s_per_iter_amp`` (mixed precision); images/s printed beside
 ==================  =========================================================================
 
 Models: ``--run RUN_DIR`` (a trained torchvision run), or random weights with ``--model r50``
@@ -25,8 +27,9 @@ tiny_fpn, the default on CPU). ``--instances N`` forces N instances per frame (s
 0, no NMS, N detections per image, every class displayed) so every row does the same work.
 Peak host memory (VmHWM, reset before each row) and peak GPU memory are printed per row.
 ``--json PATH`` writes ``{"device", "fps": {model_b1, model_bN, plain_loop, detectron2_loop,
-thingmask, thingmask_webm}, "train_s_per_iter"}``; rows that could not run are absent (the
-printout says why). Figures are printed, never asserted.
+thingmask, thingmask_webm}, "train_s_per_iter", "train_images_per_s"}`` (plus
+``"train_s_per_iter_amp"``, ``"train_images_per_s_amp"`` on CUDA); rows that could not run are
+absent (the printout says why). Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_train import train_rows  # noqa: E402
 
 from thingmask.composite import Canvas, get_masked_image  # noqa: E402
 from thingmask.config import Config  # noqa: E402
@@ -268,47 +274,6 @@ def detectron2_loop(video: Path, out: Path, args: argparse.Namespace, device: to
     return run
 
 
-def train_s_per_iter(device: torch.device, iters: int) -> float:
-    """torchvision R50-FPN Mask R-CNN (random weights), 800 px, batch 4, SGD: seconds/iter."""
-    from torchvision.models.detection import maskrcnn_resnet50_fpn
-
-    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3).to(device)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-    rng = np.random.default_rng(0)
-    images, targets = [], []
-    for _ in range(4):
-        images.append(torch.rand(3, 800, 1067, device=device))
-        boxes, masks = [], torch.zeros(3, 800, 1067, dtype=torch.uint8)
-        for k in range(3):
-            x, y = int(rng.integers(0, 800)), int(rng.integers(0, 600))
-            boxes.append([x, y, x + 200, y + 150])
-            masks[k, y : y + 150, x : x + 200] = 1
-        targets.append(
-            {
-                "boxes": torch.tensor(boxes, dtype=torch.float32, device=device),
-                "labels": torch.tensor([1, 2, 1], device=device),
-                "masks": masks.to(device),
-            }
-        )
-
-    def step() -> None:
-        loss = sum(model(images, targets).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    step()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / iters
-
-
 # -- main ----------------------------------------------------------------------------------------
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -321,6 +286,7 @@ def main() -> int:
     p.add_argument("--run", default=None, help="a trained torchvision run folder")
     p.add_argument("--model", default=None, choices=("r50", "tiny"), help="random-weight model")
     p.add_argument("--train-iters", type=int, default=None, help="timed training iterations")
+    p.add_argument("--train-workers", type=int, default=None, help="training loader workers")
     p.add_argument("--skip-train", action="store_true", help="leave out the training row")
     p.add_argument("--json", default=None, metavar="PATH", help="write the figures as JSON")
     args = p.parse_args()
@@ -388,17 +354,17 @@ def main() -> int:
                     notes[name] = f"failed: {type(exc).__name__}: {exc}"
             shown = f"{fps[name]:8.2f} fps" if name in fps else " " * 12
             print(f"  {name:16s}{shown}   {notes[name]}", flush=True)
-    train = None
+    train: dict[str, float] = {}
     if args.skip_train:
         print("  train_s_per_iter  skipped (--skip-train)")
     else:
-        iters = args.train_iters or (20 if device.type == "cuda" else 2)
         reset_peaks(device)
-        train = train_s_per_iter(device, iters)
-        print(
-            f"  train_s_per_iter{train:8.3f} s    R50-FPN 800 px batch 4, {iters} iterations "
-            f"({4 / train:.1f} images/s), {peaks(device)}"
-        )
+        try:
+            with tempfile.TemporaryDirectory() as tmp_name:
+                train = train_rows(device, Path(tmp_name), args.train_iters, args.train_workers)
+            print(f"  training: {peaks(device)}")
+        except Exception as exc:  # reported like the other rows; the figures so far still count
+            print(f"  train_s_per_iter  failed: {type(exc).__name__}: {exc}")
     report_ratios(fps, device)
     if args.json:
         keys = (
@@ -413,8 +379,7 @@ def main() -> int:
             "device": str(device),
             "fps": {k: round(fps[k], 3) for k in keys if k in fps},
         }
-        if train is not None:
-            data["train_s_per_iter"] = round(train, 4)
+        data.update({k: round(v, 4) for k, v in train.items()})
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     return 0

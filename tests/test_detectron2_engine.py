@@ -151,6 +151,38 @@ def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_pat
     assert out["image"].shape[1:] == out["instances"].gt_masks.tensor.shape[1:]
 
 
+@pytest.mark.parametrize(("device", "amp", "enabled"), [("cpu", True, False), ("cuda", True, True)])
+def test_build_cfg_enables_amp_for_its_cuda_device(
+    config, dataset, tmp_path, monkeypatch, device, amp, enabled
+):
+    from thingmask.engines.detectron2_engine import cfg as cfg_module
+
+    register_dataset(dataset)
+    monkeypatch.setattr(cfg_module, "_device", lambda _config: device)  # a CUDA decision, no GPU
+    cfg = build_cfg(config.replace(amp=amp), dataset, tmp_path)
+    assert device == cfg.MODEL.DEVICE and cfg.SOLVER.AMP.ENABLED is enabled
+
+
+def test_amp_trainer_resumes_a_float32_checkpoint(config, dataset, tmp_path):
+    import torch
+    from detectron2.engine import AMPTrainer
+
+    register_dataset(dataset)
+    cfg = build_cfg(config, dataset, tmp_path)
+    cfg.SOLVER.AMP.ENABLED = True  # as build_cfg sets it on CUDA; building it needs no GPU
+    runner = SafeTrainer(cfg)
+    assert isinstance(runner._trainer, AMPTrainer)
+    runner._trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=8.0)  # enabled on CPU
+    state = runner.state_dict()
+    inner = state["_trainer"]
+    plain = {k: v for k, v in inner.items() if k != "grad_scaler"}  # as a float32 run saves it
+    runner.load_state_dict({**state, "_trainer": plain})  # detectron2's own: KeyError
+    assert runner._trainer.grad_scaler.get_scale() == 8.0  # a fresh scaler goes on
+    scaled = {**inner, "grad_scaler": {**inner["grad_scaler"], "scale": 2.0}}
+    runner.load_state_dict({**state, "_trainer": scaled})  # an AMP checkpoint: restored
+    assert runner._trainer.grad_scaler.get_scale() == 2.0
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_optimizer_setting_reaches_mytrainer(config, dataset, tmp_path, optimizer):
     import torch

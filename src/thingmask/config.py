@@ -94,6 +94,9 @@ class Config:
     score_threshold: float = 0.5  # detections below are dropped
     inference_batch: int = 4  # frames per forward pass in the video stage (GPU: 4-8)
     num_workers: int = 0  # data-loader worker processes
+    # mixed precision when training on CUDA (float16 autocast + gradient scaling, both engines;
+    # detectron2: SOLVER.AMP.ENABLED); ignored on CPU and MPS, which train in float32
+    amp: bool = False
 
     # --- video / outputs -----------------------------------------------------------------------
     video_input: str = ""  # a file, folder or glob; "" = the synthetic demo video

@@ -55,13 +55,18 @@ def solver_steps(iterations: int) -> list[int]:
     return [s for s in steps if s < iterations]
 
 
-def cfg_overrides(config: Config, dataset: PreparedDataset | None) -> dict[str, Any]:
+def cfg_overrides(
+    config: Config, dataset: PreparedDataset | None, device: str = "cpu"
+) -> dict[str, Any]:
     """The detectron2 settings derived from ``config``, as ``{"SECTION.KEY": value}``.
 
     Pure: no detectron2 import. ``dataset=None`` means zero-training (the zoo model with COCO's
     classes, only test-time settings change). Run-dependent keys (``OUTPUT_DIR``,
     ``MODEL.DEVICE``, ``MODEL.WEIGHTS``) are set by :func:`build_cfg`, so these overrides can be
-    stored in ``model_meta.json`` and re-applied on another machine.
+    stored in ``model_meta.json`` and re-applied on another machine. ``device`` is the
+    ``MODEL.DEVICE`` that :func:`build_cfg` decided (``"cpu"`` | ``"cuda"``): mixed precision
+    (``SOLVER.AMP.ENABLED``) is on exactly when ``config.amp`` and it is CUDA, since
+    detectron2's ``AMPTrainer`` runs on CUDA only.
 
     Raises:
         ConfigError: a setting detectron2 cannot honour (named, with the fix).
@@ -120,6 +125,9 @@ def cfg_overrides(config: Config, dataset: PreparedDataset | None) -> dict[str, 
             "SOLVER.STEPS": solver_steps(iters),
             "SOLVER.REFERENCE_WORLD_SIZE": 0,
             "DATALOADER.NUM_WORKERS": config.num_workers,
+            # AMPTrainer: float16 autocast + GradScaler, whose step unscales the gradients before
+            # the optimizer's own clipping (SOLVER.CLIP_GRADIENTS) sees them.
+            "SOLVER.AMP.ENABLED": bool(config.amp) and device.split(":")[0] == "cuda",
             "TEST.EVAL_PERIOD": 0,  # evaluation is its own stage (evaluate())
             "SEED": config.seed,
         }

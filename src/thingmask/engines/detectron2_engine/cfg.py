@@ -76,9 +76,10 @@ def build_cfg(
     builds the zero-training COCO model. ``cfg.THINGMASK`` holds the settings the trainer reads
     (augmentations, optimizer). The result is not frozen.
     """
-    overrides = cfg_overrides(config, dataset)
+    device = _device(config)
+    overrides = cfg_overrides(config, dataset, device=device)
     cfg = apply_overrides(zoo_cfg(config.d2_base_config), overrides)
-    cfg.MODEL.DEVICE = _device(config)
+    cfg.MODEL.DEVICE = device
     if run_dir is not None:
         cfg.OUTPUT_DIR = str(run_dir)
     if dataset is None or config.pretrained:

@@ -54,7 +54,9 @@ log = logging.getLogger(__name__)
 ENGINE_NAME = "detectron2"
 
 
-def _write_meta(config: Config, dataset: PreparedDataset, run_dir: Path, weights: str) -> None:
+def _write_meta(
+    config: Config, dataset: PreparedDataset, run_dir: Path, weights: str, device: str
+) -> None:
     import detectron2
 
     atomic_write_json(
@@ -63,7 +65,7 @@ def _write_meta(config: Config, dataset: PreparedDataset, run_dir: Path, weights
             "engine": ENGINE_NAME,
             "class_names": list(dataset.class_names),
             "d2_base_config": config.d2_base_config,
-            "overrides": cfg_overrides(config, dataset),
+            "overrides": cfg_overrides(config, dataset, device=device),
             "augmentations": augmentation_records(config),
             "weights": weights,
             "detectron2_version": detectron2.__version__,
@@ -159,7 +161,7 @@ def train(
         return {"engine": ENGINE_NAME, "run_dir": str(run_dir), "iterations": max_iter}
     if not final.is_file():  # resumed from a checkpoint at or past MAX_ITER
         runner.checkpointer.save("model_final", iteration=max(start - 1, 0))
-    _write_meta(config, dataset, run_dir, FINAL_MODEL)
+    _write_meta(config, dataset, run_dir, FINAL_MODEL, str(cfg.MODEL.DEVICE))
     history = loss_history(run_dir / "metrics.json")
     if history:
         save_loss_curve(history, run_dir / "loss_curve.png")

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.data import transforms as T  # noqa: N812 - detectron2's own alias
-from detectron2.engine import DefaultTrainer, HookBase, hooks
+from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from torch import nn
@@ -138,7 +138,9 @@ class SafeTrainer(DefaultTrainer):
     - ``cfg.THINGMASK.OPTIMIZER = "adamw"`` selects AdamW (default SGD);
     - :meth:`build_evaluator` is COCO box + mask AP;
     - :meth:`build_train_loader` resizes only (``ResizeShortestEdge``, no augmentations):
-      override it (or :meth:`build_mapper`) to add yours with :func:`train_mapper`.
+      override it (or :meth:`build_mapper`) to add yours with :func:`train_mapper`;
+    - with ``SOLVER.AMP.ENABLED`` (``config.amp`` on CUDA) a checkpoint written without mixed
+      precision still resumes (:meth:`load_state_dict`: the gradient scaler starts afresh).
     """
 
     checkpointer: SafeCheckpointer  # replaced in build_hooks(), before any hook captures it
@@ -200,6 +202,16 @@ class SafeTrainer(DefaultTrainer):
             if isinstance(hook, hooks.PeriodicCheckpointer):
                 out.append(TrainHookAdapter(self._thingmask_hooks, self.checkpointer))
         return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """detectron2's, but an ``AMPTrainer`` resuming a checkpoint without a gradient scaler
+        (trained in float32) keeps its fresh scaler instead of failing on the missing key."""
+        inner = state_dict.get("_trainer", {})
+        if isinstance(self._trainer, AMPTrainer) and "grad_scaler" not in inner:
+            log.info("checkpoint has no gradient-scaler state (float32 run); starting a new one")
+            fresh = {**inner, "grad_scaler": self._trainer.grad_scaler.state_dict()}
+            state_dict = {**state_dict, "_trainer": fresh}
+        super().load_state_dict(state_dict)
 
     def resume_or_load(self, resume: bool = True) -> None:
         """``run_dir/last_checkpoint`` when there is one (and ``resume``), else

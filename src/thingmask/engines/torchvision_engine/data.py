@@ -22,11 +22,19 @@ from thingmask.datasets.coco import (
     annotation_to_mask,
     load_coco_json,
 )
+from thingmask.engines.device import resolve_device
 from thingmask.engines.distributed import rank as dist_rank
 from thingmask.engines.distributed import shard_batch_size, world_size
 from thingmask.engines.scoring import read_bgr
 
-__all__ = ["CocoInstances", "Target", "TrainSamples", "boxes_from_masks", "train_loader"]
+__all__ = [
+    "CocoInstances",
+    "Target",
+    "TrainSamples",
+    "boxes_from_masks",
+    "loader_options",
+    "train_loader",
+]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +154,22 @@ def _collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tenso
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
+def loader_options(num_workers: int, device: torch.device | str) -> dict[str, Any]:
+    """The ``DataLoader`` keyword arguments for ``num_workers`` worker processes feeding
+    ``device``: ``num_workers``, ``pin_memory``, ``persistent_workers``.
+
+    ``pin_memory`` on CUDA only: batches in page-locked memory copy to the GPU asynchronously
+    (``Trainer.run_step`` copies with ``non_blocking=True``); elsewhere it would only add a copy.
+    ``persistent_workers`` whenever there are workers: a loader iterated again (a new pass)
+    reuses them instead of starting the processes anew.
+    """
+    return {
+        "num_workers": num_workers,
+        "pin_memory": torch.device(device).type == "cuda",
+        "persistent_workers": num_workers > 0,
+    }
+
+
 def train_loader(
     config: Config,
     dataset: PreparedDataset,
@@ -154,6 +178,7 @@ def train_loader(
     *,
     num_replicas: int | None = None,
     rank: int | None = None,
+    device: torch.device | str | None = None,
 ) -> DataLoader[tuple[torch.Tensor, Target]]:
     """Batches of ``config.batch_size`` augmented training samples, ``(images, targets)`` lists.
 
@@ -165,6 +190,9 @@ def train_loader(
     Several processes (torch.distributed; or ``num_replicas`` / ``rank`` given): process
     ``rank`` gets ``batch_size / num_replicas`` samples of each step (a DistributedSampler
     without shuffling), and the processes' batches of a step together are the one-process batch.
+
+    ``device``: where the batches go (default: ``config.device`` resolved); on CUDA they come in
+    pinned memory (see :func:`loader_options`, with ``config.num_workers`` workers).
     """
     items = [{"name": a.name, **a.params} if isinstance(a, AugSpec) else a for a in augmentations]
     data = CocoInstances(dataset.train_json, dataset.image_root, dataset.class_names)
@@ -175,6 +203,7 @@ def train_loader(
         config.iterations * config.batch_size,
         start=min(start_iteration, config.iterations) * config.batch_size,
     )
+    target = resolve_device(config.device) if device is None else device
     replicas = world_size() if num_replicas is None else num_replicas
     sampler: DistributedSampler[Any] | None = None
     if replicas > 1:  # process r takes samples r, r + n, ...: its share of every step, in order
@@ -187,7 +216,7 @@ def train_loader(
         batch_size=shard_batch_size(config.batch_size, replicas),
         sampler=sampler,
         shuffle=False,
-        num_workers=config.num_workers,
         collate_fn=_collate,
         generator=torch.Generator().manual_seed(config.seed),
+        **loader_options(config.num_workers, target),
     )

@@ -14,6 +14,7 @@ optimizer and its schedule, resume, then for each batch ``run_step`` â†’ hooks â
 A run folder written by :meth:`Trainer.train`::
 
     checkpoints/model_0000200.pth   model + optimizer + scheduler + iteration + loss history
+                                    (+ the gradient scaler's state when training with amp)
     model_final.pth                 model weights only
     model_meta.json                 engine, class names, backbone, sizes (read by load_predictor)
     metrics.json, loss_curve.png    the returned dict (loss history, wall time) and its plot
@@ -21,6 +22,7 @@ A run folder written by :meth:`Trainer.train`::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -104,11 +106,18 @@ class Trainer:
     same run name). :meth:`train` builds the loader (:meth:`build_train_loader`) and runs
     :meth:`run_step` per batch until ``config.iterations`` steps are done.
 
+    Mixed precision (``config.amp``) applies on CUDA only: ``run_step`` then runs the forward
+    pass under float16 autocast and scales the loss with a ``GradScaler``
+    (:meth:`build_grad_scaler`), as torchvision's detection reference does with ``--amp``. On
+    CPU and MPS the setting is ignored and the step is the plain float32 one.
+
     Attributes:
         config, dataset, run_dir, hooks: as given.
         device: ``torch.device`` from ``config.device``.
         class_names: the dataset's classes (label ``i + 1`` = ``class_names[i]``).
         model, optimizer, scheduler: built in ``__init__``.
+        amp: True when the forward pass runs under float16 autocast (``config.amp`` on CUDA).
+        scaler: ``torch.amp.GradScaler``; disabled (a pass-through) without amp.
         start_iteration: steps done before this run (from the resumed checkpoint, else 0).
         iteration: steps done so far.
         history: one ``{"iteration", "lr", "loss", "loss_*"}`` dict per step (resumed included).
@@ -129,10 +138,14 @@ class Trainer:
         if self.device.type == "cuda" and world_size() > 1:  # the GPU of this process
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.class_names = tuple(dataset.class_names)
+        self.amp = bool(config.amp) and self.device.type == "cuda"
+        if config.amp and not self.amp:
+            log.info("amp applies to CUDA only: training in float32 on %s", self.device)
         torch.manual_seed(config.seed)
         self.model = self.build_model().to(self.device)
         self.optimizer = self.build_optimizer(self.model)
         self.scheduler = self.build_scheduler(self.optimizer)
+        self.scaler = self.build_grad_scaler()
         self.meta = self.model_meta()
         self.start_iteration = 0
         self.iteration = 0
@@ -158,6 +171,7 @@ class Trainer:
             self.dataset,
             parse_augmentations(self.config.augmentations),
             start_iteration=self.start_iteration,
+            device=self.device,
         )
 
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
@@ -174,28 +188,45 @@ class Trainer:
         """Linear warm-up (10 % of the steps, at most 100), then cosine decay to 5 %."""
         return torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(self.config.iterations))
 
+    def build_grad_scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling for float16 gradients: enabled only with :attr:`amp`. A disabled scaler
+        passes the loss and the optimizer step through unchanged (the float32 step exactly)."""
+        return torch.amp.GradScaler("cuda", enabled=self.amp)
+
     def run_step(
         self, images: Sequence[torch.Tensor], targets: Sequence[Target]
     ) -> dict[str, float]:
         """One optimizer step on a batch; returns the scalar losses (``"loss"`` = their sum).
 
-        ``images``: ``(3, H, W)`` float RGB in [0, 1]; ``targets``: torchvision's dicts.
+        ``images``: ``(3, H, W)`` float RGB in [0, 1]; ``targets``: torchvision's dicts. With
+        :attr:`amp` the forward pass runs under float16 autocast (torchvision's RoI ops and
+        losses cast themselves back to float32) and the loss is scaled by :attr:`scaler`.
         """
-        images = [im.to(self.device) for im in images]
-        targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
-        loss_dict: dict[str, torch.Tensor] = self.model(images, targets)
+        # Asynchronous from pinned memory (the loader pins on CUDA); a no-op copy on CPU.
+        images = [im.to(self.device, non_blocking=True) for im in images]
+        targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.float16)
+            if self.amp
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            loss_dict: dict[str, torch.Tensor] = self.model(images, targets)
         loss = cast(torch.Tensor, sum(loss_dict.values()))
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training diverged at iteration {self.iteration} (loss {float(loss)}). Lower "
                 f"learning_rate (now {self.config.learning_rate}) or resume from an earlier "
-                "checkpoint."
+                "checkpoint" + (" (or set amp=False: float16 may overflow)." if self.amp else ".")
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        # Clip the true gradients: unscale first (a no-op without amp).
+        self.scaler.unscale_(self.optimizer)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, _GRAD_CLIP)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # with amp: skipped when a gradient overflowed
+        self.scaler.update()
         self.scheduler.step()
         scalars = {k: float(v.detach()) for k, v in loss_dict.items()}
         scalars["loss"] = float(loss.detach())
@@ -251,31 +282,38 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         if "torch_rng" in state:  # RPN/RoI sampling draws from it: same draws as unbroken
             torch.set_rng_state(state["torch_rng"])
+        # The loss scale reached so far (a float32 checkpoint resumed with amp starts afresh;
+        # an amp checkpoint resumed without amp leaves it unused).
+        if "grad_scaler" in state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.start_iteration = int(state.get("iteration", checkpoint_iteration(path)))
         self.iteration = self.start_iteration
         self.history = list(state.get("history", []))
         log.info("resuming from %s at iteration %d", path, self.start_iteration)
 
     def save_checkpoint(self) -> Path:
-        """``run_dir/checkpoints/model_<iteration>.pth`` with everything :meth:`resume` needs."""
+        """``run_dir/checkpoints/model_<iteration>.pth`` with everything :meth:`resume` needs
+        (``"grad_scaler"`` only while the scaler is enabled)."""
+        state: dict[str, Any] = {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "iteration": self.iteration,
+            "meta": self.meta,
+            "history": self.history,
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.scaler.is_enabled():
+            state["grad_scaler"] = self.scaler.state_dict()
         return save_checkpoint(
-            {
-                "model": unwrap(self.model).state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "iteration": self.iteration,
-                "meta": self.meta,
-                "history": self.history,
-                "torch_rng": torch.get_rng_state(),
-            },
-            self.run_dir / "checkpoints" / f"model_{self.iteration:07d}.pth",
+            state, self.run_dir / "checkpoints" / f"model_{self.iteration:07d}.pth"
         )
 
     def train(self) -> dict[str, Any]:
         """Train to ``config.iterations`` steps; returns (and writes to ``metrics.json``) the
-        :data:`~thingmask.engines.base.TRAIN_RESULT_KEYS` plus ``backbone``, ``device``,
-        ``train_images``, ``batch_size``, ``mask_threshold``, ``mask_threshold_val_iou`` and
-        ``loss_history``."""
+        :data:`~thingmask.engines.base.TRAIN_RESULT_KEYS` plus ``backbone``, ``device``, ``amp``
+        (mixed precision used), ``train_images``, ``batch_size``, ``mask_threshold``,
+        ``mask_threshold_val_iou`` and ``loss_history``."""
         from tqdm.auto import tqdm
 
         c = self.config
@@ -284,12 +322,13 @@ class Trainer:
         samples = getattr(loader, "dataset", None)
         n_images = len(samples.data) if isinstance(samples, TrainSamples) else None
         log.info(
-            "training %s Mask R-CNN (%s) on %s images, classes %s, device %s, iterations %d..%d",
+            "training %s Mask R-CNN (%s) on %s images, classes %s, device %s%s, iterations %d..%d",
             ENGINE_NAME,
             c.backbone,
             n_images,
             list(self.class_names),
             self.device,
+            " (amp)" if self.amp else "",
             self.start_iteration,
             c.iterations,
         )
@@ -355,6 +394,7 @@ class Trainer:
             "seconds_per_iteration": round(wall / steps, 4),
             "backbone": c.backbone,
             "device": str(self.device),
+            "amp": self.amp,
             "train_images": n_images,
             "batch_size": c.batch_size,
             "mask_threshold": threshold,
