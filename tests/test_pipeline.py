@@ -112,3 +112,12 @@ def test_cut_video_scores_the_demo_video_against_its_ground_truth(tmp_path, drop
     else:  # the animals vanish from frame 4 on: half the frames lost
         assert result["mean_iou"] == pytest.approx(0.5) and result["vanished"] > 0
         assert result["min_iou"] == 0.0
+
+
+def test_preview_never_writes_into_the_dataset_folder(tiny_dataset, tmp_path):
+    before = sorted(p.relative_to(tiny_dataset.root) for p in Path(tiny_dataset.root).rglob("*"))
+    config = Config(output_dir=str(tmp_path / "out"), dataset_dir=str(tiny_dataset.root))
+    preview = pipeline.preview_dataset(config, tiny_dataset)
+    assert preview.samples_png.is_file() and Path(tmp_path / "out") in preview.samples_png.parents
+    after = sorted(p.relative_to(tiny_dataset.root) for p in Path(tiny_dataset.root).rglob("*"))
+    assert after == before

@@ -89,10 +89,13 @@ def prepare_data(config: Config) -> PreparedDataset:
 
 
 def preview_dataset(config: Config, dataset: PreparedDataset, show: bool = False) -> Any:
-    """Section 3: sample grid with masks + per-class counts (saved in ``<dataset>/preview/``)."""
+    """Section 3: sample grid with masks + per-class counts, saved under
+    ``<output_dir>/previews/<dataset folder name>/`` — never inside the dataset folder, which may
+    be the user's own."""
     from thingmask.datasets.preview import preview_dataset as _preview
 
-    preview = _preview(dataset, Path(dataset.root) / "preview", seed=config.seed, show=show)
+    out = Path(config.output_dir) / "previews" / Path(dataset.root).name
+    preview = _preview(dataset, out, seed=config.seed, show=show)
     log.info("instances and images per class:\n%s", preview.table)
     return preview
 
