@@ -183,29 +183,34 @@ def model_only(predictor: Any, images: list[np.ndarray], batch: int) -> Callable
     return run
 
 
-def plain_loop(video: Path, out: Path, predictor: Any) -> Callable[[], int]:
-    def run() -> int:
-        cap = cv2.VideoCapture(str(video))
-        fps = cap.get(cv2.CAP_PROP_FPS) or 30
-        writer, n = None, 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            dets = predictor(frame)
-            union = dets.masks.any(axis=0) if len(dets) else np.zeros(frame.shape[:2], bool)
-            cut = np.where(union[..., None], frame, 0).astype(np.uint8)
-            if writer is None:
-                h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-            writer.write(cut)
-            n += 1
-        cap.release()
-        if writer is not None:
-            writer.release()
-        return n
+def cv2_loop(video: Path, out: Path, frame_out: Callable[[np.ndarray], np.ndarray]) -> int:
+    """The usual loop of OpenCV tutorials: cv2 read → ``frame_out(frame)`` → cv2 ``mp4v`` write."""
+    cap = cv2.VideoCapture(str(video))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30
+    writer, n = None, 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        result = frame_out(frame)
+        if writer is None:
+            h, w = frame.shape[:2]
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        writer.write(result)
+        n += 1
+    cap.release()
+    if writer is not None:
+        writer.release()
+    return n
 
-    return run
+
+def plain_loop(video: Path, out: Path, predictor: Any) -> Callable[[], int]:
+    def cut(frame: np.ndarray) -> np.ndarray:
+        dets = predictor(frame)
+        union = dets.masks.any(axis=0) if len(dets) else np.zeros(frame.shape[:2], bool)
+        return np.where(union[..., None], frame, 0).astype(np.uint8)
+
+    return lambda: cv2_loop(video, out, cut)
 
 
 def serial_loop(video: Path, out: Path, predictor: Any, config: Config) -> Callable[[], int]:
@@ -251,25 +256,13 @@ def detectron2_loop(video: Path, out: Path, args: argparse.Namespace, device: to
 
     def run() -> int:
         visualizer = VideoVisualizer(meta)
-        cap = cv2.VideoCapture(str(video))
-        fps = cap.get(cv2.CAP_PROP_FPS) or 30
-        writer, n = None, 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
+
+        def draw(frame: np.ndarray) -> np.ndarray:
             instances = predictor(frame)["instances"].to("cpu")
-            rgb = frame[:, :, ::-1]
-            vis = visualizer.draw_instance_predictions(rgb, instances).get_image()[:, :, ::-1]
-            if writer is None:
-                h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-            writer.write(vis)
-            n += 1
-        cap.release()
-        if writer is not None:
-            writer.release()
-        return n
+            vis = visualizer.draw_instance_predictions(frame[:, :, ::-1], instances)
+            return vis.get_image()[:, :, ::-1]
+
+        return cv2_loop(video, out, draw)
 
     return run
 
