@@ -85,6 +85,8 @@ dataset_class_names = ""               # YOLO-seg without a class list: "cat,dog
 val_fraction = 0.2                     # share of images for validation when not split yet
 class_map = {}                         # rename/merge/drop classes: {"doggo": "dog", "junk": ""}
 display_things = ["cat", "bird"]       # the classes to keep in the output (any number, any order)
+one_label_per_animal = True            # one detection per animal: overlapping ones, best score wins
+duplicate_iou = 0.5                    # mask overlap (IoU) above which two detections are one animal
 # --- model and training ---
 engine = "torchvision"                 # torchvision (pip, CPU/CUDA/MPS) | detectron2 (GPU, Colab)
 zero_training = False                  # True: COCO-pretrained model as is, no training
@@ -366,20 +368,22 @@ if (run_dir / "eval_ap.png").is_file():
 # `(N, H, W)` bool, boxes, scores and **class names** (never ids: detectron2 counts classes from
 # 0, torchvision reserves 0 for background; each engine converts at its boundary). The model
 # finds every class it knows; keeping only the display things is one boolean index — any
-# number of classes, in any order, and nothing else changes.
+# number of classes, in any order, and nothing else changes. Then, with `one_label_per_animal`,
+# one label per animal: a model that knows look-alike classes (two fish species) may find one
+# animal once per class; of detections whose masks overlap by more than `duplicate_iou`, the
+# best-scoring one stays, so the CSV and the tracks count each animal once.
 
 # %%
 import cv2
 
 from thingmask.datasets import load_coco_json
-from thingmask.detections import keep
 from thingmask.visualize import draw_instances, save_grid
 
 predictor = pipeline.load_predictor(config, run_dir)
 first = load_coco_json(dataset.val_json)["images"][0]
 image = cv2.imread(str(dataset.image_root / first["file_name"]))  # (H, W, 3) uint8 BGR
 dets = predictor(image)  # every class the model knows
-kept = keep(dets, display_things)  # the filter: dets[np.isin(dets.class_names, display_things)]
+kept = config.keep(dets)  # the filter: display_things, then one label per animal
 drawn = [  # image[..., ::-1]: BGR -> RGB for drawing
     draw_instances(image[..., ::-1], d.masks, d.class_names, predictor.class_names, d.scores)
     for d in (dets, kept)
@@ -408,7 +412,7 @@ from thingmask.video import open_video
 video_source = pipeline.video_sources(config)[0]  # the first video (the demo video by default)
 with open_video(video_source) as reader:
     frame = next(reader.frames())  # .image is (H, W, 3) uint8 BGR, rotation applied
-kept = keep(predictor(frame.image), display_things)
+kept = config.keep(predictor(frame.image))
 canvas = Canvas.from_config(config)
 cutout = get_masked_image(frame.image, kept, canvas)  # a new image; frame.image is unchanged
 mask = np.dstack([kept.union_mask()] * 3).astype(np.uint8) * 255
@@ -438,7 +442,7 @@ with open_video(video_source, max_bad_frames=max_bad_frames) as reader:
     with VideoWriter(loop_output, info.width, info.height, info.rate, fmt=video_format,
                      alpha=canvas.has_alpha) as writer:
         for frame in islice(reader.frames(), loop_frames):
-            kept = keep(predictor(frame.image), display_things)
+            kept = config.keep(predictor(frame.image))
             writer.write(get_masked_image(frame.image, kept, canvas), frame.time)
 print(f"{writer.frames_written} frames → {loop_output}")
 display(HTML(pipeline.preview_html(loop_output)))  # the video inline (when not too big)

@@ -58,7 +58,6 @@ from bench_train import train_rows  # noqa: E402
 
 from thingmask.composite import Canvas, get_masked_image  # noqa: E402
 from thingmask.config import Config  # noqa: E402
-from thingmask.detections import keep  # noqa: E402
 from thingmask.engines import torchvision_engine as tv  # noqa: E402
 from thingmask.video import VideoWriter, open_video, write_video  # noqa: E402
 from thingmask.video_job import process_video  # noqa: E402
@@ -220,7 +219,7 @@ def serial_loop(video: Path, out: Path, predictor: Any, config: Config) -> Calla
             info = reader.info
             with VideoWriter(out, info.width, info.height, info.rate) as writer:
                 for frame in reader.frames():
-                    kept = keep(predictor(frame.image), config.display_things)
+                    kept = config.keep(predictor(frame.image))
                     writer.write(get_masked_image(frame.image, kept, canvas), frame.time)
             return reader.frames_read
 

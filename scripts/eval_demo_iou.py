@@ -24,7 +24,6 @@ import numpy as np
 
 from thingmask.config import load_config, parse_overrides
 from thingmask.datasets import synthetic
-from thingmask.detections import keep
 from thingmask.engines import torchvision_engine as engine
 from thingmask.io_utils import atomic_write_json
 from thingmask.metrics import boundary_f, gt_foreground, video_foreground_iou
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     preds = []
     with open_video(video_dir / synthetic.VIDEO_NAME) as reader:
         for frame in reader.frames():
-            dets = keep(predictor(frame.image), config.display_things)
+            dets = config.keep(predictor(frame.image))
             preds.append(dets.union_mask())
     iou, per_frame = video_foreground_iou(preds, gt, config.display_things, per_frame=True)
     f_scores = [

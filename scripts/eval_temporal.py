@@ -27,7 +27,7 @@ import numpy as np
 
 from thingmask.config import load_config, parse_overrides
 from thingmask.datasets import synthetic
-from thingmask.detections import Detections, keep
+from thingmask.detections import Detections
 from thingmask.engines import torchvision_engine as engine
 from thingmask.exports import RleExporter
 from thingmask.io_utils import atomic_write_json
@@ -107,7 +107,7 @@ def run_variant(
     with RleExporter(path) as rle:
         released = []
         for i, (frame, d) in enumerate(zip(frames, dets, strict=True)):
-            released += stage.push(i, frame, keep(d, config.display_things))
+            released += stage.push(i, frame, config.keep(d))
         released += stage.flush()
         if [i for i, _ in released] != list(range(len(frames))):
             raise RuntimeError("the temporal stage released frames out of order")

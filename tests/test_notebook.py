@@ -136,7 +136,7 @@ def test_detectron2_build_cell_pins_the_engine_commit():
 TEACHING_CELLS = (  # a line of each cell, in notebook order
     "train_set = CocoInstances(",  # registration (torchvision)
     "class MyTrainer(Trainer):",  # the torchvision trainer with section 1's augmentations
-    "kept = keep(dets, display_things)",  # the filter, before / after
+    "kept = config.keep(dets)",  # the filter, before / after
     "get_masked_image(frame.image, kept, canvas)  #",  # the cut-out on one frame
     "for frame in islice(reader.frames(), loop_frames)",  # the frame loop
 )

@@ -145,10 +145,7 @@ def cfg(**kw) -> Config:
 def serial(source: list[Frame], predictor, config: Config, canvas: Canvas) -> list[np.ndarray]:
     """The loop in view in the notebook: predictor → keep → get_masked_image, one frame at a
     time."""
-    return [
-        get_masked_image(f.image, keep(predictor(f.image), config.display_things), canvas)
-        for f in source
-    ]
+    return [get_masked_image(f.image, config.keep(predictor(f.image)), canvas) for f in source]
 
 
 def run(source, predictor, config, canvas=None, **kw):

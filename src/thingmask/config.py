@@ -22,12 +22,15 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from thingmask.augment import parse_augmentations
 from thingmask.errors import ConfigError
+
+if TYPE_CHECKING:
+    from thingmask.detections import Detections
 
 __all__ = [
     "AUGMENTATION_DEFAULT",
@@ -75,6 +78,11 @@ class Config:
         default_factory=dict
     )  # rename/merge {"doggo": "dog"}; "" drops
     display_things: tuple[str, ...] = ("cat", "bird")  # classes to keep
+    # one label per animal: of kept detections whose masks overlap by more than duplicate_iou
+    # (mask IoU), only the highest-scoring stays, whatever its class (a fish found once per
+    # species is counted once in the CSV and gets one track); false keeps every detection
+    one_label_per_animal: bool = True
+    duplicate_iou: float = 0.5  # mask IoU above which two kept detections are one animal
 
     # --- model / training ----------------------------------------------------------------------
     engine: str = "torchvision"  # torchvision | detectron2
@@ -182,6 +190,16 @@ class Config:
                 f"Valid choices: {valid}. Fix display_things in the "
                 "global-variables cell or the config YAML."
             )
+
+    def keep(self, detections: Detections) -> Detections:
+        """The detections a run keeps: the ``display_things``, one label per animal when
+        ``one_label_per_animal`` (:func:`thingmask.detections.suppress_duplicates`). Pure."""
+        from thingmask.detections import keep, suppress_duplicates
+
+        kept = keep(detections, self.display_things)
+        if self.one_label_per_animal:
+            kept = suppress_duplicates(kept, self.duplicate_iou)
+        return kept
 
     def new_run_dir(self, now: _dt.datetime | None = None) -> Path:
         """``<output_dir>/<run_name>-<YYYYmmdd-HHMMSS>`` (created; never an existing folder)."""
@@ -301,7 +319,7 @@ def _validate(cfg: Config) -> None:
         )
     if not 0.0 < cfg.val_fraction < 1.0:
         _fail("val_fraction", cfg.val_fraction, "a fraction between 0 and 1, e.g. 0.2")
-    for key in ("score_threshold", "max_bad_frames"):
+    for key in ("score_threshold", "max_bad_frames", "duplicate_iou"):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             _fail(key, getattr(cfg, key), "a number between 0 and 1")
     if cfg.max_image_size < cfg.image_size:

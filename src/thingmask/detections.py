@@ -6,12 +6,12 @@ Everything after an engine (filter, cut-out, video, exports) speaks :class:`Dete
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Detections", "keep"]
+__all__ = ["Detections", "duplicate_survivors", "keep", "suppress_duplicates"]
 
 
 @dataclass(frozen=True)
@@ -126,3 +126,77 @@ def keep(detections: Detections, names: Iterable[str]) -> Detections:
     wanted = set(names)
     selector = np.array([n in wanted for n in detections.class_names], dtype=bool)
     return detections[selector]
+
+
+def suppress_duplicates(detections: Detections, iou_threshold: float) -> Detections:
+    """One label per animal: of instances whose masks overlap by more than ``iou_threshold``
+    (mask IoU), only the highest-scoring one stays, whatever the classes.
+
+    A model trained on look-alike classes (two fish species) often returns one animal twice,
+    once per class; counting it twice in the CSV and giving it two tracks is wrong. Greedy, in
+    descending score order (ties: the earlier instance first, a stable sort), so the result does
+    not depend on the engine's output order. Instances whose boxes do not overlap are never
+    duplicates (no pixel test: frames with animals apart cost nothing). IoU is computed on the
+    boolean masks as exact pixel counts, so the video pipeline's GPU path, which shares
+    :func:`duplicate_survivors`, makes the same decisions.
+
+    Args:
+        detections: any instances (masks ``(N, H, W)`` bool, boxes xyxy).
+        iou_threshold: in [0, 1]; a pair with IoU strictly above it is one animal. 1 keeps all.
+
+    Returns a new :class:`Detections` with the survivors in their original order.
+    """
+    n = len(detections)
+    if n < 2 or iou_threshold >= 1.0:
+        return detections
+    survivors = duplicate_survivors(
+        detections.boxes,
+        detections.scores,
+        lambda i, j: _mask_overlap(detections.masks, i, j),
+        iou_threshold,
+    )
+    if len(survivors) == n:
+        return detections
+    return detections[np.asarray(survivors, dtype=np.int64)]
+
+
+def duplicate_survivors(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    overlap: Callable[[int, int], tuple[int, int]],
+    iou_threshold: float,
+) -> list[int]:
+    """The greedy decision of :func:`suppress_duplicates`, shared by the host and tensor paths.
+
+    Args:
+        boxes: ``(N, 4)`` float32 xyxy; pairs whose boxes do not overlap are never compared.
+        scores: ``(N,)`` float32.
+        overlap: ``(i, j) -> (intersection, union)`` pixel counts of masks i and j.
+        iou_threshold: a pair with ``intersection > iou_threshold * union`` is one animal.
+
+    Returns the indices that stay, ascending.
+    """
+    order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
+    b = np.asarray(boxes, dtype=np.float32)
+    kept: list[int] = []
+    for i in (int(k) for k in order):
+        duplicate = False
+        for j in kept:
+            if min(b[i, 2], b[j, 2]) <= max(b[i, 0], b[j, 0]) or min(b[i, 3], b[j, 3]) <= max(
+                b[i, 1], b[j, 1]
+            ):
+                continue  # boxes apart: two animals
+            inter, union = overlap(i, j)
+            # exact integer counts compared in float64 on both paths: identical decisions
+            if union > 0 and float(inter) > float(iou_threshold) * float(union):
+                duplicate = True
+                break
+        if not duplicate:
+            kept.append(i)
+    return sorted(kept)
+
+
+def _mask_overlap(masks: np.ndarray, i: int, j: int) -> tuple[int, int]:
+    a, b = masks[i], masks[j]
+    inter = int(np.count_nonzero(a & b))
+    return inter, int(np.count_nonzero(a)) + int(np.count_nonzero(b)) - inter

@@ -19,7 +19,7 @@ import numpy as np
 
 from thingmask.config import Config, ConfigError
 from thingmask.datasets import PreparedDataset, load_coco_json, load_prepared
-from thingmask.detections import Detections, keep
+from thingmask.detections import Detections
 from thingmask.engines import COCO_CLASSES, Predictor, TrainHook, get_engine, read_model_meta
 from thingmask.io_utils import atomic_write_json
 from thingmask.video_metrics import FrameObjects
@@ -183,7 +183,7 @@ def predict_images(
         bgr = cv2.imread(str(dataset.image_root / info["file_name"]), cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(f"{dataset.image_root / info['file_name']}: unreadable image")
-        dets = keep(predictor(bgr), config.display_things)
+        dets = config.keep(predictor(bgr))
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         drawn.append(
             draw_instances(

@@ -11,7 +11,7 @@ timestamps. Two ways through the middle, with the same results:
 
 * **host** (CPU, or a predictor without ``predict_tensors``): ``predict_batch`` →
   :class:`~thingmask.detections.Detections` → :func:`thingmask.composite.composite_mask`. Equal,
-  frame for frame, to the serial loop ``predictor(frame) → keep → get_masked_image``.
+  frame for frame, to the serial loop ``predictor(frame) → config.keep → get_masked_image``.
 * **tensors** (CUDA): ``predict_tensors`` → filter, mask threshold, union and compositing for
   every canvas mode on the GPU (:func:`thingmask.composite.composite_tensor`); only the finished
   frame and what the enabled outputs need (CSV rows, the union mask, host masks) come back.
@@ -43,7 +43,8 @@ from thingmask.composite import (
     union_mask_tensor,
     union_mask_u8,
 )
-from thingmask.detections import Detections, keep
+from thingmask.config import Config
+from thingmask.detections import Detections, duplicate_survivors
 from thingmask.engines.base import InstanceTensors, to_detections
 from thingmask.exports import InstanceRows, instance_rows
 from thingmask.video import Frame
@@ -111,7 +112,7 @@ def uses_tensors(predictor: Any) -> bool:
 def cutout_stream(
     frames: Iterable[Frame],
     predictor: Any,
-    config: Any,
+    config: Config,
     canvas: Canvas,
     *,
     needs: Needs = Needs(),
@@ -126,7 +127,8 @@ def cutout_stream(
         frames: source frames, e.g. ``reader.frames()`` (decoded in a thread of their own).
         predictor: an engine's predictor: ``predict_batch`` / ``__call__`` on ``(H, W, 3)``
             uint8 BGR arrays (host path), ``predict_tensors`` (GPU path).
-        config: reads ``display_things`` and ``inference_batch``.
+        config: reads ``display_things``, ``one_label_per_animal``, ``duplicate_iou`` (both
+            paths keep the same instances: :meth:`Config.keep`) and ``inference_batch``.
         canvas: the :class:`~thingmask.composite.Canvas`.
         needs: what the consumer reads besides the cut-out (see :class:`Needs`).
         stage: a temporal stage or None (:func:`thingmask.video_temporal.make_stage`).
@@ -188,13 +190,31 @@ class _Kept:
     probs: torch.Tensor  # (N, H, W) float32 in [0, 1]
 
 
+def _survivors_tensor(kept: _Kept, iou_threshold: float) -> list[int]:
+    """:func:`thingmask.detections.suppress_duplicates` where the masks are: pixel counts of
+    every pair on the device (one (N, N) transfer), the greedy decision on the host."""
+    flat = kept.masks.reshape(kept.masks.shape[0], -1)
+    # integer counts: exact (a float32 matmul would round above 2**24 pixels)
+    areas = flat.sum(dim=1, dtype=torch.int64)
+    inter = torch.stack([(flat & row).sum(dim=1, dtype=torch.int64) for row in flat])
+    inter_np, areas_np = inter.cpu().numpy(), areas.cpu().numpy()
+
+    def overlap(i: int, j: int) -> tuple[int, int]:
+        shared = int(inter_np[i, j])
+        return shared, int(areas_np[i]) + int(areas_np[j]) - shared
+
+    return duplicate_survivors(
+        kept.boxes.cpu().numpy(), kept.scores.cpu().numpy(), overlap, iou_threshold
+    )
+
+
 class _Cutter:
     """The stage functions of one run (each runs in its own thread)."""
 
     def __init__(
         self,
         predictor: Any,
-        config: Any,
+        config: Config,
         canvas: Canvas,
         needs: Needs,
         stage: TemporalStage | None,
@@ -202,7 +222,10 @@ class _Cutter:
     ) -> None:
         self.predictor, self.canvas, self.needs = predictor, canvas, needs
         self.stage, self.batch = stage, batch
+        self.config = config
         self.display = tuple(config.display_things)
+        # one label per animal on the GPU path too: the same greedy decision as Config.keep
+        self.duplicate_iou = config.duplicate_iou if config.one_label_per_animal else None
         names = tuple(getattr(predictor, "class_names", ()) or ())
         self.class_names = np.asarray(names, dtype=object)
         self.display_index = [i for i, name in enumerate(names) if name in self.display]
@@ -224,7 +247,7 @@ class _Cutter:
                 yield frame, check_detections(dets, frame)
 
     def cut_host(self, items: Iterator[tuple[Frame, Detections]]) -> Iterator[CutFrame]:
-        kept = ((frame, keep(dets, self.display), None) for frame, dets in items)
+        kept = ((frame, self.config.keep(dets), None) for frame, dets in items)
         for frame, dets, _ in through_stage(self.stage, kept):
             union = union_mask_u8(dets)
             yield CutFrame(
@@ -270,12 +293,25 @@ class _Cutter:
         wanted = torch.tensor(self.display_index, dtype=torch.int64, device=index.device)
         chosen = torch.isin(index, wanted)
         probs = instances.mask_probs[chosen]
-        return _Kept(
+        kept = _Kept(
             boxes=instances.boxes[chosen].float(),
             scores=instances.scores[chosen].float(),
             class_index=index[chosen],
             masks=probs > float(self.predictor.mask_threshold),
             probs=probs,
+        )
+        if self.duplicate_iou is None or kept.masks.shape[0] < 2:
+            return kept
+        survivors = _survivors_tensor(kept, self.duplicate_iou)
+        if len(survivors) == kept.masks.shape[0]:
+            return kept
+        pick = torch.tensor(survivors, dtype=torch.int64, device=kept.masks.device)
+        return _Kept(
+            boxes=kept.boxes[pick],
+            scores=kept.scores[pick],
+            class_index=kept.class_index[pick],
+            masks=kept.masks[pick],
+            probs=kept.probs[pick],
         )
 
     def _cut_tensor(self, frame: Frame, image: torch.Tensor, kept: _Kept | Detections) -> CutFrame:

@@ -44,6 +44,8 @@ __all__ = [
 # Settings that change what the outputs contain; a finished video is redone when one changes.
 JOB_SETTINGS = (
     "display_things",
+    "one_label_per_animal",
+    "duplicate_iou",
     "score_threshold",
     "video_format",
     "canvas",

@@ -84,7 +84,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
 
     from thingmask import pipeline
-    from thingmask.detections import keep
     from thingmask.io_utils import atomic_path
     from thingmask.visualize import draw_instances
 
@@ -96,7 +95,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         bgr = cv2.imread(name, cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(f"{name}: not a readable image (png/jpg/...)")
-        dets = keep(predictor(bgr), config.display_things)
+        dets = config.keep(predictor(bgr))
         rgb = draw_instances(
             cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
             dets.masks,
