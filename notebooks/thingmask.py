@@ -86,7 +86,7 @@ val_fraction = 0.2                     # share of images for validation when not
 class_map = {}                         # rename/merge/drop classes: {"doggo": "dog", "junk": ""}
 display_things = ["cat", "bird"]       # the classes to keep in the output (any number, any order)
 one_label_per_animal = True            # one detection per animal: overlapping ones, best score wins
-duplicate_iou = 0.5                    # mask overlap (IoU) above which two detections are one animal
+duplicate_iou = 0.5                    # mask IoU above which two detections are one animal
 # --- model and training ---
 engine = "torchvision"                 # torchvision (pip, CPU/CUDA/MPS) | detectron2 (GPU, Colab)
 zero_training = False                  # True: COCO-pretrained model as is, no training
@@ -105,6 +105,7 @@ resume = True                          # continue from the newest valid checkpoi
 score_threshold = 0.5                  # drop detections below this confidence
 inference_batch = 4                    # frames per forward pass in the video stage
 num_workers = 0                        # data-loader worker processes (0: in the main process)
+threads = "auto"                       # cores to use: "auto" (those other programs leave free) or 2
 amp = False                            # mixed precision on a CUDA GPU (faster training); CPU: off
 # --- video and outputs ---
 video_input = ""                       # file, folder or glob (empty: the synthetic demo video)

@@ -315,6 +315,9 @@ def main() -> int:
             inference_batch=args.batch,
             score_threshold=0.0,
             keep_audio=False,
+            # the plain loop keeps every forced instance: the same work (random weights give
+            # overlapping masks that one label per animal would drop)
+            one_label_per_animal=False,
         )
         rows: list[tuple[str, Callable[[], Callable[[], int]]]] = [
             ("model_b1", lambda: model_only(predictor, images, 1)),

@@ -28,6 +28,7 @@ import yaml
 
 from thingmask.augment import parse_augmentations
 from thingmask.errors import ConfigError
+from thingmask.threads import parse_threads
 
 if TYPE_CHECKING:
     from thingmask.detections import Detections
@@ -102,6 +103,12 @@ class Config:
     score_threshold: float = 0.5  # detections below are dropped
     inference_batch: int = 4  # frames per forward pass in the video stage (GPU: 4-8)
     num_workers: int = 0  # data-loader worker processes
+    # cores thingmask may use: "auto" = the cores other processes leave free, looked at again
+    # every few seconds; or an integer. Each part gets its share so that together they never
+    # oversubscribe the cores (thingmask.threads): training gives the model every core;
+    # the CPU video stage gives inference all but one, decode, cut-out and encode share that
+    # one; on a GPU torch gets one thread and the codecs the rest
+    threads: int | str = "auto"
     # mixed precision when training on CUDA (float16 autocast + gradient scaling, both engines;
     # detectron2: SOLVER.AMP.ENABLED); ignored on CPU and MPS, which train in float32
     amp: bool = False
@@ -260,6 +267,11 @@ def _check_types(cfg: Config) -> None:
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         want = typing.get_origin(hints[f.name]) or hints[f.name]
+        if want is types.UnionType:  # e.g. int | str: any of them (bool is no int here)
+            kinds = typing.get_args(hints[f.name])
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                _fail(f.name, value, " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds))
+            continue
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(cfg, f.name, float(value))  # 1 is a fine learning rate spelling
             continue
@@ -357,6 +369,10 @@ def _validate(cfg: Config) -> None:
             'webm, mov or png with canvas="transparent" (H.264 MP4 has no alpha channel)',
         )
     parse_augmentations(cfg.augmentations)
+    try:
+        parse_threads(cfg.threads)
+    except ValueError:
+        _fail("threads", cfg.threads, '"auto" or an integer >= 1 (the cores to use)')
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from thingmask.config import Config
 from thingmask.detections import Detections, duplicate_survivors
 from thingmask.engines.base import InstanceTensors, to_detections
 from thingmask.exports import InstanceRows, instance_rows
+from thingmask.threads import ThreadGovernor
 from thingmask.video import Frame
 from thingmask.video_stream import Stage, Stream, named_stage
 from thingmask.video_temporal import TemporalStage, check_detections, through_stage
@@ -120,6 +121,7 @@ def cutout_stream(
     batch: int | None = None,
     queue_size: int | None = None,
     tensors: bool | None = None,
+    threads: ThreadGovernor | None = None,
 ) -> Iterator[Stream]:
     """The running pipeline over ``frames``; iterate it for :class:`CutFrame` s, in order.
 
@@ -136,6 +138,8 @@ def cutout_stream(
         queue_size: items per link (default: the batch size, at least 2).
         tensors: force the GPU path on (also on a CPU device, for tests) or off; None = on
             exactly when :func:`uses_tensors`.
+        threads: the run's :class:`~thingmask.threads.ThreadGovernor`; the inference thread
+            lets it refit torch's pool to the machine between batches (None: left as is).
 
     Raises (while iterating): :class:`~thingmask.video_stream.StageError` naming the stage.
     """
@@ -145,7 +149,7 @@ def cutout_stream(
     on_tensors = uses_tensors(predictor) if tensors is None else bool(tensors)
     if on_tensors and not callable(getattr(predictor, "predict_tensors", None)):
         raise TypeError(f"{type(predictor).__name__} has no predict_tensors(); use tensors=False")
-    cutter = _Cutter(predictor, config, canvas, needs, stage, n)
+    cutter = _Cutter(predictor, config, canvas, needs, stage, n, threads)
     soft_before = getattr(predictor, "soft_masks", None)
     if stage is not None and stage.needs_probs and not on_tensors:
         if soft_before is None:
@@ -219,8 +223,10 @@ class _Cutter:
         needs: Needs,
         stage: TemporalStage | None,
         batch: int,
+        threads: ThreadGovernor | None = None,
     ) -> None:
         self.predictor, self.canvas, self.needs = predictor, canvas, needs
+        self.threads = threads
         self.stage, self.batch = stage, batch
         self.config = config
         self.display = tuple(config.display_things)
@@ -234,6 +240,8 @@ class _Cutter:
     def infer_host(self, frames: Iterator[Frame]) -> Iterator[tuple[Frame, Detections]]:
         batched = getattr(self.predictor, "predict_batch", None)
         for batch in _batches(frames, self.batch):
+            if self.threads is not None:  # torch's pool size is per thread: set it here
+                self.threads.check()
             images = [f.image for f in batch]
             if callable(batched):
                 outputs = list(batched(images))
@@ -263,6 +271,8 @@ class _Cutter:
     def infer_tensors(self, frames: Iterator[Frame]) -> Iterator[tuple[Frame, torch.Tensor, Any]]:
         device = torch.device(self.predictor.device)
         for batch in _batches(frames, self.batch):
+            if self.threads is not None:
+                self.threads.check()
             with torch.inference_mode():
                 images = [torch.from_numpy(f.image).to(device, non_blocking=True) for f in batch]
                 outputs = list(self.predictor.predict_tensors(images))

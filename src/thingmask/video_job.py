@@ -33,6 +33,7 @@ from thingmask.detections import Detections
 from thingmask.errors import InputError
 from thingmask.exports import CsvExporter, InstanceClips, MaskVideo, RleExporter
 from thingmask.io_utils import atomic_write_json, atomic_write_text
+from thingmask.threads import ThreadGovernor
 from thingmask.video import (
     EXTENSIONS,
     VideoError,
@@ -194,10 +195,16 @@ def _run(
         rows=bool(config.export_csv),
         union=bool(config.export_mask_video),
     )
+    device = getattr(getattr(predictor, "device", None), "type", "cpu")
+    threads = ThreadGovernor(config.threads, str(device), "video")
     with (
-        open_video(src, max_bad_frames=config.max_bad_frames) as reader,
+        open_video(
+            src, max_bad_frames=config.max_bad_frames, threads=threads.plan.decode
+        ) as reader,
         contextlib.ExitStack() as stack,
     ):
+        threads.apply()  # torch's and OpenCV's threads for this video, put back at the end
+        stack.callback(threads.restore)
         info = reader.info
         tag = output_tag("cut-out", src)
         writer = stack.enter_context(
@@ -210,6 +217,7 @@ def _run(
                 alpha=canvas.has_alpha,
                 audio_source=src if config.keep_audio else None,
                 tag=tag,
+                threads=threads.plan.encode,
             )
         )
         exports = _Exports(stack, paths, config, info, canvas, src)
@@ -224,7 +232,7 @@ def _run(
             )
         )
         with cutout_stream(
-            reader.frames(), predictor, config, canvas, needs=needs, stage=stage
+            reader.frames(), predictor, config, canvas, needs=needs, stage=stage, threads=threads
         ) as cuts:
             for cut in cuts:
                 with named_stage("encode"):

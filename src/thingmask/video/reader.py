@@ -79,7 +79,7 @@ class VideoReader:
     ``missing_frames`` (frames the container declares but that could not be read).
     """
 
-    def __init__(self, path: str | Path, max_bad_frames: float = 0.05) -> None:
+    def __init__(self, path: str | Path, max_bad_frames: float = 0.05, threads: int = 0) -> None:
         self.path = Path(path)
         self.max_bad_frames = float(max_bad_frames)
         self.bad_frames = 0
@@ -108,6 +108,8 @@ class VideoReader:
                 )
             self._stream = self._container.streams.video[0]
             self._stream.thread_type = "AUTO"
+            if threads > 0:  # else FFmpeg's default: one per core (thingmask.threads plans it)
+                self._stream.thread_count = int(threads)
             self._raw = self._decode()
             try:  # decoding the first frame proves the file is usable and tells its rotation
                 first = next(self._raw)
@@ -262,13 +264,14 @@ class VideoReader:
         )
 
 
-def open_video(path: str | Path, max_bad_frames: float = 0.05) -> VideoReader:
+def open_video(path: str | Path, max_bad_frames: float = 0.05, threads: int = 0) -> VideoReader:
     """Open ``path`` for streaming; ``reader.info`` describes it, ``reader.frames()`` decodes.
+    ``threads``: decoder threads (0 = FFmpeg's choice, one per core).
 
     Raises VideoError (a ValueError naming the file) when the file is missing, empty, not a
     video, or has no decodable frame. Use as a context manager to close the file.
     """
-    return VideoReader(path, max_bad_frames=max_bad_frames)
+    return VideoReader(path, max_bad_frames=max_bad_frames, threads=threads)
 
 
 def _check_file(path: Path) -> None:

@@ -69,6 +69,7 @@ class VideoWriter:
         tag: text for the container's ``comment`` field; thingmask marks its own outputs
             with :func:`~thingmask.video.common.output_tag` so a re-run never takes them as
             inputs. PNG sequences carry it in ``timestamps.csv``'s folder as ``thingmask.txt``.
+        threads: encoder threads (0 = the encoder's default; :mod:`thingmask.threads` plans it).
 
     An existing ``path`` is replaced when the new output is complete, but only a file for
     mp4/webm/mov, and for png only a folder that holds a PNG sequence (never other files).
@@ -89,6 +90,7 @@ class VideoWriter:
         time_base: Fraction | None = None,
         crf: int | None = None,
         tag: str | None = None,
+        threads: int = 0,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"video_format: got {fmt!r}; expected one of {list(FORMATS)}")
@@ -104,6 +106,7 @@ class VideoWriter:
         self.path = Path(path)
         check_replaceable(self.path, fmt)
         self.tag = tag
+        self.threads = int(threads)
         self.fmt, self.alpha = fmt, bool(alpha)
         self.width, self.height = int(width), int(height)
         self.rate = Fraction(rate).limit_denominator(1_000_000)
@@ -312,6 +315,8 @@ class VideoWriter:
             stream.pix_fmt = "yuva444p10le" if self.alpha else "yuv444p10le"
             stream.options = {"profile": "4444", "vendor": "apl0"}
         stream.width, stream.height = w, h
+        if self.threads > 0:  # else the encoder's default, about one per core
+            stream.codec_context.thread_count = self.threads
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
         if self.fmt != "mov":  # BT.709 matrix, tagged, so browsers convert the colours back

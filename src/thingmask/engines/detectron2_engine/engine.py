@@ -36,12 +36,13 @@ from thingmask.engines.detectron2_engine.bridge import (
     cfg_overrides,
 )
 from thingmask.engines.detectron2_engine.resume import model_section, prepare_resume
-from thingmask.engines.distributed import is_main
+from thingmask.engines.distributed import is_main, world_size
 from thingmask.engines.scoring import evaluate_run
 from thingmask.errors import ConfigError
 from thingmask.io_utils import atomic_write_json, atomic_write_text
 from thingmask.plots import save_loss_curve
 from thingmask.runs import MODEL_META
+from thingmask.threads import ThreadGovernor
 
 if TYPE_CHECKING:  # detectron2 is imported only when the engine is used
     from thingmask.engines.detectron2_engine.predictor import D2Predictor
@@ -92,6 +93,16 @@ def loss_history(event_log: Path) -> list[dict[str, float]]:
                     }
                 )
     return history
+
+
+class _FitThreads(TrainHook):
+    """Keeps training's torch threads fitted to the free cores (``threads`` setting)."""
+
+    def __init__(self, governor: ThreadGovernor) -> None:
+        self.governor = governor
+
+    def after_step(self, iteration: int, losses: dict[str, float]) -> None:
+        self.governor.check()
 
 
 def train(
@@ -146,7 +157,12 @@ def train(
 
     seed_all_rng(config.seed)
     started = time.perf_counter()
-    runner = cls(cfg, hooks=hooks)
+    threads = ThreadGovernor(
+        config.threads, str(cfg.MODEL.DEVICE).split(":")[0], "train",
+        workers=int(cfg.DATALOADER.NUM_WORKERS), processes=world_size(),
+    )  # fmt: skip
+    threads.apply()
+    runner = cls(cfg, hooks=(*hooks, _FitThreads(threads)))
     # last_checkpoint when prepare_resume set one, else MODEL.WEIGHTS (zoo URL or none).
     runner.resume_or_load(resume=True)
     start = int(runner.start_iter)
@@ -155,7 +171,10 @@ def train(
         log.info(
             "checkpoint is at iteration %d of %d: training is already complete", start, max_iter
         )
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        threads.restore()
     final = run_dir / FINAL_MODEL
     if not is_main():
         return {"engine": ENGINE_NAME, "run_dir": str(run_dir), "iterations": max_iter}

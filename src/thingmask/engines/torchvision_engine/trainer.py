@@ -57,6 +57,7 @@ from thingmask.engines.torchvision_engine.data import Target, TrainSamples, trai
 from thingmask.engines.torchvision_engine.model import build_model
 from thingmask.io_utils import atomic_write_json
 from thingmask.plots import save_loss_curve
+from thingmask.threads import ThreadGovernor
 
 __all__ = ["ENGINE_NAME", "Trainer", "resume_checkpoint"]
 
@@ -332,6 +333,12 @@ class Trainer:
             self.start_iteration,
             c.iterations,
         )
+        # torch's threads fitted to the free cores, looked at again during training (a
+        # competing job on 2 cores made 2 threads 10x slower per step than 1)
+        threads = ThreadGovernor(
+            c.threads, self.device.type, "train", workers=c.num_workers, processes=world_size()
+        )
+        threads.apply()
         t0 = time.perf_counter()
         self.model.train()
         # Several processes: DDP averages the gradients in backward (run_step is unchanged)
@@ -342,6 +349,7 @@ class Trainer:
             if self.iteration >= c.iterations:  # a loader that does not know where we resumed
                 break
             self.iteration += 1
+            threads.check()
             scalars = mean_scalars(self.run_step(images, targets), self.device)  # whole step
             lr = float(self.optimizer.param_groups[0]["lr"])
             self.history.append({"iteration": self.iteration, "lr": lr, **scalars})
@@ -363,6 +371,7 @@ class Trainer:
                 for hook in self.hooks:
                     hook.after_checkpoint(path, self.iteration)
         bar.close()
+        threads.restore()
         self.model = unwrap(self.model)
         wall = time.perf_counter() - t0
         if not is_main():  # rank 0 writes the run folder
