@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from thingmask.composite import Canvas
 from thingmask.config import Config, ConfigError
+from thingmask.cutout.composite import Canvas
 from thingmask.detections import Detections, suppress_duplicates
+from thingmask.jobs.cutout import Needs, cutout_stream
+from thingmask.jobs.job import process_video
 from thingmask.video import Frame, write_video
-from thingmask.video_cutout import Needs, cutout_stream
-from thingmask.video_job import process_video
 
 H, W = 48, 64
 

@@ -126,10 +126,10 @@ class PoolSpy:
 
 
 def test_video_inference_runs_with_the_planned_pool(tmp_path: Path, monkeypatch) -> None:
-    from thingmask import video_job
+    from thingmask.jobs import job as video_job
+    from thingmask.jobs.job import process_video
     from thingmask.video import write_video
     from thingmask.video.writer import VideoWriter
-    from thingmask.video_job import process_video
 
     codec_threads = []
     original = VideoWriter._add_video_stream

@@ -1,5 +1,5 @@
 """The cut-out pipeline every video path uses: decode → batched inference → keep the display
-things → [temporal stage] → composite, streamed in threads (:mod:`thingmask.video_stream`).
+things → [temporal stage] → composite, streamed in threads (:mod:`thingmask.jobs.stream`).
 
 ::
 
@@ -10,14 +10,16 @@ things → [temporal stage] → composite, streamed in threads (:mod:`thingmask.
 timestamps. Two ways through the middle, with the same results:
 
 * **host** (CPU, or a predictor without ``predict_tensors``): ``predict_batch`` →
-  :class:`~thingmask.detections.Detections` → :func:`thingmask.composite.composite_mask`. Equal,
-  frame for frame, to the serial loop ``predictor(frame) → config.keep → get_masked_image``.
+  :class:`~thingmask.detections.Detections` → :func:`thingmask.cutout.composite.composite_mask`.
+  Equal, frame for frame, to the serial loop ``predictor(frame) → config.keep →
+  get_masked_image``.
 * **tensors** (CUDA): ``predict_tensors`` → filter, mask threshold, union and compositing for
-  every canvas mode on the GPU (:func:`thingmask.composite.composite_tensor`); only the finished
+  every canvas mode on the GPU (:func:`thingmask.cutout.composite.composite_tensor`); only the
+  finished
   frame and what the enabled outputs need (CSV rows, the union mask, host masks) come back.
 
 A temporal stage (tracking, smoothing, refinement: ``delay`` k, see
-:mod:`thingmask.video_temporal`) gets each frame's kept Detections on the host; the pipeline
+:mod:`thingmask.cutout.temporal`) gets each frame's kept Detections on the host; the pipeline
 holds each frame until the stage releases its index, so at most k frames wait there.
 
 Not switched on, because not measured on a GPU yet (``scripts/bench_pipeline.py`` is the place to
@@ -36,21 +38,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from thingmask.composite import (
+from thingmask.config import Config
+from thingmask.cutout.composite import (
     Canvas,
     composite_mask,
     composite_tensor,
     union_mask_tensor,
     union_mask_u8,
 )
-from thingmask.config import Config
+from thingmask.cutout.temporal import TemporalStage, check_detections, through_stage
 from thingmask.detections import Detections, duplicate_survivors
 from thingmask.engines.base import InstanceTensors, to_detections
-from thingmask.exports import InstanceRows, instance_rows
+from thingmask.jobs.exports import InstanceRows, instance_rows
+from thingmask.jobs.stream import Stage, Stream, named_stage
 from thingmask.threads import ThreadGovernor
 from thingmask.video import Frame
-from thingmask.video_stream import Stage, Stream, named_stage
-from thingmask.video_temporal import TemporalStage, check_detections, through_stage
 
 __all__ = ["CutFrame", "Needs", "cutout_stream", "uses_tensors"]
 
@@ -131,9 +133,9 @@ def cutout_stream(
             uint8 BGR arrays (host path), ``predict_tensors`` (GPU path).
         config: reads ``display_things``, ``one_label_per_animal``, ``duplicate_iou`` (both
             paths keep the same instances: :meth:`Config.keep`) and ``inference_batch``.
-        canvas: the :class:`~thingmask.composite.Canvas`.
+        canvas: the :class:`~thingmask.cutout.composite.Canvas`.
         needs: what the consumer reads besides the cut-out (see :class:`Needs`).
-        stage: a temporal stage or None (:func:`thingmask.video_temporal.make_stage`).
+        stage: a temporal stage or None (:func:`thingmask.cutout.temporal.make_stage`).
         batch: frames per forward pass (default ``config.inference_batch``).
         queue_size: items per link (default: the batch size, at least 2).
         tensors: force the GPU path on (also on a CPU device, for tests) or off; None = on
@@ -141,7 +143,7 @@ def cutout_stream(
         threads: the run's :class:`~thingmask.threads.ThreadGovernor`; the inference thread
             lets it refit torch's pool to the machine between batches (None: left as is).
 
-    Raises (while iterating): :class:`~thingmask.video_stream.StageError` naming the stage.
+    Raises (while iterating): :class:`~thingmask.jobs.stream.StageError` naming the stage.
     """
     n = int(batch if batch is not None else config.inference_batch)
     if n < 1:
