@@ -93,7 +93,7 @@ def test_governor_refits_torch_to_a_competing_load(monkeypatch) -> None:
     monkeypatch.setattr(th, "machine_cores", lambda: 2)
     f = Fake()
     watch = LoadWatch(busy=lambda: f.busy, own=lambda: f.own, clock=lambda: f.now)
-    gov = ThreadGovernor("auto", "cpu", "train", watch=watch, clock=lambda: f.now)
+    gov = ThreadGovernor("auto", "cpu", "train", watch=watch, clock=lambda: f.now, first_look_s=0)
     try:
         assert gov.apply().torch == 2 and torch.get_num_threads() == 2
         f.advance(1.0, busy_cores=2.0, own_cores=1.0)
@@ -174,3 +174,23 @@ def test_training_runs_with_the_planned_pool(tiny_config, tiny_dataset) -> None:
     tv.Trainer(config, tiny_dataset, config.new_run_dir(), hooks=[Spy()]).train()
     assert pools == [1, 1]
     assert torch.get_num_threads() == before
+
+
+def test_auto_starts_from_the_load_it_sees(monkeypatch) -> None:
+    """With auto the first plan already leaves out the cores a competing job keeps busy."""
+
+    class Busy(LoadWatch):
+        def __init__(self, others: float) -> None:
+            self.value = others
+
+        def others(self) -> float | None:
+            return self.value
+
+    monkeypatch.setattr(th, "machine_cores", lambda: 2)
+    assert (
+        ThreadGovernor("auto", "cpu", "train", watch=Busy(1.0), first_look_s=1e-3).plan.torch == 1
+    )
+    assert (
+        ThreadGovernor("auto", "cpu", "train", watch=Busy(0.1), first_look_s=1e-3).plan.torch == 2
+    )
+    assert ThreadGovernor(2, "cpu", "train", watch=Busy(1.0), first_look_s=1e-3).plan.torch == 2

@@ -208,6 +208,8 @@ class ThreadGovernor:
         workers: data-loader workers beside training.
         processes: processes of this run sharing the machine (distributed training ranks).
         watch: a :class:`LoadWatch` (tests inject one); only used with ``auto``.
+        first_look_s: with ``auto``, how long to watch the machine before the first plan
+            (this process is idle then, so all it sees is the others' load).
 
     :attr:`plan` is the plan now. :meth:`apply` sets it in the calling thread; :meth:`check`
     (call it often, from the thread that runs the model: it looks at most every few seconds)
@@ -223,14 +225,19 @@ class ThreadGovernor:
         processes: int = 1,
         watch: LoadWatch | None = None,
         clock: Callable[[], float] = time.monotonic,
+        first_look_s: float = 0.2,
     ) -> None:
         self.fixed = parse_threads(threads)
         self.device, self.stage, self.workers = device, stage, workers
         self.cores = max(1, (self.fixed or machine_cores()) // max(1, processes))
         self._clock = clock
         self._watch = None if self.fixed else (watch or LoadWatch())
+        others = None
+        if self._watch is not None and first_look_s > 0:
+            time.sleep(first_look_s)
+            others = self._watch.others()
         self._next = clock() + _RECHECK_S
-        self.plan = plan_threads(self._usable(None), device, stage, workers)
+        self.plan = plan_threads(self._usable(others), device, stage, workers)
         self._before: tuple[int, int] | None = None
 
     def _usable(self, others: float | None) -> int:

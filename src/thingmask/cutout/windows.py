@@ -136,16 +136,20 @@ def to_windows(dets: Detections) -> list[Window]:
     return out
 
 
-def to_detections(windows: list[Window], height: int, width: int, tracked: bool) -> Detections:
-    """Paste windows back into full-frame Detections (``probs`` filled; ``track_ids`` when
-    ``tracked``). Untouched pixels stay zero pages, so the cost follows the windows."""
+def to_detections(
+    windows: list[Window], height: int, width: int, tracked: bool, soft: bool = True
+) -> Detections:
+    """Paste windows back into full-frame Detections (``probs`` filled when ``soft``;
+    ``track_ids`` when ``tracked``). Untouched pixels stay zero pages, so the cost follows the
+    windows."""
     n = len(windows)
     masks = np.zeros((n, height, width), bool)
-    probs = np.zeros((n, height, width), np.uint8)
+    probs = np.zeros((n, height, width), np.uint8) if soft else None
     for i, win in enumerate(windows):
         x0, y0, x1, y1 = win.region
         masks[i, y0:y1, x0:x1] = win.mask
-        probs[i, y0:y1, x0:x1] = win.prob
+        if probs is not None:
+            probs[i, y0:y1, x0:x1] = win.prob
     return Detections(
         masks=masks,
         boxes=np.array([win.box for win in windows], np.float32).reshape(-1, 4),
