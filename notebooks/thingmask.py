@@ -105,7 +105,7 @@ resume = True                          # continue from the newest valid checkpoi
 score_threshold = 0.5                  # drop detections below this confidence
 inference_batch = 4                    # frames per forward pass in the video stage
 num_workers = 0                        # data-loader worker processes (0: in the main process)
-threads = "auto"                       # cores to use: "auto" (those other programs leave free) or 2
+threads = "auto"                       # cores to use: "auto" (fits the machine and its load) or 2
 amp = False                            # mixed precision on a CUDA GPU (faster training); CPU: off
 # --- video and outputs ---
 video_input = ""                       # file, folder or glob (empty: the synthetic demo video)

@@ -103,11 +103,11 @@ class Config:
     score_threshold: float = 0.5  # detections below are dropped
     inference_batch: int = 4  # frames per forward pass in the video stage (GPU: 4-8)
     num_workers: int = 0  # data-loader worker processes
-    # cores thingmask may use: "auto" = the cores other processes leave free, looked at again
-    # every few seconds; or an integer. Each part gets its share so that together they never
-    # oversubscribe the cores (thingmask.threads): training gives the model every core;
-    # the CPU video stage gives inference all but one, decode, cut-out and encode share that
-    # one; on a GPU torch gets one thread and the codecs the rest
+    # cores thingmask may use: "auto" = this machine's (training: minus those other processes
+    # keep busy, looked at again every 5 s), or an integer. Each part gets its share
+    # (thingmask.threads): training gives the model every core; the CPU video stage gives
+    # inference all but one (all on 2-3 cores) and decode, cut-out and encode one thread each;
+    # on a GPU torch gets one thread and the codecs and cut-out the other cores
     threads: int | str = "auto"
     # mixed precision when training on CUDA (float16 autocast + gradient scaling, both engines;
     # detectron2: SOLVER.AMP.ENABLED); ignored on CPU and MPS, which train in float32

@@ -15,20 +15,25 @@ stage     plan (``c`` = the cores to use)
 ========  ========================================================================================
 train     the model gets every core not taken by data-loader workers: ``torch = opencv = c -
           workers`` (at least 1; augmentation runs between steps, never beside them).
-video     CPU: inference gets ``c - 1`` torch threads; decode, cut-out (OpenCV) and encode get one
-          thread each and share the last core (at CPU inference rates they need well under one
-          core together). GPU: torch 1 thread (the model runs on the device; more CPU threads
-          only spin beside the codecs), the other ``c - 1`` cores go to the codecs and the
-          cut-out: a quarter each to decode and OpenCV, the rest to the encoder.
+video     CPU: decode, cut-out (OpenCV) and encode get one thread each; at CPU inference rates
+          they need well under one core together (they wait on their queues most of the
+          time). With 4 or more cores they share one and inference gets ``c - 1`` torch
+          threads; on 2-3 cores a core kept for them would idle most of its time, so inference
+          gets all ``c`` (measured on 2 shared cores, 720p, beside other jobs: 2.84 fps with 2
+          torch threads, 1.84 with 1). GPU: torch 1 thread (the model runs on the device;
+          more CPU threads only spin beside the codecs), the other ``c - 1`` cores go to the
+          codecs and the cut-out: a quarter each to decode and OpenCV, the rest to the encoder.
 images    one image at a time, nothing beside the model: ``torch = opencv = c``.
 ========  ========================================================================================
 
 ``cores``: the ``threads`` setting as a number, or with ``auto`` the cores this process may run
-on (CPU affinity) minus the cores other processes are keeping busy, measured from
-``/proc/stat`` (:class:`LoadWatch`; Linux, elsewhere all cores count as free). With ``auto``,
-training and the video stage look again every few seconds and shrink or grow torch's pool to
-what is free (:class:`ThreadGovernor`): a competing job slows a run down in proportion,
-not tenfold.
+on (CPU affinity). For training, ``auto`` also leaves out the cores other processes keep busy,
+measured from ``/proc/stat`` (:class:`LoadWatch`; Linux, elsewhere all cores count as free),
+and looks again every few seconds to shrink or grow torch's pool (:class:`ThreadGovernor`):
+training is thousands of small operations per step, each a barrier for the pool, and beside a
+busy process 2 threads on 2 cores took 3.9 s per step where 1 thread took 0.5. The video
+stage's inference is a few large operations per frame (full-resolution normalisation and mask
+pasting), which keep gaining from every core even beside other work, so it is not shrunk.
 
 Thread counts change speed, never results' meaning: the same model and frames give the same
 detections (floating-point sums may differ in the last bits between pool sizes).
@@ -98,7 +103,7 @@ def plan_threads(cores: int, device: str, stage: str, workers: int = 0) -> Threa
     if stage == "images":
         return ThreadPlan(torch=c, opencv=c, decode=1, encode=1)
     if device == "cpu":
-        return ThreadPlan(torch=max(1, c - 1), opencv=1, decode=1, encode=1)
+        return ThreadPlan(torch=c if c <= 3 else c - 1, opencv=1, decode=1, encode=1)
     rest = max(1, c - 1)
     decode = max(1, rest // 4)
     opencv = max(1, rest // 4)
@@ -231,7 +236,8 @@ class ThreadGovernor:
         self.device, self.stage, self.workers = device, stage, workers
         self.cores = max(1, (self.fixed or machine_cores()) // max(1, processes))
         self._clock = clock
-        self._watch = None if self.fixed else (watch or LoadWatch())
+        # only training shrinks for other processes' load (see the module docstring)
+        self._watch = None if self.fixed or stage != "train" else (watch or LoadWatch())
         others = None
         if self._watch is not None and first_look_s > 0:
             time.sleep(first_look_s)
