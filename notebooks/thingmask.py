@@ -103,6 +103,7 @@ max_image_size = 256                   # cap on the longest side (pixels)
 checkpoint_period = 200                # checkpoint every N steps (resume after a disconnect)
 resume = True                          # continue from the newest valid checkpoint of run_name
 score_threshold = 0.5                  # drop detections below this confidence
+test_time_flip = False                 # masks averaged with the mirror image's (torchvision)
 inference_batch = 4                    # frames per forward pass in the video stage
 num_workers = 0                        # data-loader worker processes (0: in the main process)
 threads = "auto"                       # cores to use: "auto" (fits the machine and its load) or 2

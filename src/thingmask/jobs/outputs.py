@@ -47,6 +47,7 @@ JOB_SETTINGS = (
     "one_label_per_animal",
     "duplicate_iou",
     "score_threshold",
+    "test_time_flip",
     "video_format",
     "canvas",
     "canvas_color",

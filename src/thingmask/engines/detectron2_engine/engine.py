@@ -229,6 +229,8 @@ def load_predictor(
         cfg, class_names, _ = run_cfg(config, run_dir)
     if score_threshold is not None:
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(score_threshold)
+    if config.test_time_flip:
+        log.info("test_time_flip applies to the torchvision engine only; detectron2 runs without")
     return D2Predictor(cfg, class_names, soft_masks=soft_masks, run_dir=run_dir)
 
 

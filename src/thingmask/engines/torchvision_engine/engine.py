@@ -82,7 +82,12 @@ def load_predictor(
             "resnet50_fpn", 90, config.image_size, config.max_image_size, zero_training=True
         )
         return TorchvisionPredictor(
-            model, coco_label_names(), device, threshold, soft_masks=soft_masks
+            model,
+            coco_label_names(),
+            device,
+            threshold,
+            soft_masks=soft_masks,
+            test_time_flip=config.test_time_flip,
         )
     run_dir = Path(run_dir)
     meta = read_model_meta(run_dir)
@@ -108,6 +113,7 @@ def load_predictor(
         mask_threshold=float(meta.get("mask_threshold", 0.5)),
         soft_masks=soft_masks,
         run_dir=run_dir,
+        test_time_flip=config.test_time_flip,
     )
 
 

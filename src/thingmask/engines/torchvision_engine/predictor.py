@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
-from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+from torchvision.models.detection import MaskRCNN, MaskRCNN_ResNet50_FPN_Weights
 
 from thingmask.engines.base import COCO_CLASSES, InstanceTensors, PredictorBase, check_tensor_image
+from thingmask.engines.torchvision_engine.tta import forward_with_flip
 
 __all__ = ["TorchvisionPredictor", "coco_label_names"]
 
@@ -34,6 +36,8 @@ class TorchvisionPredictor(PredictorBase):
             value calibrated on the validation split by training).
         soft_masks: also return the mask probabilities (``Detections.probs``).
         run_dir: the run folder the weights came from (None: COCO model); recorded only.
+        test_time_flip: average each mask with the mask head's on the mirror image
+            (:mod:`~thingmask.engines.torchvision_engine.tta`); boxes and classes unchanged.
     """
 
     def __init__(
@@ -45,12 +49,14 @@ class TorchvisionPredictor(PredictorBase):
         mask_threshold: float = 0.5,
         soft_masks: bool = False,
         run_dir: Path | None = None,
+        test_time_flip: bool = False,
     ) -> None:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)
         self.soft_masks = bool(soft_masks)
+        self.test_time_flip = bool(test_time_flip)
         self.run_dir = run_dir
         self.class_names = tuple(n for n in label_names if n)
         index = {name: i for i, name in enumerate(self.class_names)}
@@ -73,7 +79,10 @@ class TorchvisionPredictor(PredictorBase):
         if not inputs:
             return []
         with torch.inference_mode():
-            outputs = self.model(inputs)
+            if self.test_time_flip:
+                outputs = forward_with_flip(cast(MaskRCNN, self.model), inputs)
+            else:
+                outputs = self.model(inputs)
         results = []
         for out, img in zip(outputs, inputs, strict=True):
             labels = out["labels"]
