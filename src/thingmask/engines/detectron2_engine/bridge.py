@@ -15,7 +15,7 @@ from typing import Any
 from thingmask.augment import parse_augmentations
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
-from thingmask.engines.base import COCO_CLASSES
+from thingmask.engines.coco_classes import COCO_CLASSES
 from thingmask.errors import ConfigError
 
 __all__ = [

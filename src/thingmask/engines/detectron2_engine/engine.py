@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
-from thingmask.engines.base import COCO_CLASSES, TrainHook, no_run_dir_error
+from thingmask.engines.base import TrainHook, no_run_dir_error
+from thingmask.engines.coco_classes import COCO_CLASSES
 from thingmask.engines.detectron2_engine.bridge import (
     D2_CONFIG_FILE,
     FINAL_MODEL,
