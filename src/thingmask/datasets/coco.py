@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from thingmask.errors import InputError
+
 __all__ = [
     "DatasetError",
     "PreparedDataset",
@@ -18,8 +20,9 @@ __all__ = [
 ]
 
 
-class DatasetError(ValueError):
-    """A dataset file is missing or malformed. The message names the file and the fix."""
+class DatasetError(InputError):
+    """A dataset file or folder given by the user is missing, malformed or cannot be used (an
+    :class:`~thingmask.errors.InputError`). The message names the file and the fix."""
 
 
 @dataclass(frozen=True)
