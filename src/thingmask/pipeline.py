@@ -22,7 +22,7 @@ from thingmask.datasets import PreparedDataset, load_coco_json, load_prepared
 from thingmask.detections import Detections, keep
 from thingmask.engines import COCO_CLASSES, Predictor, TrainHook, get_engine, read_model_meta
 from thingmask.evaluation.video import FrameObjects
-from thingmask.io_utils import atomic_write_json
+from thingmask.io_utils import atomic_write_json, read_image_bgr
 
 __all__ = [
     "config_from_namespace",
@@ -179,10 +179,9 @@ def predict_images(
         images[i] for i in sorted(rng.choice(len(images), min(count, len(images)), replace=False))
     ]
     drawn, titles = [], []
+    listed_in = f"{dataset.val_json} file_name"
     for info in chosen:
-        bgr = cv2.imread(str(dataset.image_root / info["file_name"]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"{dataset.image_root / info['file_name']}: unreadable image")
+        bgr = read_image_bgr(dataset.image_root / info["file_name"], listed_in)
         dets = keep(predictor(bgr), config.display_things)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         drawn.append(

@@ -85,7 +85,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from thingmask import pipeline
     from thingmask.detections import keep
-    from thingmask.io_utils import atomic_path
+    from thingmask.io_utils import atomic_path, read_image_bgr
     from thingmask.visualize import draw_instances
 
     config = config_from_args(args)
@@ -93,9 +93,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in args.images:
-        bgr = cv2.imread(name, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"{name}: not a readable image (png/jpg/...)")
+        bgr = read_image_bgr(name, "predict")
         dets = keep(predictor(bgr), config.display_things)
         rgb = draw_instances(
             cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),

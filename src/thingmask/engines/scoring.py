@@ -11,33 +11,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from thingmask.config import Config
-from thingmask.datasets.coco import DatasetError, PreparedDataset, load_coco_json
+from thingmask.datasets.coco import PreparedDataset, load_coco_json
 from thingmask.detections import Detections
 from thingmask.engines.base import EVAL_SCORE_THRESHOLD, Predictor, read_model_meta
 from thingmask.evaluation.coco import coco_evaluate
 from thingmask.evaluation.plots import save_ap_plot
-from thingmask.io_utils import atomic_write_json
+from thingmask.io_utils import atomic_write_json, read_image_bgr
 from thingmask.runs import MODEL_META
 
-__all__ = ["evaluate_predictor", "evaluate_run", "read_bgr"]
+__all__ = ["evaluate_predictor", "evaluate_run"]
 
 log = logging.getLogger(__name__)
-
-
-def read_bgr(path: Path, source: Path) -> np.ndarray:
-    """``(H, W, 3)`` uint8 BGR image at ``path``; a DatasetError naming ``source`` if unreadable."""
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetError(
-            f"{source}: image {path} is missing or unreadable. Check file_name against the "
-            "images/ folder."
-        )
-    return image
 
 
 def evaluate_run(
@@ -94,10 +79,11 @@ def evaluate_predictor(
             "trained on."
         )
     images = load_coco_json(dataset.val_json)["images"]
+    what = f"{dataset.val_json} file_name"
     predictions: dict[int, Detections] = {}
     for start in tqdm(range(0, len(images), batch_size), desc="evaluate", unit="batch"):
         chunk = images[start : start + batch_size]
-        bgr = [read_bgr(dataset.image_root / im["file_name"], dataset.val_json) for im in chunk]
+        bgr = [read_image_bgr(dataset.image_root / im["file_name"], what) for im in chunk]
         for info, dets in zip(chunk, predictor.predict_batch(bgr), strict=True):
             predictions[int(info["id"])] = dets
     metrics = coco_evaluate(dataset.val_json, predictions, dataset.class_names)
