@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from thingmask.datasets.coco import DatasetError, PreparedDataset, load_prepared
+from thingmask.datasets.geometry import polygons_to_rle
 from thingmask.datasets.synthetic.scenes import render_scene, render_video
 from thingmask.datasets.synthetic.things import CLASS_NAMES
 from thingmask.datasets.synthetic.video_gt import save_video_gt
@@ -57,8 +58,9 @@ def _segmentation(mask: np.ndarray) -> dict[str, Any] | list[list[float]]:
 
     h, w = mask.shape
     polys = mask_to_polygons(mask)
-    if polys:
-        back = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, h, w))).astype(bool)
+    merged = polygons_to_rle(polys, h, w)
+    if merged is not None:
+        back = mask_utils.decode(merged).astype(bool)
         inter, union = (back & mask).sum(), (back | mask).sum()
         if union and inter / union >= 0.98:
             return polys

@@ -32,6 +32,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from torch import nn
 
 from thingmask.augment import parse_augmentations, to_detectron2
+from thingmask.datasets.geometry import polygons_to_rle
 from thingmask.engines.base import TrainHook
 from thingmask.engines.detectron2_engine.checkpointer import SafeCheckpointer, load_with_advice
 
@@ -56,17 +57,15 @@ class BitmaskMapper(DatasetMapper):
     """
 
     def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
-        from pycocotools import mask as mask_utils
-
         h, w = dataset_dict["height"], dataset_dict["width"]
         annos = []
         for ann in dataset_dict.get("annotations", []):
             seg = ann.get("segmentation")
             if isinstance(seg, list):
-                polys = [p for p in seg if len(p) >= 6]
-                if not polys:
+                rle = polygons_to_rle(seg, h, w)
+                if rle is None:
                     continue  # no area: nothing to learn from
-                ann = {**ann, "segmentation": mask_utils.merge(mask_utils.frPyObjects(polys, h, w))}
+                ann = {**ann, "segmentation": rle}
             annos.append(ann)
         mapped: dict[str, Any] = super().__call__({**dataset_dict, "annotations": annos})
         return mapped
