@@ -50,8 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         pipeline.summary(
             run_dir,
             started,
-            train_iterations=metrics.get("iterations"),
-            mask_AP=ap.get("segm", {}).get("AP"),
+            train_iterations=metrics.iterations if metrics else None,
+            mask_AP=ap.mask_ap if ap else None,
             predictions=str(grid),
         )
     )
@@ -76,7 +76,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = pipeline.prepare_data(
         config.replace(generate_synthetic=False) if Path(config.dataset_dir).is_dir() else config
     )
-    print(json.dumps(pipeline.evaluate(config, dataset, run_dir), indent=2))
+    result = pipeline.evaluate(config, dataset, run_dir)
+    print(json.dumps(result.to_dict() if result else {}, indent=2))
     return 0
 
 

@@ -147,7 +147,7 @@ class _Annotations:
             return None
         from pycocotools import mask as mask_utils
 
-        encoded = polygons_to_rle(polys, h, w) if rle is None else rle_to_pycoco(rle)
+        encoded = polygons_to_rle(polys or [], h, w) if rle is None else rle_to_pycoco(rle)
         area = float(mask_utils.area(encoded)) if encoded is not None else 0.0
         if encoded is None or area <= 0:
             r.warning("mask-empty", where, "the mask covers no pixel", "Dropped.")

@@ -27,13 +27,7 @@ from thingmask.engines.detectron2_engine.bridge import (
     cfg_overrides,
     dataset_names,
 )
-from thingmask.engines.detectron2_engine.engine import (
-    ENGINE,
-    Detectron2Engine,
-    evaluate,
-    load_predictor,
-    train,
-)
+from thingmask.engines.detectron2_engine.engine import ENGINE, evaluate, load_predictor, train
 from thingmask.engines.detectron2_engine.install import DETECTRON2_COMMIT, available, resolve_engine
 from thingmask.engines.detectron2_engine.resume import prepare_resume
 
@@ -43,7 +37,6 @@ __all__ = [
     "DETECTRON2_COMMIT",
     "ENGINE",
     "ZOO_URL_PREFIX",
-    "Detectron2Engine",
     "apply_overrides",
     "available",
     "cfg_overrides",

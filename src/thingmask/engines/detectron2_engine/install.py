@@ -37,4 +37,3 @@ def resolve_engine(config: Config | str) -> str:
         )
         return "torchvision"
     return engine
-
