@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 
-from thingmask.config import CANVAS_MODES
+from thingmask.config import CANVAS_MODES, Config
 from thingmask.detections import Detections
 from thingmask.io_utils import read_image_bgr
 
@@ -106,12 +106,13 @@ class Canvas:
         return self.mode == "transparent"
 
     @classmethod
-    def from_config(cls, config: Any) -> Canvas:
+    def from_config(cls, config: Config) -> Canvas:
         """Build from ``config.canvas``, ``config.canvas_color`` (RGB), ``config.canvas_image``."""
         image = None
         if config.canvas == "image":
             image = read_image_bgr(config.canvas_image, "canvas_image")
-        return cls(mode=config.canvas, color_rgb=tuple(config.canvas_color), image=image)
+        r, g, b = config.canvas_color  # validated by Config: three integers
+        return cls(mode=config.canvas, color_rgb=(r, g, b), image=image)
 
     def _constant(self, h: int, w: int) -> np.ndarray:
         """The cached plain-colour canvas for an ``h x w`` frame (read-only: copy before use)."""

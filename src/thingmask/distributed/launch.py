@@ -26,7 +26,6 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
@@ -80,13 +79,12 @@ def train_distributed(
             "detectron2 trains on several processes with CUDA GPUs only (one per process); "
             "on CPU use num_gpus=1, or engine=torchvision to try several processes"
         )
-    # Config holds read-only mappings, which do not pickle: the processes rebuild it
-    settings = config.to_dict()
     log.info("training %s on %d processes x %d machines", config.engine, num_gpus, num_machines)
     # the first process leaves the engine's result here (processes return nothing)
     folder = Path(tempfile.mkdtemp(prefix="thingmask-train-"))
     result = folder / "result.json"
-    args = (settings, dataset, str(run_dir), tuple(hooks), resume_from, trainer, str(result))
+    # config pickles as its plain settings and is validated again in each process
+    args = (config, dataset, str(run_dir), tuple(hooks), resume_from, trainer, str(result))
     try:
         if config.engine == "detectron2":
             from detectron2.engine import launch
@@ -123,7 +121,7 @@ def check_processes(config: Config, num_gpus: int, num_machines: int = 1) -> int
 
 
 def _train_one(
-    settings: dict[str, Any],
+    config: Config,
     dataset: PreparedDataset,
     run_dir: str,
     hooks: tuple[TrainHook, ...],
@@ -132,7 +130,6 @@ def _train_one(
     result_path: str,
 ) -> None:
     """One process of the job (torch.distributed is initialised by the launcher)."""
-    config = Config.from_dict(settings, source="launcher")
     result = get_engine(config.engine).train(
         config,
         dataset,

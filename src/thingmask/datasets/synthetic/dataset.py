@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from thingmask.config import Config
 from thingmask.datasets.coco import DatasetError, PreparedDataset, load_prepared
 from thingmask.datasets.geometry import polygons_to_rle
 from thingmask.datasets.synthetic.scenes import render_scene, render_video
@@ -196,7 +197,7 @@ def generate_video(
     return Path(write_video(video_dir / VIDEO_NAME, iter(frames), fps))
 
 
-def generate(config: Any) -> PreparedDataset:
+def generate(config: Config) -> PreparedDataset:
     """Dataset + demo video from the config (``dataset_dir``, ``synthetic_*``, ``seed``).
 
     Idempotent: when ``dataset_dir`` already holds exactly this generation (its manifest matches
