@@ -49,8 +49,7 @@ def test_get_engine_returns_this_engine():
     engine = get_engine("torchvision")
     assert engine is tv.ENGINE and engine.name == "torchvision"
     assert isinstance(engine, Engine)
-    # the shared facade, made of this engine's functions
-    assert engine._train is tv.train and engine._load_predictor is tv.load_predictor  # type: ignore[attr-defined]
+    assert engine.train is tv.train and engine.load_predictor is tv.load_predictor
 
 
 def test_training_writes_a_complete_run_folder(trained_run):

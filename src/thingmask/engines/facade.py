@@ -8,12 +8,12 @@ import each other; both import this module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
-from thingmask.engines.base import EngineTrainer, Predictor, Registration, TrainHook
+from thingmask.engines.base import Predictor, Registration
 from thingmask.engines.results import EvalResult, TrainResult
 from thingmask.engines.scoring import evaluate_run
 
@@ -22,7 +22,8 @@ __all__ = ["EngineFacade"]
 
 class EngineFacade:
     """The :class:`~thingmask.engines.base.Engine` called ``name``, made of an engine package's
-    functions (see :class:`~thingmask.engines.base.Engine` for what each method means).
+    functions (see :class:`~thingmask.engines.base.Engine` for what each one means); only
+    :meth:`evaluate` is this class's own.
 
     Args:
         name: the engine's name (``config.engine``).
@@ -41,47 +42,18 @@ class EngineFacade:
         register_dataset: Callable[[PreparedDataset], Registration],
     ) -> None:
         self.name = name
-        self._train = train
-        self._load_predictor = load_predictor
-        self._register_dataset = register_dataset
+        self.train = train
+        self.load_predictor = load_predictor
+        self.register_dataset = register_dataset
 
     def __repr__(self) -> str:
         return f"<thingmask engine {self.name!r}>"
-
-    def train(
-        self,
-        config: Config,
-        dataset: PreparedDataset,
-        run_dir: str | Path,
-        *,
-        hooks: Sequence[TrainHook] = (),
-        resume_from: str | Path | None = None,
-        trainer: type[EngineTrainer] | None = None,
-    ) -> TrainResult:
-        return self._train(
-            config, dataset, run_dir, hooks=hooks, resume_from=resume_from, trainer=trainer
-        )
 
     def evaluate(self, config: Config, dataset: PreparedDataset, run_dir: str | Path) -> EvalResult:
         """COCO box + mask AP of the run's model on the validation split, the same path for every
         engine (:func:`~thingmask.engines.scoring.evaluate_run`): images through the predictor
         ``config.inference_batch`` at a time, masks at the run's ``mask_threshold`` (torchvision
         calibrates it on this same split, so its mask AP is slightly optimistic). With
-        ``zero_training``
-        and no trained model in ``run_dir``, the COCO model is scored (classes matched by
-        name)."""
-        return evaluate_run(config, dataset, run_dir, self._load_predictor)
-
-    def load_predictor(
-        self,
-        config: Config,
-        run_dir: str | Path | None,
-        score_threshold: float | None = None,
-        soft_masks: bool = False,
-    ) -> Predictor:
-        return self._load_predictor(
-            config, run_dir, score_threshold=score_threshold, soft_masks=soft_masks
-        )
-
-    def register_dataset(self, dataset: PreparedDataset) -> Registration:
-        return self._register_dataset(dataset)
+        ``zero_training`` and no trained model in ``run_dir``, the COCO model is scored (classes
+        matched by name)."""
+        return evaluate_run(config, dataset, run_dir, self.load_predictor)
