@@ -21,6 +21,7 @@ import numpy as np
 
 from thingmask.config import Config, ConfigError
 from thingmask.datasets import PreparedDataset, load_coco_json, load_prepared
+from thingmask.datasets.preview import Preview
 from thingmask.detections import Detections, keep
 from thingmask.engines import (
     COCO_CLASSES,
@@ -150,7 +151,7 @@ def prepare_data(config: Config) -> PreparedDataset:
     return dataset
 
 
-def preview_dataset(config: Config, dataset: PreparedDataset, show: bool = False) -> Any:
+def preview_dataset(config: Config, dataset: PreparedDataset, show: bool = False) -> Preview:
     """Section 3: sample grid with masks + per-class counts, saved under
     ``<output_dir>/previews/<dataset folder name>/`` — never inside the dataset folder, which may
     be the user's own."""
