@@ -223,9 +223,9 @@ def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, 
     With the synthetic demo video (its ground truth ``demo_gt.npz`` beside it), the kept
     instances are scored frame by frame against the generator's per-animal ground truth
     (:mod:`thingmask.video_metrics`): ``J``, ``F`` (DAVIS, per object), ``fg_J``/``fg_F`` (the
-    cut-out as a whole), ``id_switches`` (CLEAR-MOT) and ``mean_iou`` (= ``fg_J``, the mean
-    foreground IoU). The full report goes to ``<run>/<stem>_cutout_eval.json`` with a plot of J
-    over time.
+    cut-out as a whole), ``id_switches`` (CLEAR-MOT, the report's ``num_switches``) and
+    ``mean_iou`` (= ``fg_J``, the mean foreground IoU). The full report goes to
+    ``<run>/<stem>_cutout_eval.json`` with a plot of J over time.
     """
     from thingmask.video import EXTENSIONS
     from thingmask.video_job import process_many, process_video
@@ -267,7 +267,8 @@ def _score_demo_video(
     report = evaluate_instances(predicted, load_video_gt(gt_path), config.display_things)
     save_report(report, run_dir, dst.stem if dst.suffix else dst.name)  # <stem>_eval.json
     per_frame = report["per_frame"]["fg_J"]
-    figures = {k: report[k] for k in ("J", "F", "fg_J", "fg_F", "id_switches", "vanished")}
+    figures = {k: report[k] for k in ("J", "F", "fg_J", "fg_F")}
+    figures |= {"id_switches": report["num_switches"], "vanished": report["vanished"]}
     figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
     return {**figures, "mean_iou": float(np.mean(per_frame)), "min_iou": float(np.min(per_frame))}
 
