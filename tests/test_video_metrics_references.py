@@ -26,7 +26,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from thingmask.datasets.synthetic.scenes import render_video
-from thingmask.video_metrics import clear_mot, evaluate_instances
+from thingmask.evaluation.video import clear_mot, evaluate_instances
 
 THINGS = ("cat", "bird")
 MM_METRICS = [

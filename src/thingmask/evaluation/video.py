@@ -19,9 +19,9 @@ Definitions (the docs of every figure in the JSON report):
   the pairing is redone in every frame (identity errors are then invisible to J). The video's
   ``J`` is the mean over objects; ``fg_J`` the mean over frames of the IoU of the union of
   predicted masks with the union of ground-truth masks (the cut-out as a whole).
-* **F** (boundary F-measure, DAVIS): :func:`thingmask.metrics.boundary_f` with tolerance
-  0.008 of the image diagonal, rounded up (2 px at 160 x 160, 18 px at 1920 x 1080); per
-  object on the same pairing as J.
+* **F** (boundary F-measure, DAVIS): :func:`thingmask.evaluation.masks.boundary_f` with
+  tolerance 0.008 of the image diagonal, rounded up (2 px at 160 x 160, 18 px at 1920 x
+  1080); per object on the same pairing as J.
 * **CLEAR-MOT** (Bernardin & Stiefelhagen 2008), computed as py-motmetrics'
   ``MOTAccumulator`` does with distance 1 - mask IoU and max distance ``1 - match_iou`` (0.5),
   under py-motmetrics' names. Per frame: an object keeps the track it was last matched to —
@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from thingmask.metrics import (
+from thingmask.evaluation.masks import (
     BOUNDARY_TOLERANCE,
     boundary_f,
     boundary_f_matrix,
@@ -117,7 +117,7 @@ class _ClearMot:
     Why not py-motmetrics itself: its last release (1.4.0, 2022) is unmaintained, parts of it
     fail on NumPy 2 (``np.asfarray`` in ``motmetrics.distances``) and it would add pandas to the
     runtime for ~60 lines of bookkeeping. The tests run py-motmetrics as the oracle instead
-    (tests/test_clear_mot_oracle.py): switches, fragmentations, matches, misses, false
+    (tests/test_video_metrics_references.py): switches, fragmentations, matches, misses, false
     positives, MOTA and MOTP are equal on every case there.
     """
 
