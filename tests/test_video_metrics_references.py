@@ -118,13 +118,14 @@ def _db_eval_iou(annotation: np.ndarray, segmentation: np.ndarray) -> np.ndarray
     return j
 
 
-def davis_unsupervised(pred, gt):
+def davis_unsupervised(pred, gt, gt_ids=None):
     """``_evaluate_unsupervised`` of davis2017-evaluation on one video: proposals = the tracks in
     ascending id order (zero-padded to the number of objects). Returns ``{gt id: (track or -1,
     J per frame, F per frame)}`` — paired by ``col_ind`` (the official script lists the rows in
-    proposal order, which only its per-object names depend on)."""
+    proposal order, which only its per-object names depend on). ``gt_ids``: the objects (default:
+    all ids in ``gt``)."""
     shape = gt[0][0].shape[1:]
-    gt_ids = sorted({int(i) for _, _, ids in gt for i in ids})
+    gt_ids = gt_ids or sorted({int(i) for _, _, ids in gt for i in ids})
     tracks = sorted({int(i) for _, _, ids in pred for i in ids if i >= 0})
 
     def stack(frames, wanted):
@@ -337,11 +338,16 @@ def test_the_cases_exercise_what_they_claim() -> None:
 def test_per_object_j_and_f_equal_davis_unsupervised(case: str) -> None:
     pred, gt = CASES[case]()
     report = evaluate_instances(pred, gt, THINGS)
-    reference = davis_unsupervised(pred, gt) if report["tracked"] else None
+    if not report["tracked"]:  # paired in each frame alone: DAVIS on that frame, detections
+        gt_ids = [int(g) for g in report["objects"]]  # as one-frame tracks
+        for t, (pm, names, _) in enumerate(pred):
+            one = davis_unsupervised([(pm, names, np.arange(len(pm)))], [gt[t]], gt_ids)
+            for gid, obj in report["objects"].items():
+                _, j, f = one[int(gid)]
+                assert (obj["J_per_frame"][t], obj["F_per_frame"][t]) == (j[0], f[0])
+        return
+    reference = davis_unsupervised(pred, gt)
     for gid, obj in report["objects"].items():
-        if reference is None:  # untracked: pairing per frame; check the frame's J at least
-            assert len(obj["J_per_frame"]) == len(gt)
-            continue
         track, j, f = reference[int(gid)]
         assert (obj["track"], obj["J_per_frame"], obj["F_per_frame"]) == (track, j, f)
         assert obj["J"] == pytest.approx(np.mean(j), rel=1e-15)
