@@ -328,8 +328,8 @@ def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> CutResult:
 
     With the synthetic demo video (its ground truth ``demo_gt.npz`` beside it), the kept
     instances are scored frame by frame against the generator's per-animal ground truth
-    (:class:`DemoScores`). The full report goes to ``<run>/<stem>_cutout_eval.json`` with a
-    plot of J over time.
+    (:class:`DemoScores`; ``id_switches`` is the report's ``num_switches``). The full report
+    goes to ``<run>/<stem>_cutout_eval.json`` with a plot of J over time.
     """
     from thingmask.jobs.job import process_many, process_video
     from thingmask.video import EXTENSIONS
@@ -374,7 +374,7 @@ def _score_demo_video(
         f=round(float(report["F"]), 4),
         fg_j=round(float(report["fg_J"]), 4),
         fg_f=round(float(report["fg_F"]), 4),
-        id_switches=int(report["id_switches"]),
+        id_switches=int(report["num_switches"]),
         vanished=int(report["vanished"]),
         mean_iou=float(np.mean(per_frame)),
         min_iou=float(np.min(per_frame)),
