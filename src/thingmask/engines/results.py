@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -62,17 +62,7 @@ class TrainResult:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainResult:
         """The inverse of :meth:`to_dict` (keys it does not name go to ``details``)."""
-        own = {
-            "engine",
-            "run_dir",
-            "model",
-            "start_iteration",
-            "iterations",
-            "final_loss",
-            "wall_time_s",
-            "seconds_per_iteration",
-            "loss_history",
-        }
+        own = {f.name for f in fields(cls)} - {"details"}
         loss = data.get("final_loss")
         return cls(
             engine=str(data["engine"]),
