@@ -43,3 +43,16 @@ def test_cli_ends_a_video_error_with_one_line_and_exit_2(tmp_path: Path, capsys)
     assert code == 2
     assert err.startswith("thingmask evaluate-video: error: ") and str(missing) in err
     assert "unexpected" not in err and "Traceback" not in err
+
+
+def test_cli_predict_names_the_picture_it_cannot_read(tmp_path: Path, capsys, tiny_trained_run):
+    config, run_dir = tiny_trained_run
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    argv = ["predict", str(notes), "--output", str(tmp_path / "out"), "--run", str(run_dir)]
+    argv += ["--set", f"display_things=[{','.join(config.display_things)}]"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"error: predict: {notes} is missing or not a readable picture" in err
+    assert not (tmp_path / "out" / "notes_pred.png").exists()
