@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from thingmask.config import Config
 from thingmask.cutout.refine import EdgeRefiner
 from thingmask.cutout.smoothing import TemporalSmoother
 from thingmask.cutout.tracking import Tracker
@@ -137,7 +138,7 @@ class TemporalPipeline:
 
 
 def make_temporal_stage(
-    config: Any, *, mask_threshold: float = 0.5, soft_out: bool = True
+    config: Config, *, mask_threshold: float = 0.5, soft_out: bool = True
 ) -> TemporalStage:
     """The stage the config asks for; :class:`IdentityStage` when every switch is off.
 
@@ -165,7 +166,7 @@ def make_temporal_stage(
 # --- the stage inside the video pipeline: holding frames while the stage works on them ---
 
 
-def make_stage(config: Any, mask_threshold: float = 0.5) -> TemporalStage | None:
+def make_stage(config: Config, mask_threshold: float = 0.5) -> TemporalStage | None:
     """The temporal stage the settings ask for (:func:`make_temporal_stage`:
     tracking, smoothing, edge refinement; ``per_instance_clips`` switches tracking on), or None
     when every switch is off: the identity stage changes nothing, and leaving it out lets the
