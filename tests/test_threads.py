@@ -198,3 +198,10 @@ def test_auto_starts_from_the_load_it_sees(monkeypatch) -> None:
     # the video stage's large operations keep gaining from every core: not shrunk
     video = ThreadGovernor("auto", "cpu", "video", watch=Busy(1.0), first_look_s=1e-3)
     assert video.plan.torch == 2 and not video.check()
+
+
+def test_auto_respects_omp_num_threads(monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert th.machine_cores() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert th.machine_cores() >= 1

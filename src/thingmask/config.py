@@ -106,8 +106,9 @@ class Config:
     test_time_flip: bool = False
     inference_batch: int = 4  # frames per forward pass in the video stage (GPU: 4-8)
     num_workers: int = 0  # data-loader worker processes
-    # cores thingmask may use: "auto" = this machine's (training: minus those other processes
-    # keep busy, looked at again every 5 s), or an integer. Each part gets its share
+    # cores thingmask may use: "auto" = this machine's (at most OMP_NUM_THREADS when that is
+    # set; training: minus those other processes keep busy, looked at again every 5 s), or an
+    # integer. Each part gets its share
     # (thingmask.threads): training gives the model every core; the CPU video stage gives
     # inference all but one (all on 2-3 cores) and decode, cut-out and encode one thread each;
     # on a GPU torch gets one thread and the codecs and cut-out the other cores

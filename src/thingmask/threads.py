@@ -27,20 +27,22 @@ images    one image at a time, nothing beside the model: ``torch = opencv = c``.
 ========  ========================================================================================
 
 ``cores``: the ``threads`` setting as a number, or with ``auto`` the cores this process may run
-on (CPU affinity). For training, ``auto`` also leaves out the cores other processes keep busy,
-measured from ``/proc/stat`` (:class:`LoadWatch`; Linux, elsewhere all cores count as free),
-and looks again every few seconds to shrink or grow torch's pool (:class:`ThreadGovernor`):
-training is thousands of small operations per step, each a barrier for the pool, and beside a
+on (CPU affinity, capped by ``OMP_NUM_THREADS`` when set). For training, ``auto`` also leaves
+out the cores other processes keep busy, measured from ``/proc/stat`` (:class:`LoadWatch`;
+Linux, elsewhere all cores count as free), and looks again every few seconds to shrink or grow
+torch's pool (:class:`ThreadGovernor`): training is thousands of small operations per step, each a barrier for the pool, and beside a
 busy process 2 threads on 2 cores took 3.9 s per step where 1 thread took 0.5. The video
 stage's inference is a few large operations per frame (full-resolution normalisation and mask
 pasting), which keep gaining from every core even beside other work, so it is not shrunk.
 
-Thread counts change speed, never results' meaning: the same model and frames give the same
-detections (floating-point sums may differ in the last bits between pool sizes).
+Thread counts change speed, not what is found; floating-point sums can differ in the last
+bits between pool sizes (a CSV score 0.2301 against 0.2302), so runs meant to match
+figure for figure use the same fixed ``threads``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -128,14 +130,17 @@ def parse_threads(value: object) -> int | None:
 
 
 def machine_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the OS tells it)."""
+    """Cores this process may run on: its CPU affinity where the OS tells it, capped by
+    ``OMP_NUM_THREADS`` when that is set (someone already chose a thread budget)."""
+    cores = max(1, os.cpu_count() or 1)
     affinity = getattr(os, "sched_getaffinity", None)
     if affinity is not None:
-        try:
-            return max(1, len(affinity(0)))
-        except OSError:
-            pass
-    return max(1, os.cpu_count() or 1)
+        with contextlib.suppress(OSError):
+            cores = max(1, len(affinity(0)))
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) >= 1:
+        cores = min(cores, int(env))
+    return cores
 
 
 def _proc_stat_busy() -> float | None:

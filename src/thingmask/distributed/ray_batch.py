@@ -154,6 +154,8 @@ class VideoWorker:
             import torch
 
             torch.set_num_threads(threads)
+            if config.threads == "auto":  # the video job plans its threads within these CPUs
+                config = config.replace(threads=threads)
         self.config = config
         self.predictor = loader(config, Path(run_dir) if run_dir else None)
         self.frames = 0
