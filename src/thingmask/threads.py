@@ -30,10 +30,11 @@ images    one image at a time, nothing beside the model: ``torch = opencv = c``.
 on (CPU affinity, capped by ``OMP_NUM_THREADS`` when set). For training, ``auto`` also leaves
 out the cores other processes keep busy, measured from ``/proc/stat`` (:class:`LoadWatch`;
 Linux, elsewhere all cores count as free), and looks again every few seconds to shrink or grow
-torch's pool (:class:`ThreadGovernor`): training is thousands of small operations per step, each a barrier for the pool, and beside a
-busy process 2 threads on 2 cores took 3.9 s per step where 1 thread took 0.5. The video
-stage's inference is a few large operations per frame (full-resolution normalisation and mask
-pasting), which keep gaining from every core even beside other work, so it is not shrunk.
+torch's pool (:class:`ThreadGovernor`): a training step is thousands of small operations, each
+a barrier for the pool, and beside a busy process 2 threads on 2 cores took 4.1 s per step
+where ``auto`` took 0.55 (``scripts/bench_threads.py``). The video stage's inference runs in a
+thread of its own and is a few large operations per frame (full-resolution normalisation and
+mask pasting); it kept gaining from every core beside other work, so it is not shrunk.
 
 Thread counts change speed, not what is found; floating-point sums can differ in the last
 bits between pool sizes (a CSV score 0.2301 against 0.2302), so runs meant to match
