@@ -9,8 +9,9 @@ AdamW, the demo's augmentations; the engine's ``Trainer``) and frames per second
 with random weights forced to 5 instances per frame, CSV on), each
 
 * ``threads=auto`` — thingmask's plan (:mod:`thingmask.threads`), refitted to the load;
-* ``every core`` — what ran before the setting: torch with one thread per core (training:
-  ``threads=<cores>``; video: ``threads=<cores + 1>``, whose plan gives inference every core);
+* ``every core`` — training as before the setting: ``threads=<cores>``, torch with one thread
+  per core whatever the load; video: ``threads=<cores + 1>``, one torch thread more than there
+  are cores (the video plan of ``auto`` already gives inference every core on 2-3 cores);
 
 and each ``idle`` (whatever else the machine runs) and ``busy`` (``--busy`` extra processes,
 each a Python busy loop, started before and stopped after the row). The load average before each
