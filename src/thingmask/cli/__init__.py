@@ -8,6 +8,9 @@
     thingmask predict  IMAGE... [--run RUN_DIR] --output DIR          display things on images
     thingmask video    SRC --output OUT [--run RUN_DIR] [...]         cut-out video + data
     thingmask evaluate-video PRED GT [--output DIR]                   J, F, id switches vs GT
+    thingmask frames   VIDEO --output DIR [--n 20]                    frames worth annotating
+    thingmask prelabel IMAGES|VIDEO --run RUN_DIR --output DIR        predictions → annotations
+    thingmask suggest  VIDEO --run RUN_DIR --output DIR [--n 20]      frames the model gets wrong
 
 Bad input ends with one line naming the file/setting and the fix (exit 2); ``--debug`` shows
 the traceback.
@@ -20,7 +23,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from thingmask.cli import data, sections, video
+from thingmask.cli import data, labeling, sections, video
 
 __all__ = ["build_parser", "main"]
 
@@ -32,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sections.add_parsers(sub)  # demo, generate, train, evaluate, predict
     data.add_parsers(sub)  # prepare
     video.add_parsers(sub)  # video, evaluate-video
+    labeling.add_parsers(sub)  # frames, prelabel, suggest
     return parser
 
 
