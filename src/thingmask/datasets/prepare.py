@@ -201,14 +201,9 @@ def prepare_dataset(
     frozen = previous_val(output, previous)
     if frozen is not None:  # the next iteration: val stays as it was, new images train
         samples = [replace(s, split="val" if s.file_name in frozen else "train") for s in samples]
-        report.info(
-            "split-frozen",
-            str(output),
-            f"merged into the dataset prepared before (iteration {previous.get('iteration', 1)}): "
-            f"its {len(frozen)} val image(s) stay in val, new images go to train",
-            "Prepare into a new folder to split afresh.",
-        )
     splits = assign_splits(samples, val_fraction, seed, report)
+    if frozen is not None:
+        _note_frozen(report, output, samples, frozen, previous)
     if not any(s.objects for s, sp in zip(samples, splits, strict=True) if sp == "train"):
         report.error(
             "split-empty-train",
@@ -223,6 +218,7 @@ def prepare_dataset(
     if dataset is None:
         return _stop(report, output)
     record = next_record(samples, splits, origins, previous)
+    record["split_how"] = previous.get("split_how") or report.summary["split"].get("how")
     report.summary.update(iteration=record["iteration"], origins=record["origins"])
     atomic_write_json(output / LABELS_RECORD, record)
     report.write_json(output / "report.json")
@@ -305,6 +301,28 @@ def _stop(report: Report, output: Path) -> PrepareResult:
         log.warning("could not write %s: %s", output / "report.json", exc)
     report.log_counts(log)
     return PrepareResult(None, report, output)
+
+
+def _note_frozen(
+    report: Report,
+    output: Path,
+    samples: Sequence[Sample],
+    frozen: set[str],
+    previous: Mapping[str, Any],
+) -> None:
+    known = previous.get("images") or {}
+    new = sum(s.file_name not in known for s in samples)
+    if not new and previous.get("split_how"):  # a plain re-run reports as the first run did
+        report.summary.setdefault("split", {})["how"] = previous["split_how"]
+        return
+    report.summary.setdefault("split", {})["how"] = "frozen val, new images to train"
+    report.info(
+        "split-frozen",
+        str(output),
+        f"merged into the dataset prepared before (iteration {previous.get('iteration', 1)}): "
+        f"its {len(frozen)} val image(s) stay in val, {new} new image(s) go to train",
+        "Prepare into a new folder to split afresh.",
+    )
 
 
 def _leave_out_unreviewed(
