@@ -388,7 +388,7 @@ def load_config(
 
 
 RUN_CONFIG = "config.yaml"  # the resolved settings a training run saved in its folder
-_RUN_PATHS = ("dataset_dir", "output_dir")  # relative to where training ran
+_RUN_PATHS = ("dataset_dir", "dataset_source", "output_dir", "canvas_image")  # relative to training
 
 
 def run_config(
