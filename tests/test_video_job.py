@@ -1,4 +1,4 @@
-"""thingmask.video_job: streaming job, resume/skip, kill safety, batch, CLI hooks.
+"""thingmask.jobs.job: streaming job, resume/skip, kill safety, batch, CLI hooks.
 
 The predictor is a stand-in (colour threshold): red squares are cats, blue squares are dogs.
 """
@@ -23,11 +23,11 @@ import thingmask
 from thingmask.cli import main
 from thingmask.config import Config, ConfigError
 from thingmask.detections import Detections
+from thingmask.jobs.batch import find_videos
+from thingmask.jobs.job import process_many, process_video
+from thingmask.jobs.outputs import output_paths
 from thingmask.runs import find_latest_run
 from thingmask.video import VideoError, open_video, partial_path, write_video
-from thingmask.video_batch import find_videos
-from thingmask.video_job import process_many, process_video
-from thingmask.video_outputs import output_paths
 
 H, W = 48, 64
 BACKGROUND = (60, 140, 60)  # BGR green meadow
@@ -131,7 +131,7 @@ def test_leftover_partial_is_replaced(tmp_path: Path, caplog) -> None:
     src = make_input(tmp_path / "walk.mp4", n=6)
     dst = tmp_path / "walk_cutout.mp4"
     partial_path(dst).write_bytes(b"half a video from a killed run")
-    with caplog.at_level(logging.INFO, logger="thingmask.video_job"):
+    with caplog.at_level(logging.INFO, logger="thingmask.jobs.job"):
         result = process_video(src, dst, ColourPredictor(), cfg(), progress=False)
     assert "unfinished" in caplog.text
     assert result.status == "done" and not partial_path(dst).exists()
@@ -141,7 +141,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {test_dir!r})
     from test_video_job import ColourPredictor, cfg
-    from thingmask.video_job import process_video
+    from thingmask.jobs.job import process_video
 
     def stall(index, frame, kept):
         if index == 90:  # past several 2 s fragments at 10 fps, even with a deep encoder delay

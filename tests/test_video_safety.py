@@ -20,9 +20,9 @@ from thingmask.cli import main
 from thingmask.config import Config
 from thingmask.detections import Detections
 from thingmask.errors import InputError
+from thingmask.jobs.batch import find_videos
+from thingmask.jobs.job import process_many, process_video
 from thingmask.video import VideoError, VideoWriter, read_output_tag, write_video
-from thingmask.video_batch import find_videos
-from thingmask.video_job import process_many, process_video
 
 H, W = 32, 48
 

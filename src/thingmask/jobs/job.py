@@ -1,12 +1,12 @@
 """The video stage: cut the display things out of videos, plus their data.
 
-``process_video`` streams one video through the pipeline (:mod:`thingmask.video_cutout`: decode,
+``process_video`` streams one video through the pipeline (:mod:`thingmask.jobs.cutout`: decode,
 batched inference, keep the display things, [temporal stage], composite, each in a thread) and
 encodes the cut-out frames and exports as they arrive (CSV / RLE / mask video / per-animal
 clips): memory stays flat whatever the video's length. ``process_many`` does it for a file,
 folder or glob, one output per video; a bad file is reported and the rest continue.
 ``thingmask video`` (cli.py) calls them. The files written are listed in
-:mod:`thingmask.video_outputs`.
+:mod:`thingmask.jobs.outputs`.
 
 Safety: no output may be, replace or contain an input (checked before anything is written);
 every output is written under a temporary name and renamed when complete, so a failure in any
@@ -28,11 +28,23 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from thingmask.composite import Canvas
+from thingmask.cutout.composite import Canvas
+from thingmask.cutout.temporal import make_stage
 from thingmask.detections import Detections
 from thingmask.errors import InputError
-from thingmask.exports import CsvExporter, InstanceClips, MaskVideo, RleExporter
 from thingmask.io_utils import atomic_write_json, atomic_write_text
+from thingmask.jobs.batch import find_videos, output_for, summary_csv, summary_table
+from thingmask.jobs.cutout import CutFrame, Needs, cutout_stream
+from thingmask.jobs.exports import CsvExporter, InstanceClips, MaskVideo, RleExporter
+from thingmask.jobs.outputs import (
+    VideoResult,
+    already_done,
+    check_apart,
+    fingerprint,
+    output_paths,
+    read_marker,
+)
+from thingmask.jobs.stream import named_stage
 from thingmask.video import (
     EXTENSIONS,
     VideoError,
@@ -41,18 +53,6 @@ from thingmask.video import (
     output_tag,
     partial_path,
 )
-from thingmask.video_batch import find_videos, output_for, summary_csv, summary_table
-from thingmask.video_cutout import CutFrame, Needs, cutout_stream
-from thingmask.video_outputs import (
-    VideoResult,
-    already_done,
-    check_apart,
-    fingerprint,
-    output_paths,
-    read_marker,
-)
-from thingmask.video_stream import named_stage
-from thingmask.video_temporal import make_stage
 
 __all__ = ["OnFrame", "plan_batch", "process_many", "process_video", "write_summary"]
 
@@ -365,7 +365,8 @@ def process_many(
 
 def plan_batch(src: str | Path, out_dir: str | Path, config: Any) -> list[tuple[Path, Path]]:
     """``(video, output)`` for every video of a batch (:func:`process_many`, and the Ray batch
-    ``thingmask.batch_ray``), after checking that no output would overwrite an input; makes
+    ``thingmask.distributed.ray_batch``), after checking that no output would overwrite an input;
+    makes
     ``out_dir``. Raises InputError (before writing anything) as :func:`process_many` says."""
     videos = find_videos(src)
     out_dir = Path(out_dir)

@@ -14,8 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from thingmask.jobs.outputs import VideoResult, is_own_output, listed_outputs
 from thingmask.video import EXTENSIONS, VideoError
-from thingmask.video_outputs import VideoResult, is_own_output, listed_outputs
 
 __all__ = ["VIDEO_EXTENSIONS", "find_videos", "output_for", "summary_csv", "summary_table"]
 
