@@ -470,13 +470,13 @@ from thingmask.labeling.frames import FrameOptions, write_frames
 from thingmask.labeling.prelabel import write_prelabels
 
 label_frames = 8  # frames per video per round (20 is a good start on real footage)
-labels_dir = run_dir / "label-more"  # your labelme project: frames + pre-labels
+labels_dir = run_folder / "label-more"  # your labelme project: frames + pre-labels
 n_pick = min(label_frames, max(1, info.frames // 2))  # a clip shorter than 16 frames: half
 picked, _ = write_frames([video_source], labels_dir, FrameOptions(n=n_pick, seed=config.seed))
 print("picked frames", [p.index for p in picked], "→", labels_dir)
 # every class the model knows is pre-labelled: a frame trained on must label all its animals
 pres, _, _ = write_prelabels(labels_dir, labels_dir, predictor, config, predictor.class_names,
-                             all_classes=True, run=str(run_dir))
+                             all_classes=True, run=str(run_folder))
 print(f"{sum(len(p.instances) for p in pres)} instances pre-labelled as polygons, e.g.",
       [name for name, _, _ in pres[0].instances])
 
@@ -493,7 +493,7 @@ from thingmask.labeling.suggest import write_suggestions
 suggested, images = write_suggestions([video_source], labels_dir, predictor, config,
                                       label_frames, seed=config.seed)
 write_prelabels(images, labels_dir, predictor, config, predictor.class_names,
-                all_classes=True, run=str(run_dir))
+                all_classes=True, run=str(run_folder))
 for s in suggested:
     print(f"frame {s.index} ({s.time:.2f} s): {', '.join(s.criteria)}")
 
@@ -506,7 +506,7 @@ for s in suggested:
 # %%
 from thingmask.datasets.prepare import prepare_dataset
 
-more = prepare_dataset(labels_dir, run_dir / "dataset-more", accept_prelabels=True)
+more = prepare_dataset(labels_dir, run_folder / "dataset-more", accept_prelabels=True)
 print("label origins:", more.report.summary.get("origins"))
 if more.ok:  # a barely trained model may find nothing to pre-label: then there is no dataset
     retrain_config = config.replace(
