@@ -346,3 +346,18 @@ def test_output_folder_is_not_a_video_folder_copy(videos: Path, tmp_path: Path) 
     moved = shutil.copytree(labels, tmp_path / "moved")
     pres, written, _ = write_prelabels(moved, moved, BrightPredictor(), CONFIG, ["cat", "bird"])
     assert len(pres) == 3 and written == 3
+
+
+def test_coco_prelabels_are_unreviewed_until_accepted(videos: Path, tmp_path: Path) -> None:
+    labels = tmp_path / "labels"
+    write_frames([videos / "clip.mp4"], labels, FrameOptions(n=5))
+    write_prelabels(labels, labels, BrightPredictor(), CONFIG, ["cat", "bird"], fmt="coco")
+    coco = labels / "prelabels_coco.json"
+    data = json.loads(coco.read_text())
+    assert len(data["images"]) == 5 and data["images"][0]["file_name"].startswith("clip/")
+    res = prepare_dataset(coco, tmp_path / "ds")
+    assert not res.ok and "prelabel-unreviewed" in {i.rule for i in res.report.issues}
+    res = prepare_dataset(coco, tmp_path / "ds", accept_prelabels=True)
+    assert res.ok, res.report.text()
+    origins = json.loads((tmp_path / "ds" / "labels.json").read_text())["origins"]
+    assert origins == {"accepted": 5}

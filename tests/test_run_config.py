@@ -74,6 +74,12 @@ def test_a_run_folder_is_enough_from_another_cwd(
     assert main([*argv, "--set", "display_things=[owl]"]) == 0
     labels = {s["label"] for s in json.loads(Path("ann2/a.json").read_text())["shapes"]}
     assert labels <= {"owl"}
+    # a video: its frames are picked first (as `frames`), then pre-labelled, here for CVAT
+    argv = ["prelabel", str(video), "--run", str(fox_run), "-o", "vid", "--n", "2"]
+    assert main([*argv, "--format", "coco"]) == 0
+    coco = json.loads(Path("vid/prelabels_coco.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["fox", "owl", "fern"]
+    assert len(coco["images"]) == 2 and len(list(Path("vid/clip").glob("clip_*.jpg"))) == 2
     assert main(["video", str(video), "--run", str(fox_run), "-o", "cut", "--no-csv"]) == 0
     assert main(["suggest", str(video), "--run", str(fox_run), "-o", "sugg", "--n", "2"]) == 0
     assert (tmp_path / "sugg" / "suggestions.csv").is_file()
