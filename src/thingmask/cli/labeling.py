@@ -13,8 +13,8 @@ from thingmask.cli.common import add_common, add_set, config_from_args, run_dir_
 
 def cmd_frames(args: argparse.Namespace) -> int:
     """Pick ``--n`` diverse frames per video and write them as JPEGs."""
-    from thingmask.labeling.frames import FrameOptions, write_frames
     from thingmask.jobs.batch import find_videos
+    from thingmask.labeling.frames import FrameOptions, write_frames
 
     videos = find_videos(args.src)
     options = FrameOptions(
@@ -53,8 +53,8 @@ def _predictor(args: argparse.Namespace) -> tuple[Any, Any, Path]:
 
 def cmd_prelabel(args: argparse.Namespace) -> int:
     """A run's predictions on images (or a video's picked frames) as editable annotations."""
-    from thingmask.labeling.prelabel import write_prelabels
     from thingmask.jobs.batch import VIDEO_EXTENSIONS
+    from thingmask.labeling.prelabel import write_prelabels
 
     source = Path(args.src)
     if source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS:
@@ -88,9 +88,9 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
 
 def cmd_suggest(args: argparse.Namespace) -> int:
     """Frames the model probably gets wrong, with their pre-labels and the criteria table."""
+    from thingmask.jobs.batch import find_videos
     from thingmask.labeling.prelabel import write_prelabels
     from thingmask.labeling.suggest import CRITERIA, write_suggestions
-    from thingmask.jobs.batch import find_videos
 
     videos = find_videos(args.src)
     config, predictor, run_dir = _predictor(args)

@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from thingmask.config import Config
+from thingmask.cutout.tracking import Tracker
 from thingmask.detections import Detections, keep
 from thingmask.errors import InputError
 from thingmask.labeling.frames import encode_jpeg, frame_name, read_frames
 from thingmask.labeling.outputs import OutputFolder
 from thingmask.labeling.select import pick_diverse, thumbnail
-from thingmask.cutout.tracking import Tracker
 from thingmask.video.reader import open_video
 
 __all__ = ["CRITERIA", "FrameSignals", "Suggestion", "find_suggestions", "write_suggestions"]
