@@ -142,6 +142,8 @@ def test_frames_start_stop_and_uniform(videos: Path, tmp_path: Path) -> None:
     opts = FrameOptions(n=5, method="uniform", start=0.5, stop=1.0)
     picked, _ = write_frames([videos / "clip.mp4"], tmp_path / "o", opts)
     assert all(20 <= p.index < 40 for p in picked) and len(picked) == 5
+    every, _ = write_frames([videos / "turned.mp4"], tmp_path / "all", FrameOptions(n=30))
+    assert sorted(p.index for p in every) == list(range(30))  # N = the video's frames: all
 
 
 def test_frames_refuses_bad_input_before_writing(videos: Path, tmp_path: Path) -> None:
