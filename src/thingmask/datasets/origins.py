@@ -101,7 +101,8 @@ def source_origins(sources: Sequence[Any]) -> dict[str, str]:
         data = src.data if isinstance(src.data, Mapping) else {}
         info = data.get("info")
         coco_prelabel = isinstance(info, Mapping) and PRELABEL_KEY in info
-        for img in data.get("images") or []:
+        images = data.get("images")
+        for img in images if isinstance(images, list) else []:  # untrusted: checked later
             if not isinstance(img, Mapping):
                 continue
             name, _ = normalize_file_name(img.get("file_name"))
