@@ -187,6 +187,8 @@ def pick(
             wrong = [iou < 0.5 for iou in ious]
             errors["random"] += wrong  # a random pool frame: every frame counts once
             errors["flagged"] += [wrong[s.index] for s in found if s.index < len(wrong)]
+            errors["random_iou"] += ious
+            errors["flagged_iou"] += [ious[s.index] for s in found if s.index < len(ious)]
             have.update(s.index for s in found)
         short = extra - len(found) if strategy == "suggest" else extra
         need = len(have) + max(0, short)
@@ -242,7 +244,12 @@ def run_seed(seed: int, s: dict[str, Any], work: Path, log: Any) -> dict[str, An
     ap0, run0 = train_and_score(config, root, images, frames_of(first), heldout, "start")
     log(f"seed {seed}: {s['start']} labels → AP {ap0:.1f} ({time.time() - t0:.0f} s)")
     curves: dict[str, list[list[float]]] = {}
-    errors: dict[str, list[bool]] = {"flagged": [], "random": []}
+    errors: dict[str, list[Any]] = {
+        "flagged": [],
+        "random": [],
+        "flagged_iou": [],
+        "random_iou": [],
+    }
     for strategy in STRATEGIES:
         labelled = {k: set(v) for k, v in first.items()}
         rng = np.random.default_rng([seed, STRATEGIES.index(strategy)])
@@ -259,6 +266,10 @@ def run_seed(seed: int, s: dict[str, Any], work: Path, log: Any) -> dict[str, An
             log(f"seed {seed} {strategy} round {r}: {n} labels → AP {ap:.1f} ({took:.0f} s)")
         curves[strategy] = curve
     return {"curves": curves, "errors": errors}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(float(np.mean(values)), 4) if len(values) else None
 
 
 def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -281,6 +292,9 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         "random_error_rate": round(float(np.mean(random_)), 4) if random_ else None,
         "flagged_frames": len(flagged),
         "random_frames": len(random_),
+        # beside the error rates: the mean foreground IoU of the same frames (finer than < 0.5)
+        "flagged_mean_fg_iou": _mean([x for r in per_seed for x in r["errors"]["flagged_iou"]]),
+        "random_mean_fg_iou": _mean([x for r in per_seed for x in r["errors"]["random_iou"]]),
     }
 
 
