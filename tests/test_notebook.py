@@ -458,7 +458,7 @@ def test_notebook_runs_headless_with_tiny_parameters(tmp_path, engine):
     summary = json.loads((run / "summary.json").read_text())
     report = json.loads((run / "demo_cutout_eval.json").read_text())  # the demo video scored
     assert summary["mean_iou"] == report["fg_J"] and summary["J"] == round(report["J"], 4)
-    assert summary["id_switches"] == report["id_switches"] and "F" in summary
+    assert summary["id_switches"] == report["num_switches"] and "F" in summary
     import av
 
     with av.open(str(run / "demo_cutout.mp4")) as container:

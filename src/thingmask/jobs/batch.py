@@ -12,8 +12,8 @@ import glob
 import io
 import logging
 from pathlib import Path
-from typing import Any
 
+from thingmask.config import Config
 from thingmask.jobs.outputs import VideoResult, is_own_output, listed_outputs
 from thingmask.video import EXTENSIONS, VideoError
 
@@ -89,7 +89,7 @@ def _without_own_outputs(files: list[Path]) -> list[Path]:
     return kept
 
 
-def output_for(src: Path, out_dir: Path, config: Any, taken: set[str]) -> Path:
+def output_for(src: Path, out_dir: Path, config: Config, taken: set[str]) -> Path:
     """``<out_dir>/<stem>_cutout.<ext>``; two inputs with one stem (clip.mp4, clip.mov) get
     ``<stem>_<ext>_cutout`` so they never share an output."""
     name = f"{src.stem}_cutout"

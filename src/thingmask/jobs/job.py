@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from thingmask.config import Config
 from thingmask.cutout.composite import Canvas
 from thingmask.cutout.temporal import make_stage
 from thingmask.detections import Detections
@@ -65,7 +66,7 @@ def process_video(
     src: str | Path,
     dst: str | Path,
     predictor: Callable[[np.ndarray], Detections],
-    config: Any,
+    config: Config,
     on_frame: OnFrame | None = None,
     *,
     force: bool = False,
@@ -176,7 +177,7 @@ def _run(
     src: Path,
     paths: dict[str, Path],
     predictor: Any,
-    config: Any,
+    config: Config,
     on_frame: OnFrame | None,
     progress: bool,
 ) -> tuple[VideoResult, dict[str, Any], dict[str, Any]]:
@@ -274,7 +275,7 @@ class _Exports:
         self,
         stack: contextlib.ExitStack,
         paths: dict[str, Path],
-        config: Any,
+        config: Config,
         info: Any,
         canvas: Canvas,
         src: Path,
@@ -326,7 +327,7 @@ def process_many(
     src: str | Path,
     out_dir: str | Path,
     predictor: Callable[[np.ndarray], Detections],
-    config: Any,
+    config: Config,
     *,
     force: bool = False,
     progress: bool = True,
@@ -363,7 +364,7 @@ def process_many(
     return results
 
 
-def plan_batch(src: str | Path, out_dir: str | Path, config: Any) -> list[tuple[Path, Path]]:
+def plan_batch(src: str | Path, out_dir: str | Path, config: Config) -> list[tuple[Path, Path]]:
     """``(video, output)`` for every video of a batch (:func:`process_many`, and the Ray batch
     ``thingmask.distributed.ray_batch``), after checking that no output would overwrite an input;
     makes

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thingmask.config import Config
 from thingmask.errors import InputError
 from thingmask.video import partial_path, read_output_tag
 
@@ -95,7 +96,7 @@ class VideoResult:
         return asdict(self)
 
 
-def output_paths(dst: str | Path, config: Any) -> dict[str, Path]:
+def output_paths(dst: str | Path, config: Config) -> dict[str, Path]:
     """Every file the job may write for output ``dst`` (see the module docstring)."""
     dst = Path(dst)
     stem = dst.name if config.video_format == "png" else dst.stem
@@ -110,7 +111,7 @@ def output_paths(dst: str | Path, config: Any) -> dict[str, Path]:
     }
 
 
-def fingerprint(src: Path, config: Any, predictor: Any) -> dict[str, Any]:
+def fingerprint(src: Path, config: Config, predictor: Any) -> dict[str, Any]:
     """The job's identity: source (size, mtime), the output settings and the model. ``key`` is
     its short hash; a done marker with the same key means the outputs are current."""
     stat = src.stat()
