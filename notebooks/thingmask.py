@@ -517,7 +517,7 @@ if more.ok:  # a barely trained model may find nothing to pre-label: then there 
     pipeline.train(retrain_config, more.dataset, retrain_dir, trainer=MyTrainer)
     retrain_ap = pipeline.evaluate(retrain_config, more.dataset, retrain_dir)
     print(f"retrained on {more.report.summary['images']} frames → {retrain_dir}",
-          {k: retrain_ap.get("segm", {}).get(k) for k in ("AP", "AP50")})
+          {k: retrain_ap.segm.get(k) for k in ("AP", "AP50")} if retrain_ap else None)
 else:
     print(more.report.text())
 

@@ -157,8 +157,8 @@ def train_and_score(
     cfg = config.replace(dataset_dir=str(dataset.root), run_name=tag)
     run_dir = pipeline.start_run(cfg)
     pipeline.train(cfg, dataset, run_dir)
-    ap = pipeline.evaluate(cfg, dataset, run_dir).get("segm", {}).get("AP", float("nan"))
-    return float(ap), run_dir
+    result = pipeline.evaluate(cfg, dataset, run_dir)
+    return (result.mask_ap if result else float("nan")), run_dir
 
 
 def pick(
