@@ -16,6 +16,10 @@ error = foreground IoU of the kept animals < 0.5.
 
     python scripts/bench_labeling.py --json bench_labeling.json          # full (~1 h, 2 cores)
     python scripts/bench_labeling.py --quick --json bench_labeling.json  # <= 15 min, 1 seed
+    python scripts/bench_labeling.py --quick --set iterations=300 --set start=10 --set step=10
+
+On cores shared with other work set ``OMP_NUM_THREADS=1``: two torch threads fighting other
+processes for two cores ran ~10x slower per step than one thread here.
 
 JSON: ``{"curves": {strategy: [[labels, AP], ...]}, "labels_to_reach_random_final_AP":
 {strategy: n or null}, "flagged_error_rate": x, "random_error_rate": y}`` plus the settings
