@@ -122,8 +122,13 @@ def test_build_cfg_bridges_the_config(config, dataset, tmp_path):
     assert json.loads(cfg.THINGMASK.AUGMENTATIONS)[1]["name"] == "brightness"
 
 
-def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_path):
+def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_path, monkeypatch):
     from detectron2.data import transforms as T  # noqa: N812
+
+    from thingmask.engines.detectron2_engine import trainer as trainer_module
+
+    # the loader is replaced by the mapper it is built with (what this test looks at)
+    monkeypatch.setattr(trainer_module, "build_detection_train_loader", lambda cfg, mapper: mapper)
 
     register_dataset(dataset)
     custom = config.replace(
@@ -133,7 +138,7 @@ def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_pat
             "rotation",
         ]
     )
-    mapper = MyTrainer.build_mapper(build_cfg(custom, dataset, tmp_path))
+    mapper = MyTrainer.build_train_loader(build_cfg(custom, dataset, tmp_path))
     augs = mapper.augmentations.augs
     assert [type(a) for a in augs] == [
         T.ResizeShortestEdge,
