@@ -26,6 +26,7 @@ from thingmask.detections import Detections
 from thingmask.runs import find_latest_run
 from thingmask.video import VideoError, open_video, partial_path, write_video
 from thingmask.video_batch import find_videos
+from thingmask.video_commit import open_stage
 from thingmask.video_job import process_many, process_video
 from thingmask.video_outputs import output_paths
 
@@ -127,14 +128,19 @@ def test_rerun_skips_finished_and_redoes_on_changed_settings(tmp_path: Path) -> 
     assert process_video(src, dst, pred, cfg(canvas="grey"), progress=False).status == "done"
 
 
-def test_leftover_partial_is_replaced(tmp_path: Path, caplog) -> None:
+def test_leftover_stage_is_removed_and_nothing_else(tmp_path: Path, caplog) -> None:
     src = make_input(tmp_path / "walk.mp4", n=6)
     dst = tmp_path / "walk_cutout.mp4"
-    partial_path(dst).write_bytes(b"half a video from a killed run")
-    with caplog.at_level(logging.INFO, logger="thingmask.video_job"):
+    stage = open_stage(tmp_path, "walk_cutout")  # what a killed run leaves
+    (stage / partial_path(dst).name).write_bytes(b"half a video from a killed run")
+    lookalike = tmp_path / ".thingmask-stage-mine"  # a user's folder of that name: no mark
+    lookalike.mkdir()
+    (lookalike / "keep.txt").write_text("mine")
+    with caplog.at_level(logging.INFO, logger="thingmask.video_commit"):
         result = process_video(src, dst, ColourPredictor(), cfg(), progress=False)
     assert "unfinished" in caplog.text
-    assert result.status == "done" and not partial_path(dst).exists()
+    assert result.status == "done" and not stage.exists()
+    assert (lookalike / "keep.txt").read_text() == "mine"
 
 
 KILL_SCRIPT = textwrap.dedent("""
@@ -168,12 +174,13 @@ def test_killed_run_leaves_playable_partial_then_resumes(tmp_path: Path) -> None
         if proc.poll() is None:
             proc.kill()
     assert not dst.exists() and not output_paths(dst, cfg())["metadata"].exists()
-    with open_video(partial_path(dst)) as r:  # fragmented MP4: playable up to the last fragment
+    (stage,) = tmp_path.glob(".thingmask-stage-*")  # all that a killed run leaves
+    with open_video(stage / partial_path(dst).name) as r:  # fragmented MP4: playable so far
         partial = list(r.frames())
     assert 20 <= len(partial) <= 91
     result = process_video(src, dst, ColourPredictor(), cfg(), progress=False)
     assert result.status == "done" and result.frames_written == 100
-    assert not partial_path(dst).exists()
+    assert not stage.exists()
     assert not list(tmp_path.glob(".*part*"))
     assert process_video(src, dst, ColourPredictor(), cfg(), progress=False).status == "skipped"
 

@@ -173,7 +173,7 @@ def test_files_that_are_not_outputs_are_never_replaced(tmp_path) -> None:
     notes = tmp_path / "out" / "clip_cutout.json"
     notes.parent.mkdir()
     notes.write_text('{"my": "own notes"}')
-    with pytest.raises(InputError, match="not thingmask's metadata"):
+    with pytest.raises(InputError, match="not written by thingmask"):
         process_video(src, tmp_path / "out" / "clip_cutout.mp4", RedIsCat(), cfg())
     assert notes.read_text() == '{"my": "own notes"}'
     photos = tmp_path / "photos"
@@ -185,7 +185,7 @@ def test_files_that_are_not_outputs_are_never_replaced(tmp_path) -> None:
     table = tmp_path / "tables" / "summary.csv"
     table.parent.mkdir()
     table.write_text("species,count\ncat,3\n")
-    with pytest.raises(InputError, match="not thingmask's batch summary"):
+    with pytest.raises(InputError, match=r"summary\.csv: exists and was not written by thingmask"):
         process_many(src, table.parent, RedIsCat(), cfg(), progress=False)
     assert table.read_text() == "species,count\ncat,3\n"
     assert sorted(p.name for p in table.parent.iterdir()) == ["summary.csv"]

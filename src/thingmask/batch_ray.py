@@ -42,9 +42,10 @@ from tqdm.auto import tqdm
 
 from thingmask.config import Config
 from thingmask.engines import Predictor, read_model_meta
+from thingmask.ownership import folder_lock
 from thingmask.pipeline import load_predictor
 from thingmask.video_batch import VIDEO_EXTENSIONS
-from thingmask.video_job import plan_batch, process_video, write_summary
+from thingmask.video_job import clean_output_folders, plan_batch, run_job, write_summary
 from thingmask.video_outputs import VideoResult
 
 __all__ = ["RAY_INSTALL_HINT", "ActorPlan", "import_ray", "plan_actors", "process_many_ray"]
@@ -169,16 +170,23 @@ class VideoWorker:
         """Frames this worker has finished since it started."""
         return self.frames
 
-    def process(self, src: str, dst: str, force: bool) -> dict[str, Any]:
-        """``process_video`` for one video; a failure comes back as a ``failed`` result
-        (like ``process_many``), so only a dead worker raises on the driver."""
+    def process(self, src: str, dst: str, force: bool, overwrite: bool = False) -> dict[str, Any]:
+        """``run_job`` for one video (the driver holds the folder's lock); a failure comes
+        back as a ``failed`` result (like ``process_many``): only a dead worker raises."""
 
         def count(_index: int, _frame: Any, _kept: Any) -> None:
             self.frames += 1
 
         try:
-            result = process_video(
-                src, dst, self.predictor, self.config, on_frame=count, force=force, progress=False
+            result = run_job(
+                Path(src),
+                Path(dst),
+                self.predictor,
+                self.config,
+                on_frame=count,
+                force=force,
+                overwrite=overwrite,
+                progress=False,
             )
         except Exception as exc:  # one bad file must not stop the batch
             log.error("%s: failed: %s", src, exc)
@@ -222,6 +230,7 @@ def process_many_ray(
     cpus_per_actor: float = 1.0,
     retries: int = 2,
     force: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     loader: Loader = load_predictor,
 ) -> list[VideoResult]:
@@ -241,6 +250,7 @@ def process_many_ray(
         cpus_per_actor: CPUs each worker reserves (and torch threads on CPU workers).
         retries: how often a video is given to another worker after its worker died.
         force: redo videos already finished.
+        overwrite: replace files at output names that thingmask did not write.
         progress: one tqdm bar over all workers (videos done, frames/s).
         loader: ``loader(config, run_dir) -> Predictor``, run once in each worker (default:
             :func:`thingmask.pipeline.load_predictor`, the notebook's and CLI's).
@@ -261,50 +271,61 @@ def process_many_ray(
         # the usual mistakes fail here, before any worker starts or any folder is made
         meta = read_model_meta(run_dir)
         config.check_classes(meta.get("class_names", config.display_things))
-    jobs = plan_batch(src, out_dir, config)  # the sequential batch's videos, names and checks
-    videos, outputs = [v for v, _ in jobs], [d for _, d in jobs]
-    _connect(ray, address)
-    plan = plan_actors(
-        ray.cluster_resources(),
-        len(videos),
-        actors=actors,
-        gpus_per_actor=gpus_per_actor,
-        cpus_per_actor=cpus_per_actor,
-        device=config.device,
-    )
-    settings = config.to_dict()
-    if not plan.on_gpu and settings["device"] == "cuda":
-        settings["device"] = "cpu"  # CPU actors see no GPU; the outputs do not depend on it
-    actor_cls = ray.remote(VideoWorker).options(
-        num_cpus=plan.cpus_per_actor,
-        num_gpus=plan.gpus_per_actor,
-        max_concurrency=2,  # progress() answers while process() runs
-        max_restarts=0,  # the driver replaces a dead worker itself (and requeues its video)
-    )
-    threads = 0 if plan.on_gpu else max(1, int(plan.cpus_per_actor))
-    run = None if run_dir is None else str(run_dir)
-
-    def start_worker() -> Any:
-        return actor_cls.remote(settings, run, loader, threads)
-
-    slots = [_Slot(start_worker()) for _ in range(plan.actors)]
-    _wait_ready(ray, slots)
-    log.info(
-        "Ray batch: %d videos on %d workers (%g CPUs, %g GPUs each)",
-        len(videos),
-        plan.actors,
-        plan.cpus_per_actor,
-        plan.gpus_per_actor,
-    )
-    try:
-        results = _drive(
-            ray, slots, videos, outputs, start_worker, retries=retries, force=force, bar=progress
+    jobs = plan_batch(src, out_dir, config, overwrite=overwrite)  # the sequential batch's checks
+    with folder_lock(out_dir):  # held by this driver (never the workers) until the summary
+        clean_output_folders(jobs)
+        videos, outputs = [v for v, _ in jobs], [d for _, d in jobs]
+        _connect(ray, address)
+        plan = plan_actors(
+            ray.cluster_resources(),
+            len(videos),
+            actors=actors,
+            gpus_per_actor=gpus_per_actor,
+            cpus_per_actor=cpus_per_actor,
+            device=config.device,
         )
-    finally:
-        for slot in slots:  # free the GPUs/CPUs now, not when the session ends
-            if slot.actor is not None:
-                ray.kill(slot.actor)
-    write_summary(out_dir, results)
+        settings = config.to_dict()
+        if not plan.on_gpu and settings["device"] == "cuda":
+            settings["device"] = "cpu"  # CPU actors see no GPU; the outputs do not depend on it
+        actor_cls = ray.remote(VideoWorker).options(
+            num_cpus=plan.cpus_per_actor,
+            num_gpus=plan.gpus_per_actor,
+            max_concurrency=2,  # progress() answers while process() runs
+            max_restarts=0,  # the driver replaces a dead worker itself (and requeues its video)
+        )
+        threads = 0 if plan.on_gpu else max(1, int(plan.cpus_per_actor))
+        run = None if run_dir is None else str(run_dir)
+
+        def start_worker() -> Any:
+            return actor_cls.remote(settings, run, loader, threads)
+
+        slots = [_Slot(start_worker()) for _ in range(plan.actors)]
+        _wait_ready(ray, slots)
+        log.info(
+            "Ray batch: %d videos on %d workers (%g CPUs, %g GPUs each)",
+            len(videos),
+            plan.actors,
+            plan.cpus_per_actor,
+            plan.gpus_per_actor,
+        )
+        try:
+            results = _drive(
+                ray,
+                slots,
+                videos,
+                outputs,
+                start_worker,
+                retries=retries,
+                force=force,
+                overwrite=overwrite,
+                bar=progress,
+            )
+        finally:
+            for slot in slots:  # free the GPUs/CPUs now, not when the session ends
+                if slot.actor is not None:
+                    ray.kill(slot.actor)
+        clean_output_folders(jobs)  # stages of workers that died (every worker is gone now)
+        write_summary(out_dir, results)
     return results
 
 
@@ -337,6 +358,7 @@ def _drive(
     *,
     retries: int,
     force: bool,
+    overwrite: bool,
     bar: bool,
 ) -> list[VideoResult]:
     """Hand out videos one at a time, collect results, replace dead workers."""
@@ -355,7 +377,9 @@ def _drive(
                     job = pending.popleft()
                     attempts[job] += 1
                     slot.job = job
-                    slot.ref = slot.actor.process.remote(str(videos[job]), str(outputs[job]), force)
+                    slot.ref = slot.actor.process.remote(
+                        str(videos[job]), str(outputs[job]), force, overwrite
+                    )
             busy = [s for s in slots if s.job is not None]
             ready, _ = ray.wait([s.ref for s in busy], num_returns=1, timeout=0.5)
             for slot in busy:

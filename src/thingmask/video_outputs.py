@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from thingmask.errors import InputError
+from thingmask.ownership import owned_or_absent
 from thingmask.video import partial_path, read_output_tag
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "listed_outputs",
     "marker_outputs",
     "output_paths",
+    "planned_outputs",
     "read_marker",
 ]
 
@@ -78,6 +80,8 @@ class VideoResult:
     missing_frames: int = 0
     instances: int = 0
     tracks: int = 0
+    empty_frames: int = 0  # frames in which nothing was kept
+    empty_share: float = 0.0  # empty_frames / frames_written (above 0.5 a warning is logged)
     padding: list[int] = field(default_factory=lambda: [0, 0])
     timing: str = ""
     audio: str = ""
@@ -108,6 +112,18 @@ def output_paths(dst: str | Path, config: Any) -> dict[str, Path]:
         "mask_video": base / f"{stem}_mask.mp4",
         "clips": base / f"{stem}_clips",
     }
+
+
+def planned_outputs(paths: dict[str, Path], config: Any) -> dict[str, Path]:
+    """The outputs this config makes (kind → final path), without the done marker."""
+    enabled = {
+        "video": True,
+        "csv": config.export_csv,
+        "rle": config.export_rle,
+        "mask_video": config.export_mask_video,
+        "clips": config.per_instance_clips,
+    }
+    return {kind: paths[kind] for kind, on in enabled.items() if on}
 
 
 def fingerprint(src: Path, config: Any, predictor: Any) -> dict[str, Any]:
@@ -163,8 +179,10 @@ def already_done(paths: dict[str, Path], key: str) -> dict[str, Any] | None:
     meta = read_marker(paths["metadata"])
     if meta is None or meta.get("status") != "done" or meta["job"].get("key") != key:
         return None
-    if not all(p.exists() for p in marker_outputs(meta)):  # an output was deleted since: redo
-        return None
+    manifests: dict[Path, Any] = {}
+    for p in [*marker_outputs(meta), paths["metadata"]]:  # deleted or changed since: redo
+        if not p.exists() or not owned_or_absent(p, manifests):
+            return None
     return meta
 
 
