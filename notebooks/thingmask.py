@@ -168,7 +168,7 @@ if "google.colab" in sys.modules and importlib.util.find_spec("thingmask") is No
             "(git+https://github.com/<you>/thingmask@main, public) or upload the repository "
             "folder to Drive and use its path (/content/drive/MyDrive/thingmask-src); run all.")
     importlib.invalidate_caches()  # the running kernel now finds the new package
-    from thingmask.install import install_missing
+    from thingmask.colab.install import install_missing
     print(install_missing())  # what Colab lacks; torch, torchvision and numpy are never touched
 
 # %%
@@ -206,12 +206,12 @@ import time
 import numpy as np
 from IPython.display import HTML, Image, display
 
-from thingmask import colab, environment, pipeline
+from thingmask import colab, pipeline
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
 started = time.time()
 config = pipeline.config_from_namespace(globals())  # section 1's variables, validated
-print(environment.describe_environment(config))
+print(colab.describe_environment(config))
 drive_root = colab.ensure_drive(config)  # asks for Drive access now, not hours later
 
 # %% [markdown]
@@ -402,7 +402,7 @@ grid = pipeline.predict_images(config, dataset, predictor, run_dir, show=True)
 # canvases. `transparent` gives BGRA, which only webm, mov and png can store.
 
 # %%
-from thingmask.composite import Canvas, get_masked_image
+from thingmask.cutout.composite import Canvas, get_masked_image
 from thingmask.video import open_video
 
 video_source = pipeline.video_sources(config)[0]  # the first video (the demo video by default)

@@ -56,12 +56,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_train import train_rows  # noqa: E402
 
-from thingmask.composite import Canvas, get_masked_image  # noqa: E402
 from thingmask.config import Config  # noqa: E402
+from thingmask.cutout.composite import Canvas, get_masked_image  # noqa: E402
 from thingmask.detections import keep  # noqa: E402
 from thingmask.engines import torchvision_engine as tv  # noqa: E402
+from thingmask.jobs.job import process_video  # noqa: E402
 from thingmask.video import VideoWriter, open_video, write_video  # noqa: E402
-from thingmask.video_job import process_video  # noqa: E402
 
 SIZES = {"1080p": (1080, 1920), "720p": (720, 1280)}
 CLASSES = ("cat", "bird")

@@ -28,13 +28,13 @@ sys.path.insert(0, str(ROOT / "src"))
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-from thingmask.batch_ray import process_many_ray  # noqa: E402
 from thingmask.config import Config  # noqa: E402
 from thingmask.datasets.synthetic import generate_dataset, render_video  # noqa: E402
+from thingmask.distributed.ray_batch import process_many_ray  # noqa: E402
 from thingmask.engines import get_engine  # noqa: E402
+from thingmask.jobs.job import process_many  # noqa: E402
 from thingmask.pipeline import load_predictor  # noqa: E402
 from thingmask.video import write_video  # noqa: E402
-from thingmask.video_job import process_many  # noqa: E402
 
 
 def train_model(root: Path, device: str) -> tuple[Config, Path]:

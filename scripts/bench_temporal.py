@@ -19,11 +19,11 @@ import time
 import cv2
 import numpy as np
 
+from thingmask.cutout.refine import EdgeRefiner
+from thingmask.cutout.smoothing import TemporalSmoother
+from thingmask.cutout.tracking import Tracker
+from thingmask.cutout.windows import to_detections
 from thingmask.detections import Detections
-from thingmask.refine import EdgeRefiner
-from thingmask.smoothing import TemporalSmoother
-from thingmask.tracking import Tracker
-from thingmask.windows import to_detections
 
 
 def make_frames(n: int, width: int, height: int, animals: int, seed: int = 0):

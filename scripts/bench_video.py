@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from thingmask.composite import CANVAS_MODES, Canvas, get_masked_image  # noqa: E402
+from thingmask.cutout.composite import CANVAS_MODES, Canvas, get_masked_image  # noqa: E402
 from thingmask.detections import Detections  # noqa: E402
 from thingmask.video import VideoWriter, write_video  # noqa: E402
 
@@ -100,7 +100,7 @@ sys.path.insert(0, {src!r})
 sys.path.insert(0, {scripts!r})
 from bench_video import three_animals
 from thingmask.config import Config
-from thingmask.video_job import process_video
+from thingmask.jobs.job import process_video
 
 class Predictor:
     class_names = ("cat", "bird")

@@ -26,8 +26,8 @@ from thingmask.config import load_config, parse_overrides
 from thingmask.datasets import synthetic
 from thingmask.detections import keep
 from thingmask.engines import torchvision_engine as engine
+from thingmask.evaluation.masks import boundary_f, gt_foreground, video_foreground_iou
 from thingmask.io_utils import atomic_write_json
-from thingmask.metrics import boundary_f, gt_foreground, video_foreground_iou
 from thingmask.video import open_video
 
 

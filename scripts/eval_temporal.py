@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 
 from thingmask.config import load_config, parse_overrides
+from thingmask.cutout.temporal import make_temporal_stage
 from thingmask.datasets import synthetic
 from thingmask.detections import Detections, keep
 from thingmask.engines import torchvision_engine as engine
-from thingmask.exports import RleExporter
+from thingmask.evaluation.video_report import evaluate_video
 from thingmask.io_utils import atomic_write_json
-from thingmask.temporal import make_temporal_stage
+from thingmask.jobs.exports import RleExporter
 from thingmask.video import open_video
-from thingmask.video_eval import evaluate_video
 
 KEYS = ("fg_J", "fg_F", "J", "F", "T", "id_switches", "fragmentations", "class_errors")
 KEYS += ("track_class_changes", "vanished", "dropouts", "false_positives", "misses")

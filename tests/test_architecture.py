@@ -107,3 +107,36 @@ def test_no_module_is_over_the_size_limit():
     }
     too_big = {name: n for name, n in sizes.items() if n > MAX_LINES}
     assert not too_big, f"split these along their seams (limit {MAX_LINES} lines): {too_big}"
+
+
+def _contract_layers() -> list[set[str]]:
+    """The layers of the import-linter contract in pyproject.toml, top to bottom."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (contract,) = [c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers"]
+    return [
+        {name.strip().removeprefix("thingmask.") for name in layer.split(":")}
+        for layer in contract["layers"]
+    ]
+
+
+def _architecture_rows() -> list[set[str]]:
+    """The packages and modules of ARCHITECTURE.md's stage table, top to bottom."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    table = text[text.index("| stage (top → bottom) |") :].split("\n\n", 1)[0]
+    rows = [line.split("|")[2] for line in table.splitlines()[2:]]
+    return [{name.strip("`/ ") for name in row.split("·")} for row in rows]
+
+
+def test_architecture_table_is_the_import_contract():
+    assert _architecture_rows() == _contract_layers()
+
+
+def test_every_top_level_module_and_package_is_in_a_stage():
+    """A new module or package at the top must be placed in a stage (the table and the contract)."""
+    staged = set().union(*_contract_layers())
+    top = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    top |= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert top == staged
+    assert len([p for p in PACKAGE.glob("*.py") if p.stem != "__init__"]) <= 10

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from thingmask import colab, drive, drive_checkpoints, environment, verified_copy
-from thingmask.colab import RunLog
+from thingmask.colab import RunLog, drive, drive_checkpoints, environment, verified_copy
+from thingmask.colab import runtime as colab
+from thingmask.colab.drive import save_run
+from thingmask.colab.verified_copy import DriveError
 from thingmask.config import Config, ConfigError
-from thingmask.drive import save_run
 from thingmask.engines.checkpoints import save_checkpoint
-from thingmask.verified_copy import DriveError
 
 pytestmark = pytest.mark.colab
 

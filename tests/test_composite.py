@@ -1,4 +1,4 @@
-"""thingmask.composite: every canvas mode, purity, alpha, errors."""
+"""thingmask.cutout.composite: every canvas mode, purity, alpha, errors."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from thingmask.composite import (
+from thingmask.config import CANVAS_MODES, Config
+from thingmask.cutout.composite import (
     Canvas,
     composite_mask,
     composite_tensor,
     get_masked_image,
     union_mask_tensor,
 )
-from thingmask.config import CANVAS_MODES, Config
 from thingmask.detections import Detections
 
 H, W = 40, 60

@@ -12,10 +12,10 @@ import torch
 
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
+from thingmask.distributed.launch import train_distributed
 from thingmask.engines.distributed import rank, shard_batch_size, world_size
 from thingmask.engines.torchvision_engine.data import train_loader
 from thingmask.engines.torchvision_engine.trainer import Trainer
-from thingmask.launch import train_distributed
 
 
 class HashingTrainer(Trainer):

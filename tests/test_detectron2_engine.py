@@ -294,7 +294,7 @@ def test_evaluate_reports_box_and_mask_ap(config, dataset, trained):
 def test_predictor_returns_detections_the_pipeline_accepts(config, dataset, trained, tmp_path):
     import cv2
 
-    from thingmask.composite import Canvas, get_masked_image
+    from thingmask.cutout.composite import Canvas, get_masked_image
     from thingmask.video import write_video
 
     run_dir, _, _ = trained

@@ -12,15 +12,15 @@ import fake_colab as fake
 import pytest
 import torch
 
-from thingmask import drive, verified_copy
-from thingmask.drive import save_run, verify_saved
-from thingmask.drive_checkpoints import (
+from thingmask.colab import drive, verified_copy
+from thingmask.colab.drive import save_run, verify_saved
+from thingmask.colab.drive_checkpoints import (
     DriveCheckpointHook,
     fetch_checkpoint,
     find_resume_checkpoint,
 )
+from thingmask.colab.verified_copy import DriveError
 from thingmask.engines.checkpoints import save_checkpoint
-from thingmask.verified_copy import DriveError
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""thingmask.exports: CSV, COCO-RLE lines, mask video, per-animal clips; all atomic."""
+"""thingmask.jobs.exports: CSV, COCO-RLE lines, mask video, per-animal clips; all atomic."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from thingmask.composite import Canvas
+from thingmask.cutout.composite import Canvas
 from thingmask.detections import Detections
-from thingmask.exports import (
+from thingmask.jobs.exports import (
     CSV_COLUMNS,
     CsvExporter,
     InstanceClips,

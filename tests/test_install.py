@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from thingmask import install
-from thingmask.install import install_missing, plan_install
+from thingmask.colab import install
+from thingmask.colab.install import install_missing, plan_install
 
 COLAB = {  # a Colab-like runtime: old torch, opencv without -headless, no av
     "numpy": "1.26.4",

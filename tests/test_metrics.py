@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thingmask.metrics import (
+from thingmask.evaluation.masks import (
     boundary_f,
     foreground_iou,
     gt_foreground,

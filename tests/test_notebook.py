@@ -160,7 +160,7 @@ def test_visible_cells_run_and_the_loop_gives_process_videos_frames(tmp_path, ti
     from thingmask import pipeline
     from thingmask.datasets import load_prepared
     from thingmask.datasets.synthetic import generate_video
-    from thingmask.video_job import process_video
+    from thingmask.jobs.job import process_video
 
     trained_config, trained_run = tiny_trained_run
     run_dir = Path(shutil.copytree(trained_run, tmp_path / "run"))  # the fixture is read-only

@@ -1,4 +1,4 @@
-"""thingmask.batch_ray on a local Ray with 2 CPU workers and the tiny trained model.
+"""thingmask.distributed.ray_batch on a local Ray with 2 CPU workers and the tiny trained model.
 
 One Ray session for the module (start-up costs seconds). Each test compares the Ray batch with
 the sequential ``process_many`` on the same videos: decoded frames, CSVs, done-markers, summary.
@@ -19,13 +19,13 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from thingmask.batch_ray import process_many_ray  # noqa: E402
 from thingmask.cli import main  # noqa: E402
 from thingmask.config import Config  # noqa: E402
+from thingmask.distributed.ray_batch import process_many_ray  # noqa: E402
 from thingmask.errors import InputError  # noqa: E402
+from thingmask.jobs.job import process_many  # noqa: E402
 from thingmask.pipeline import load_predictor  # noqa: E402
 from thingmask.video import open_video, write_video  # noqa: E402
-from thingmask.video_job import process_many  # noqa: E402
 
 NAMES = ("a", "b", "c")
 FRAMES = 6

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from thingmask.batch_ray import RAY_INSTALL_HINT, ActorPlan, plan_actors
 from thingmask.cli import main
+from thingmask.distributed.ray_batch import RAY_INSTALL_HINT, ActorPlan, plan_actors
 
 
 def test_ray_flag_without_ray_says_how_to_install_it(

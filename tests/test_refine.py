@@ -1,14 +1,14 @@
-"""thingmask.refine: the guided filter follows image edges; refinement snaps a blurred, offset
-soft mask onto the animal's true outline and keeps everything else."""
+"""thingmask.cutout.refine: the guided filter follows image edges; refinement snaps a blurred,
+offset soft mask onto the animal's true outline and keeps everything else."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from thingmask.cutout.refine import EdgeRefiner, guided_filter
 from thingmask.detections import Detections
-from thingmask.metrics import boundary_f, mask_iou
-from thingmask.refine import EdgeRefiner, guided_filter
+from thingmask.evaluation.masks import boundary_f, mask_iou
 
 H, W = 96, 128
 TRUTH = (30, 20, 90, 70)  # x1, y1, x2, y2 of a bright animal on a dark background

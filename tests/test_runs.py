@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from thingmask.colab.drive_checkpoints import find_resume_checkpoint
 from thingmask.config import Config
-from thingmask.drive_checkpoints import find_resume_checkpoint
 from thingmask.engines.checkpoints import is_valid_checkpoint
 from thingmask.engines.detectron2_engine.resume import prepare_resume
 from thingmask.engines.torchvision_engine.trainer import resume_checkpoint

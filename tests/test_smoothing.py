@@ -1,4 +1,4 @@
-"""thingmask.smoothing: one-frame dropouts filled, holes closed, nothing added for long
+"""thingmask.cutout.smoothing: one-frame dropouts filled, holes closed, nothing added for long
 absences, the IoU gate, and the streaming delay."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from thingmask.cutout.smoothing import TemporalSmoother
+from thingmask.cutout.tracking import Tracker
 from thingmask.detections import Detections
-from thingmask.smoothing import TemporalSmoother
-from thingmask.tracking import Tracker
 
 H, W = 48, 96
 

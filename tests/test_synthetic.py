@@ -21,7 +21,7 @@ from thingmask.datasets.synthetic import (
     render_video,
     save_video_gt,
 )
-from thingmask.metrics import mask_iou
+from thingmask.evaluation.masks import mask_iou
 
 
 def test_render_scene_is_a_pure_function_of_the_rng():

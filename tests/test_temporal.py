@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from thingmask.config import Config
+from thingmask.cutout.temporal import IdentityStage, TemporalPipeline, make_temporal_stage
 from thingmask.detections import Detections
-from thingmask.temporal import IdentityStage, TemporalPipeline, make_temporal_stage
 
 H, W = 40, 80
 

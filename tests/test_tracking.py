@@ -1,5 +1,5 @@
-"""thingmask.tracking: mask-IoU tracks keep their ids through crossings, occlusions and missed
-frames; per-track class voting; updates are pure."""
+"""thingmask.cutout.tracking: mask-IoU tracks keep their ids through crossings, occlusions and
+missed frames; per-track class voting; updates are pure."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from thingmask.config import Config
+from thingmask.cutout.tracking import Tracker, box_iou
 from thingmask.detections import Detections
-from thingmask.tracking import Tracker, box_iou
 
 H, W = 60, 120
 

@@ -13,9 +13,14 @@ import pytest
 from thingmask.cli import main
 from thingmask.datasets.synthetic import save_video_gt
 from thingmask.detections import Detections
-from thingmask.exports import RleExporter
+from thingmask.evaluation.video_report import (
+    evaluate_video,
+    plot_j_over_time,
+    read_rle_jsonl,
+    save_report,
+)
+from thingmask.jobs.exports import RleExporter
 from thingmask.video import write_video
-from thingmask.video_eval import evaluate_video, plot_j_over_time, read_rle_jsonl, save_report
 
 H, W, N = 32, 48, 6
 

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 import thingmask
+from thingmask.jobs.outputs import output_paths, read_marker
 from thingmask.video import open_video
-from thingmask.video_outputs import output_paths, read_marker
 
 H, W, N = 48, 64, 12
 SEED = 20261130
@@ -129,7 +129,7 @@ CHILD = textwrap.dedent("""
     import numpy as np
     from thingmask.config import Config
     from thingmask.detections import Detections
-    from thingmask.video_job import process_many
+    from thingmask.jobs.job import process_many
 
     class RedIsCat:
         class_names = ("cat",)

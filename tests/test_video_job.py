@@ -1,4 +1,4 @@
-"""thingmask.video_job: streaming job, resume/skip, kill safety, batch, CLI hooks.
+"""thingmask.jobs.job: streaming job, resume/skip, kill safety, batch, CLI hooks.
 
 The predictor is a stand-in (colour threshold): red squares are cats, blue squares are dogs.
 """
@@ -23,12 +23,12 @@ import thingmask
 from thingmask.cli import main
 from thingmask.config import Config, ConfigError
 from thingmask.detections import Detections
+from thingmask.jobs.batch import find_videos
+from thingmask.jobs.commit import open_stage
+from thingmask.jobs.job import process_many, process_video
+from thingmask.jobs.outputs import output_paths
 from thingmask.runs import find_latest_run
 from thingmask.video import VideoError, open_video, partial_path, write_video
-from thingmask.video_batch import find_videos
-from thingmask.video_commit import open_stage
-from thingmask.video_job import process_many, process_video
-from thingmask.video_outputs import output_paths
 
 H, W = 48, 64
 BACKGROUND = (60, 140, 60)  # BGR green meadow
@@ -136,7 +136,7 @@ def test_leftover_stage_is_removed_and_nothing_else(tmp_path: Path, caplog) -> N
     lookalike = tmp_path / ".thingmask-stage-mine"  # a user's folder of that name: no mark
     lookalike.mkdir()
     (lookalike / "keep.txt").write_text("mine")
-    with caplog.at_level(logging.INFO, logger="thingmask.video_commit"):
+    with caplog.at_level(logging.INFO, logger="thingmask.jobs.commit"):
         result = process_video(src, dst, ColourPredictor(), cfg(), progress=False)
     assert "unfinished" in caplog.text
     assert result.status == "done" and not stage.exists()
@@ -147,7 +147,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {test_dir!r})
     from test_video_job import ColourPredictor, cfg
-    from thingmask.video_job import process_video
+    from thingmask.jobs.job import process_video
 
     def stall(index, frame, kept):
         if index == 90:  # past several 2 s fragments at 10 fps, even with a deep encoder delay
@@ -283,11 +283,11 @@ def test_cli_without_a_trained_model_says_train_first(tmp_path: Path, capsys) ->
 def test_cli_runs_with_newest_run(tmp_path: Path, monkeypatch) -> None:
     src = make_input(tmp_path / "walk.mp4", n=3)
     runs = tmp_path / "outputs"
-    for name in ("demo-old", "demo-new"):
+    for name in ("demo-20250101-000000", "demo-20250102-000000"):
         (runs / name).mkdir(parents=True)
         (runs / name / "model_meta.json").write_text(json.dumps({"engine": "torchvision"}))
-        os.utime(runs / name / "model_meta.json", (1e9, 1e9) if name == "demo-old" else None)
-    assert find_latest_run(runs) == runs / "demo-new"
+        os.utime(runs / name / "model_meta.json", (1e9, 1e9) if name == "demo-20250101-000000" else None)
+    assert find_latest_run(runs) == runs / "demo-20250102-000000"
     loaded = []
 
     class FakeEngine:
@@ -302,11 +302,11 @@ def test_cli_runs_with_newest_run(tmp_path: Path, monkeypatch) -> None:
     args = [str(src), "--canvas", "grey", "--track", "--no-csv"]
     args += [f"--set=output_dir={runs}", "--set=display_things=[cat]"]
     assert run_cli(args) == 0
-    assert loaded == [("grey", runs / "demo-new")]
-    out = runs / "demo-new" / "walk_cutout.mp4"
-    meta = json.loads((runs / "demo-new" / "walk_cutout.json").read_text())
+    assert loaded == [("grey", runs / "demo-20250102-000000")]
+    out = runs / "demo-20250102-000000" / "walk_cutout.mp4"
+    meta = json.loads((runs / "demo-20250102-000000" / "walk_cutout.json").read_text())
     assert out.is_file() and meta["job"]["settings"]["tracking"] is True
-    assert not (runs / "demo-new" / "walk_cutout.csv").exists()
+    assert not (runs / "demo-20250102-000000" / "walk_cutout.csv").exists()
     single = tmp_path / "single.webm"
     args = [str(src), "-o", str(single), "--format", "webm", f"--set=output_dir={runs}"]
     assert run_cli([*args, "--set=display_things=[cat]"]) == 0

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thingmask.metrics import boundary_f, boundary_map, boundary_tolerance_px
-from thingmask.video_metrics import clear_mot, evaluate_instances, instability
+from thingmask.evaluation.masks import boundary_f, boundary_map, boundary_tolerance_px
+from thingmask.evaluation.video import clear_mot, evaluate_instances, instability
 
 S = 40  # frame side of the hand-made cases
 

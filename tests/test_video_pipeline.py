@@ -1,4 +1,4 @@
-"""The streaming pipeline (thingmask.video_cutout over thingmask.video_stream): equal to the
+"""The streaming pipeline (thingmask.jobs.cutout over thingmask.jobs.stream): equal to the
 serial loop frame for frame, bounded, ordered, timestamps kept, failures named and clean, the
 temporal-stage protocol, and the GPU (tensor) path, run on the CPU here and on CUDA when present.
 
@@ -19,17 +19,16 @@ import numpy as np
 import pytest
 import torch
 
-from thingmask.composite import Canvas, get_masked_image
 from thingmask.config import CANVAS_MODES, Config
+from thingmask.cutout.composite import Canvas, get_masked_image
+from thingmask.cutout.temporal import TemporalPipeline, make_stage
 from thingmask.detections import Detections, keep
-from thingmask.exports import CsvExporter, instance_rows
-from thingmask.temporal import TemporalPipeline
+from thingmask.jobs.cutout import Needs, cutout_stream
+from thingmask.jobs.exports import CsvExporter, instance_rows
+from thingmask.jobs.job import process_video
+from thingmask.jobs.outputs import output_paths
+from thingmask.jobs.stream import StageError, Stream
 from thingmask.video import Frame, VideoError, VideoReader, open_video, partial_path, write_video
-from thingmask.video_cutout import Needs, cutout_stream
-from thingmask.video_job import process_video
-from thingmask.video_outputs import output_paths
-from thingmask.video_stream import StageError, Stream
-from thingmask.video_temporal import make_stage
 
 H, W = 48, 64
 MEADOW = (60, 140, 60)  # BGR

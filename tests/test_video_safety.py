@@ -20,9 +20,9 @@ from thingmask.cli import main
 from thingmask.config import Config
 from thingmask.detections import Detections
 from thingmask.errors import InputError
+from thingmask.jobs.batch import find_videos
+from thingmask.jobs.job import process_many, process_video
 from thingmask.video import VideoError, VideoWriter, read_output_tag, write_video
-from thingmask.video_batch import find_videos
-from thingmask.video_job import process_many, process_video
 
 H, W = 32, 48
 
@@ -70,7 +70,7 @@ def cli(monkeypatch, tmp_path: Path):
     """``thingmask video ...`` with a stand-in model (a run folder that loads RedIsCat)."""
     import thingmask.pipeline
 
-    run = tmp_path / "outputs" / "demo-1"
+    run = tmp_path / "outputs" / "demo-20250101-120000"
     run.mkdir(parents=True)
     (run / "model_meta.json").write_text(json.dumps({"engine": "torchvision"}))
 

@@ -21,8 +21,8 @@ from thingmask.config import Config, ConfigError
 from thingmask.datasets import PreparedDataset, load_coco_json, load_prepared
 from thingmask.detections import Detections, keep
 from thingmask.engines import COCO_CLASSES, Predictor, TrainHook, get_engine, read_model_meta
+from thingmask.evaluation.video import FrameObjects
 from thingmask.io_utils import atomic_write_json
-from thingmask.video_metrics import FrameObjects
 
 __all__ = [
     "config_from_namespace",
@@ -204,7 +204,7 @@ def video_sources(config: Config) -> list[Path]:
     """Section 8's videos: ``video_input`` (a file, a folder of videos or a glob), else the
     synthetic demo video of ``dataset_dir``. Raises ``VideoError`` (a ValueError naming the path
     and the fix) when there is none."""
-    from thingmask.video_batch import find_videos
+    from thingmask.jobs.batch import find_videos
 
     return find_videos(_demo_video_paths(config)[0])
 
@@ -222,13 +222,13 @@ def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, 
 
     With the synthetic demo video (its ground truth ``demo_gt.npz`` beside it), the kept
     instances are scored frame by frame against the generator's per-animal ground truth
-    (:mod:`thingmask.video_metrics`): ``J``, ``F`` (DAVIS, per object), ``fg_J``/``fg_F`` (the
+    (:mod:`thingmask.evaluation.video`): ``J``, ``F`` (DAVIS, per object), ``fg_J``/``fg_F`` (the
     cut-out as a whole), ``id_switches`` (CLEAR-MOT) and ``mean_iou`` (= ``fg_J``, the mean
     foreground IoU). The full report goes to ``<run>/<stem>_cutout_eval.json`` with a plot of J
     over time.
     """
+    from thingmask.jobs.job import process_many, process_video
     from thingmask.video import EXTENSIONS
-    from thingmask.video_job import process_many, process_video
 
     src, gt_path = _demo_video_paths(config)
     if src.is_dir() or any(ch in str(src) for ch in "*?["):
@@ -261,8 +261,8 @@ def _score_demo_video(
 ) -> dict[str, Any]:
     """J, F, id switches (and the full report on disk) of the demo video's kept instances."""
     from thingmask.datasets.synthetic import load_video_gt
-    from thingmask.video_eval import save_report
-    from thingmask.video_metrics import evaluate_instances
+    from thingmask.evaluation.video import evaluate_instances
+    from thingmask.evaluation.video_report import save_report
 
     report = evaluate_instances(predicted, load_video_gt(gt_path), config.display_things)
     save_report(report, run_dir, dst.stem if dst.suffix else dst.name)  # <stem>_eval.json

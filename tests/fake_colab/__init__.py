@@ -52,7 +52,7 @@ def flaky_copy(
     errors: dict[str, list[OSError]] | None = None,
     log: list | None = None,
 ) -> Callable[[Path, Path], None]:
-    """A stand-in for ``thingmask.verified_copy._copy_file`` that misbehaves for named files.
+    """A stand-in for ``thingmask.colab.verified_copy._copy_file`` that misbehaves for named files.
 
     ``corrupt={"model_final.pth": 1}`` flips a byte of the first copy of that file;
     ``errors={"x.mp4": [OSError(errno.ENOSPC, ...)]}`` raises those errors on the first copies.

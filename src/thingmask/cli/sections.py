@@ -32,13 +32,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.time()
     config = config_from_args(args)
     if args.num_gpus > 1:
-        from thingmask.launch import check_processes
+        from thingmask.distributed.launch import check_processes
 
         check_processes(config, args.num_gpus)  # before any folder is made
     dataset = pipeline.prepare_data(config)
     run_dir = pipeline.start_run(config)
     if args.num_gpus > 1 and not config.zero_training:  # one process per GPU (DDP)
-        from thingmask.launch import train_distributed
+        from thingmask.distributed.launch import train_distributed
 
         metrics = train_distributed(config, dataset, run_dir, num_gpus=args.num_gpus)
     else:

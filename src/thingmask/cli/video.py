@@ -23,14 +23,14 @@ _VIDEO_SWITCHES = (
 def cmd_video(args: argparse.Namespace) -> int:
     """Cut-out video(s): 0 when every video is done or skipped, 1 when any failed."""
     from thingmask import pipeline
-    from thingmask.video_job import process_many, process_video
+    from thingmask.jobs.job import process_many, process_video
 
     config = config_from_args(args)
     changes = {k: getattr(args, k) for k in ("canvas", "video_format") if getattr(args, k)}
     changes |= {k: getattr(args, k) for _, k, _ in _VIDEO_SWITCHES if getattr(args, k) is not None}
     config = config.replace(**changes) if changes else config
     if args.ray is not None:
-        from thingmask.batch_ray import import_ray, process_many_ray
+        from thingmask.distributed.ray_batch import import_ray, process_many_ray
 
         import_ray()  # before any work: says how to install Ray when it is missing
         if args.src is None and args.ray and Path(args.ray).exists():
@@ -73,7 +73,12 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_video(args: argparse.Namespace) -> int:
     """DAVIS J/F, CLEAR-MOT identities and stability of PRED against GT; JSON + plot."""
-    from thingmask.video_eval import evaluate_video, report_stem, report_text, save_report
+    from thingmask.evaluation.video_report import (
+        evaluate_video,
+        report_stem,
+        report_text,
+        save_report,
+    )
 
     report = evaluate_video(args.pred, args.gt, args.display_things or None)
     out_dir = Path(args.output) if args.output else Path(args.pred).parent

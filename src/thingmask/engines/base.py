@@ -348,7 +348,8 @@ class Engine(Protocol):
         COCO box and mask AP of the run's model on ``dataset``'s val split (images through
         the predictor ``config.inference_batch`` at a time), detections down to
         :data:`EVAL_SCORE_THRESHOLD`; writes ``run_dir/eval.json`` and
-        ``run_dir/eval_ap.png``; returns the layout of :func:`thingmask.evaluation.coco_evaluate`
+        ``run_dir/eval_ap.png``; returns the layout of
+        :func:`thingmask.evaluation.coco.coco_evaluate`
         plus ``"checkpoint"`` (the weights file scored).
     ``load_predictor(config, run_dir)``
         The :class:`Predictor` of the trained run in ``run_dir``; ``run_dir=None`` means the

@@ -17,9 +17,9 @@ from thingmask.config import Config
 from thingmask.datasets.coco import DatasetError, PreparedDataset, load_coco_json
 from thingmask.detections import Detections
 from thingmask.engines.base import EVAL_SCORE_THRESHOLD, Predictor, read_model_meta
-from thingmask.evaluation import coco_evaluate
+from thingmask.evaluation.coco import coco_evaluate
+from thingmask.evaluation.plots import save_ap_plot
 from thingmask.io_utils import atomic_write_json
-from thingmask.plots import save_ap_plot
 from thingmask.runs import MODEL_META
 
 __all__ = ["evaluate_predictor", "evaluate_run", "read_bgr"]
@@ -82,7 +82,7 @@ def evaluate_predictor(
     it); otherwise (a COCO model) classes are matched by name and the others score nothing.
 
     Writes ``run_dir/eval.json`` and ``run_dir/eval_ap.png``; returns the metrics of
-    :func:`thingmask.evaluation.coco_evaluate` plus ``"checkpoint"`` (``checkpoint``).
+    :func:`thingmask.evaluation.coco.coco_evaluate` plus ``"checkpoint"`` (``checkpoint``).
     """
     from tqdm.auto import tqdm
 

@@ -277,7 +277,7 @@ def _check_file(path: Path) -> None:
     if path.is_dir():
         raise VideoError(
             f"{path}: is a folder, expected a video file. To process every video "
-            "in a folder use thingmask.video_job.process_many."
+            "in a folder use thingmask.jobs.job.process_many."
         )
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: the file is empty (0 bytes). Re-export or re-copy the video.")

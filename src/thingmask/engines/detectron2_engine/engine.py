@@ -39,8 +39,8 @@ from thingmask.engines.detectron2_engine.resume import model_section, prepare_re
 from thingmask.engines.distributed import is_main
 from thingmask.engines.scoring import evaluate_run
 from thingmask.errors import ConfigError
+from thingmask.evaluation.plots import save_loss_curve
 from thingmask.io_utils import atomic_write_json, atomic_write_text
-from thingmask.plots import save_loss_curve
 from thingmask.runs import MODEL_META
 
 if TYPE_CHECKING:  # detectron2 is imported only when the engine is used

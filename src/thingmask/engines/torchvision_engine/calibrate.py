@@ -11,7 +11,7 @@ from torch import nn
 from thingmask.datasets.coco import PreparedDataset
 from thingmask.engines.torchvision_engine.data import CocoInstances
 from thingmask.engines.torchvision_engine.predictor import TorchvisionPredictor
-from thingmask.metrics import foreground_iou
+from thingmask.evaluation.masks import foreground_iou
 
 __all__ = ["MASK_THRESHOLDS", "calibrate_mask_threshold"]
 

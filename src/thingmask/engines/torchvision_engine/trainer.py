@@ -55,8 +55,8 @@ from thingmask.engines.distributed import (
 from thingmask.engines.torchvision_engine.calibrate import calibrate_mask_threshold
 from thingmask.engines.torchvision_engine.data import Target, TrainSamples, train_loader
 from thingmask.engines.torchvision_engine.model import build_model
+from thingmask.evaluation.plots import save_loss_curve
 from thingmask.io_utils import atomic_write_json
-from thingmask.plots import save_loss_curve
 from thingmask.runs import find_run_checkpoint
 
 __all__ = ["ENGINE_NAME", "Trainer", "resume_checkpoint"]

@@ -1,5 +1,5 @@
 """The cut-out pipeline every video path uses: decode → batched inference → keep the display
-things → [temporal stage] → composite, streamed in threads (:mod:`thingmask.video_stream`).
+things → [temporal stage] → composite, streamed in threads (:mod:`thingmask.jobs.stream`).
 
 ::
 
@@ -10,14 +10,16 @@ things → [temporal stage] → composite, streamed in threads (:mod:`thingmask.
 timestamps. Two ways through the middle, with the same results:
 
 * **host** (CPU, or a predictor without ``predict_tensors``): ``predict_batch`` →
-  :class:`~thingmask.detections.Detections` → :func:`thingmask.composite.composite_mask`. Equal,
+  :class:`~thingmask.detections.Detections` → :func:`thingmask.cutout.composite.composite_mask`.
+  Equal,
   frame for frame, to the serial loop ``predictor(frame) → keep → get_masked_image``.
 * **tensors** (CUDA): ``predict_tensors`` → filter, mask threshold, union and compositing for
-  every canvas mode on the GPU (:func:`thingmask.composite.composite_tensor`); only the finished
+  every canvas mode on the GPU (:func:`thingmask.cutout.composite.composite_tensor`); only the
+  finished
   frame and what the enabled outputs need (CSV rows, the union mask, host masks) come back.
 
 A temporal stage (tracking, smoothing, refinement: ``delay`` k, see
-:mod:`thingmask.video_temporal`) gets each frame's kept Detections on the host; the pipeline
+:mod:`thingmask.cutout.temporal`) gets each frame's kept Detections on the host; the pipeline
 holds each frame until the stage releases its index, so at most k frames wait there.
 
 Not switched on, because not measured on a GPU yet (``scripts/bench_pipeline.py`` is the place to
@@ -36,19 +38,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from thingmask.composite import (
+from thingmask.cutout.composite import (
     Canvas,
     composite_mask,
     composite_tensor,
     union_mask_tensor,
     union_mask_u8,
 )
+from thingmask.cutout.temporal import TemporalStage, check_detections, through_stage
 from thingmask.detections import Detections, keep
 from thingmask.engines.base import InstanceTensors, to_detections
-from thingmask.exports import InstanceRows, instance_rows
+from thingmask.jobs.exports import InstanceRows, instance_rows
+from thingmask.jobs.stream import Stage, Stream, named_stage
 from thingmask.video import Frame
-from thingmask.video_stream import Stage, Stream, named_stage
-from thingmask.video_temporal import TemporalStage, check_detections, through_stage
 
 __all__ = ["CutFrame", "Needs", "cutout_stream", "uses_tensors"]
 
@@ -127,15 +129,15 @@ def cutout_stream(
         predictor: an engine's predictor: ``predict_batch`` / ``__call__`` on ``(H, W, 3)``
             uint8 BGR arrays (host path), ``predict_tensors`` (GPU path).
         config: reads ``display_things`` and ``inference_batch``.
-        canvas: the :class:`~thingmask.composite.Canvas`.
+        canvas: the :class:`~thingmask.cutout.composite.Canvas`.
         needs: what the consumer reads besides the cut-out (see :class:`Needs`).
-        stage: a temporal stage or None (:func:`thingmask.video_temporal.make_stage`).
+        stage: a temporal stage or None (:func:`thingmask.cutout.temporal.make_stage`).
         batch: frames per forward pass (default ``config.inference_batch``).
         queue_size: items per link (default: the batch size, at least 2).
         tensors: force the GPU path on (also on a CPU device, for tests) or off; None = on
             exactly when :func:`uses_tensors`.
 
-    Raises (while iterating): :class:`~thingmask.video_stream.StageError` naming the stage.
+    Raises (while iterating): :class:`~thingmask.jobs.stream.StageError` naming the stage.
     """
     n = int(batch if batch is not None else config.inference_batch)
     if n < 1:

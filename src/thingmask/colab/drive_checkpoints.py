@@ -2,7 +2,8 @@
 
 Colab ends idle or long sessions and takes the runtime's disk with it. With
 ``drive_checkpoint_period > 0`` :class:`DriveCheckpointHook` copies checkpoints (verified, see
-:mod:`thingmask.verified_copy`) into the run's Drive folder while training runs; on a fresh runtime
+:mod:`thingmask.colab.verified_copy`) into the run's Drive folder while training runs; on a fresh
+runtime
 :func:`find_resume_checkpoint` finds the newest *valid* one (a copy cut short by a disconnect is
 skipped) and :func:`fetch_checkpoint` brings it back to local disk to resume from.
 """
@@ -13,7 +14,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from thingmask.drive import claim_destination
+from thingmask.colab.drive import claim_destination
+from thingmask.colab.verified_copy import DriveError, copy_verified
 from thingmask.engines import TrainHook
 from thingmask.engines.checkpoints import (
     checkpoint_iteration,
@@ -21,7 +23,6 @@ from thingmask.engines.checkpoints import (
     is_valid_checkpoint,
 )
 from thingmask.runs import find_run_checkpoint
-from thingmask.verified_copy import DriveError, copy_verified
 
 __all__ = ["DriveCheckpointHook", "fetch_checkpoint", "find_resume_checkpoint"]
 

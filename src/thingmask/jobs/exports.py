@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from thingmask.composite import Canvas, composite_mask, union_mask_u8
+from thingmask.cutout.composite import Canvas, composite_mask, union_mask_u8
 from thingmask.detections import Detections
 from thingmask.io_utils import create_exclusive
 from thingmask.video import VideoWriter, partial_path

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from thingmask.cutout.windows import crop_region
 from thingmask.detections import Detections
-from thingmask.windows import crop_region
 
 __all__ = ["Tracker", "box_iou"]
 

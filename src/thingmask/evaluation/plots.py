@@ -1,7 +1,7 @@
 """Training and evaluation plots written into a run folder (PNG, written atomically).
 
 Both engines draw with these: :func:`save_loss_curve` from a loss history, :func:`save_ap_plot`
-from the COCO metrics layout of :mod:`thingmask.evaluation`.
+from the COCO metrics layout of :mod:`thingmask.evaluation.coco`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def save_ap_plot(
 ) -> Path:
     """Grouped bar plot of AP, AP50, AP75 and per-class AP for bbox and segm → PNG at ``path``.
 
-    Accepts :func:`thingmask.evaluation.coco_evaluate`'s metrics or detectron2's
+    Accepts :func:`thingmask.evaluation.coco.coco_evaluate`'s metrics or detectron2's
     ``COCOEvaluator`` results (same layout). NaN values (no ground truth) are drawn as empty
     bars labelled "n/a".
     """

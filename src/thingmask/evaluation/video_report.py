@@ -1,11 +1,11 @@
 """``evaluate_video(pred, gt)``: a video's predictions against ground truth, as a JSON report and
-a plot of J over time. The thin I/O shell around :mod:`thingmask.video_metrics`.
+a plot of J over time. The thin I/O shell around :mod:`thingmask.evaluation.video`.
 
 PRED is either
 
 * thingmask's per-frame instance export, ``<stem>.rle.jsonl`` (``export_rle``; COCO-RLE masks,
   one JSON line per frame, with ``track_id`` when tracking was on; format in
-  :mod:`thingmask.exports`) — every figure of :mod:`thingmask.video_metrics`; or
+  :mod:`thingmask.jobs.exports`) — every figure of :mod:`thingmask.evaluation.video`; or
 * a cut-out video (or a folder of RGBA PNGs, or the black/white ``_mask.mp4``) — foreground
   ``fg_J``, ``fg_F``, ``fg_T`` only. The foreground is read back approximately: alpha > 127 for
   PNG frames, else pixels more than 40/255 away from the canvas colour recorded in the metadata
@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 
 from thingmask.datasets.synthetic import load_video_gt
-from thingmask.io_utils import atomic_path, atomic_write_json
-from thingmask.video_metrics import (
+from thingmask.evaluation.video import (
     MATCH_IOU,
     FrameObjects,
     evaluate_foreground,
     evaluate_instances,
     filter_frames,
 )
+from thingmask.io_utils import atomic_path, atomic_write_json
 
 __all__ = [
     "evaluate_video",
@@ -198,11 +198,11 @@ def evaluate_video(
         tolerance: boundary F tolerance (fraction of the diagonal, or pixels when >= 1);
             default DAVIS's 0.008.
     Returns:
-        The report of :func:`thingmask.video_metrics.evaluate_instances` (``mode``
+        The report of :func:`thingmask.evaluation.video.evaluate_instances` (``mode``
         "instances") or of ``evaluate_foreground`` (``mode`` "foreground"), plus ``pred``,
         ``gt`` and ``display_things``.
     """
-    from thingmask.metrics import BOUNDARY_TOLERANCE
+    from thingmask.evaluation.masks import BOUNDARY_TOLERANCE
 
     tol = BOUNDARY_TOLERANCE if tolerance is None else float(tolerance)
     pred, gt = Path(pred), Path(gt)

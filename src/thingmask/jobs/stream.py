@@ -18,7 +18,6 @@ Threads, not processes: decoding (FFmpeg), inference (torch), compositing (OpenC
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -26,6 +25,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from thingmask.errors import StageError, named_stage
 
 __all__ = ["Stage", "StageError", "Stream", "StreamStats", "named_stage"]
 
@@ -36,30 +37,6 @@ Stage = tuple[str, Callable[[Iterator[Any]], Iterable[Any]]]  # (name, transform
 _END = object()  # end of the items, passed down every link
 _POLL_S = 0.05  # how often a blocked thread looks whether the pipeline was stopped
 _JOIN_WARN_S = 10.0  # a stage still busy this long after a stop is named in the log
-
-
-class StageError(RuntimeError):
-    """A stage of the pipeline failed; ``stage`` names it, ``error`` is what it raised."""
-
-    def __init__(self, stage: str, error: BaseException) -> None:
-        self.stage = stage
-        self.error = error
-        super().__init__(f"{stage} stage failed: {type(error).__name__}: {error}")
-
-
-@contextlib.contextmanager
-def named_stage(name: str) -> Iterator[None]:
-    """Re-raise an exception of the block as :class:`StageError` naming stage ``name``.
-
-    A StageError passes unchanged (the innermost name wins); KeyboardInterrupt and SystemExit are
-    not wrapped.
-    """
-    try:
-        yield
-    except StageError:
-        raise
-    except Exception as exc:
-        raise StageError(name, exc) from exc
 
 
 class _StoppedError(Exception):

@@ -21,7 +21,8 @@ Glitches are treated the same way: a mask that agrees with none of its neighbour
 nearest ones before and after agree with each other (half the animal missed for one frame,
 or merged with another) is replaced by their interpolation.
 
-The work is done on instance windows (:mod:`thingmask.windows`): the cost follows the animals'
+The work is done on instance windows (:mod:`thingmask.cutout.windows`): the cost follows the
+animals'
 size, not the frame's. Without ``Detections.probs`` the binary masks stand in (x 255), so
 the blend becomes a weighted vote.
 """
@@ -34,9 +35,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from thingmask.cutout.windows import Region, Window, crop_region, read_window, tight_box, to_windows
+from thingmask.cutout.windows import to_detections as paste
 from thingmask.detections import Detections
-from thingmask.windows import Region, Window, crop_region, read_window, tight_box, to_windows
-from thingmask.windows import to_detections as paste
 
 __all__ = ["TemporalSmoother"]
 
@@ -79,7 +80,7 @@ class TemporalSmoother:
     ``push(index, dets)`` takes each frame's tracked Detections (``track_ids`` set) in order
     and returns the frames ready now, in order; ``flush()`` returns the rest at the end.
     Outputs are new Detections (inputs are not changed) with ``probs`` filled. ``push_windows``
-    / ``flush_windows`` are the same on :class:`~thingmask.windows.Window` lists (the video
+    / ``flush_windows`` are the same on :class:`~thingmask.cutout.windows.Window` lists (the video
     stage chains them with the edge refinement and pastes once).
     """
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from thingmask.cutout.windows import Window, tight_box, to_detections, to_windows
 from thingmask.detections import Detections
-from thingmask.windows import Window, tight_box, to_detections, to_windows
 
 __all__ = ["EdgeRefiner", "guided_filter"]
 
@@ -80,7 +80,7 @@ class EdgeRefiner:
 
     :meth:`refine` is stateless and pure: new Detections, ``probs`` filled with the refined
     soft masks, boxes tightened to the refined masks. :meth:`refine_windows` does the same
-    on :class:`~thingmask.windows.Window` lists.
+    on :class:`~thingmask.cutout.windows.Window` lists.
     """
 
     def __init__(self, eps: float = 1e-3, mask_threshold: float = 0.5) -> None:

@@ -1,12 +1,12 @@
 """The video stage: cut the display things out of videos, plus their data.
 
-``process_video`` streams one video through the pipeline (:mod:`thingmask.video_cutout`: decode,
+``process_video`` streams one video through the pipeline (:mod:`thingmask.jobs.cutout`: decode,
 batched inference, keep the display things, [temporal stage], composite, each in a thread) and
 encodes the cut-out frames and exports as they arrive (CSV / RLE / mask video / per-animal
 clips): memory stays flat whatever the video's length. ``process_many`` does it for a file,
 folder or glob, one output per video; a bad file is reported and the rest continue.
 ``thingmask video`` (cli.py) calls them. The files written are listed in
-:mod:`thingmask.video_outputs`.
+:mod:`thingmask.jobs.outputs`.
 
 Safety: no output may be, replace or contain an input (checked before anything is written);
 every output is written under a temporary name and renamed when complete, so a failure in any
@@ -28,15 +28,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from thingmask.composite import Canvas
+from thingmask.cutout.composite import Canvas
+from thingmask.cutout.temporal import make_stage
 from thingmask.detections import Detections
-from thingmask.exports import CsvExporter, InstanceClips, MaskVideo, RleExporter
 from thingmask.io_utils import atomic_write_json
-from thingmask.ownership import check_writable, folder_lock
-from thingmask.video import EXTENSIONS, VideoError, VideoWriter, open_video, output_tag
-from thingmask.video.common import remove_path
-from thingmask.video_batch import clean_output_folders, plan_batch, write_summary
-from thingmask.video_commit import (
+from thingmask.jobs.batch import clean_output_folders, plan_batch, write_summary
+from thingmask.jobs.commit import (
     check_complete,
     commit,
     final_names,
@@ -44,8 +41,9 @@ from thingmask.video_commit import (
     remove_leftover_stages,
     say_when_blank,
 )
-from thingmask.video_cutout import CutFrame, Needs, cutout_stream
-from thingmask.video_outputs import (
+from thingmask.jobs.cutout import CutFrame, Needs, cutout_stream
+from thingmask.jobs.exports import CsvExporter, InstanceClips, MaskVideo, RleExporter
+from thingmask.jobs.outputs import (
     VideoResult,
     already_done,
     check_apart,
@@ -55,8 +53,10 @@ from thingmask.video_outputs import (
     planned_outputs,
     read_marker,
 )
-from thingmask.video_stream import named_stage
-from thingmask.video_temporal import make_stage
+from thingmask.jobs.stream import named_stage
+from thingmask.ownership import check_writable, folder_lock
+from thingmask.video import EXTENSIONS, VideoError, VideoWriter, open_video, output_tag
+from thingmask.video.common import remove_path
 
 __all__ = ["OnFrame", "plan_batch", "process_many", "process_video", "run_job", "write_summary"]
 
@@ -161,10 +161,10 @@ def run_job(
     progress: bool = True,
 ) -> VideoResult:
     """:func:`process_video` without taking the folder's lock: for callers that hold it for a
-    whole batch (:func:`process_many`, the Ray workers of ``thingmask.batch_ray``).
+    whole batch (:func:`process_many`, the Ray workers of ``thingmask.distributed.ray_batch``).
 
     Order: check everything (classes, input, every output name: absent or thingmask's own),
-    write all outputs into a private stage (:mod:`thingmask.video_commit`), check the written
+    write all outputs into a private stage (:mod:`thingmask.jobs.commit`), check the written
     video decodes to every frame, then rename the outputs into place, the done marker last.
     """
     t0 = time.perf_counter()
@@ -396,7 +396,7 @@ def process_many(
 ) -> list[VideoResult]:
     """``process_video`` for every video of a file / folder / glob, one output each in
     ``out_dir`` (``<stem>_cutout.<ext>``; a glob's sub-folders are mirrored, see
-    :func:`thingmask.video_batch.output_for`). A failing video is logged and recorded (status
+    :func:`thingmask.jobs.batch.output_for`). A failing video is logged and recorded (status
     ``failed``); the others continue. thingmask's own outputs found among the inputs are left
     out, so a second run into the same folder redoes nothing and writes nothing.
 

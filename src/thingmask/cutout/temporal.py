@@ -23,17 +23,28 @@ nothing copied).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
+from thingmask.cutout.refine import EdgeRefiner
+from thingmask.cutout.smoothing import TemporalSmoother
+from thingmask.cutout.tracking import Tracker
+from thingmask.cutout.windows import Window, to_detections, to_windows
 from thingmask.detections import Detections
-from thingmask.refine import EdgeRefiner
-from thingmask.smoothing import TemporalSmoother
-from thingmask.tracking import Tracker
-from thingmask.windows import Window, to_detections, to_windows
+from thingmask.errors import named_stage
+from thingmask.video import Frame
 
-__all__ = ["IdentityStage", "TemporalPipeline", "TemporalStage", "make_temporal_stage"]
+__all__ = [
+    "IdentityStage",
+    "TemporalPipeline",
+    "TemporalStage",
+    "check_detections",
+    "make_stage",
+    "make_temporal_stage",
+    "through_stage",
+]
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +153,75 @@ def make_temporal_stage(config: Any, *, mask_threshold: float = 0.5) -> Temporal
         else None,
         EdgeRefiner(mask_threshold=mask_threshold) if refining else None,
     )
+
+
+# --- the stage inside the video pipeline: holding frames while the stage works on them ---
+
+
+def make_stage(config: Any, mask_threshold: float = 0.5) -> TemporalStage | None:
+    """The temporal stage the settings ask for (:func:`make_temporal_stage`:
+    tracking, smoothing, edge refinement; ``per_instance_clips`` switches tracking on), or None
+    when every switch is off: the identity stage changes nothing, and leaving it out lets the
+    GPU path keep the masks on the GPU. ``mask_threshold``: the predictor's."""
+    stage = make_temporal_stage(config, mask_threshold=mask_threshold)
+    return None if isinstance(stage, IdentityStage) else stage
+
+
+def through_stage(
+    stage: TemporalStage | None, items: Iterable[tuple[Frame, Any, Any]]
+) -> Iterator[tuple[Frame, Any, Any]]:
+    """Pass ``(frame, detections, payload)`` items through ``stage`` (None: unchanged), holding
+    each frame (and its payload, e.g. the frame on the GPU) until the stage releases its index.
+
+    Checks the protocol as it goes (each frame released once, in order, within ``delay``
+    frames, all of them by the end of :meth:`~TemporalStage.flush`); a breach is a ValueError
+    and, like any failure of the stage, raises StageError naming the ``temporal`` stage.
+    """
+    if stage is None:
+        yield from items
+        return
+    held: dict[int, tuple[Frame, Any]] = {}
+    last = -1
+
+    def release(pairs: Sequence[tuple[int, Detections]]) -> list[tuple[Frame, Any, Any]]:
+        nonlocal last
+        out = []
+        for index, dets in pairs:
+            if index not in held or index <= last:
+                raise ValueError(
+                    f"released frame {index} {'twice' if index <= last else 'unknown'}; "
+                    "a temporal stage must release each pushed frame once, in order"
+                )
+            frame, payload = held.pop(index)
+            out.append((frame, check_detections(dets, frame), payload))
+            last = index
+        if len(held) > max(0, int(stage.delay)):
+            raise ValueError(
+                f"holds {len(held)} frames but declares delay={stage.delay}; a stage must "
+                "release frames within its delay (memory is sized by it)"
+            )
+        return out
+
+    for frame, dets, payload in items:
+        held[frame.index] = (frame, payload)
+        with named_stage("temporal"):
+            ready = release(stage.push(frame.index, frame.image, dets))
+        yield from ready
+    with named_stage("temporal"):
+        ready = release(stage.flush())
+        if held:
+            raise ValueError(f"did not release frames {sorted(held)[:5]} at the end")
+    yield from ready
+
+
+def check_detections(dets: Any, frame: Frame) -> Detections:
+    if not isinstance(dets, Detections):
+        raise TypeError(
+            f"predictor returned {type(dets).__name__}; expected thingmask.detections.Detections"
+        )
+    if dets.image_size != frame.image.shape[:2]:
+        raise ValueError(
+            f"predictor returned masks of size {dets.image_size} for frame {frame.index} of "
+            f"size {frame.image.shape[:2]}; masks must match the frame (H, W)"
+        )
+    return dets

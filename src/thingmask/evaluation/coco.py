@@ -2,7 +2,7 @@
 
 Predictions come in as :class:`~thingmask.detections.Detections` per image id, so any engine can
 be scored the same way. The metrics dict follows detectron2's ``COCOEvaluator`` layout, so
-:func:`thingmask.plots.save_ap_plot` draws either engine's results::
+:func:`thingmask.evaluation.plots.save_ap_plot` draws either engine's results::
 
     {"bbox": {"AP": 41.2, "AP50": .., "AP75": .., "APs": .., "APm": .., "APl": .., "AP-cat": ..},
      "segm": {...same keys...}, "num_images": 24, "num_detections": 180}

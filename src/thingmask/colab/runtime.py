@@ -2,9 +2,9 @@
 
 Every ``google.colab`` import of the package lives in this module, inside functions. Outside
 Colab (a laptop, CI, papermill) each Colab step is a no-op with a log line, so one notebook runs
-everywhere. Where the notebook runs (Colab, GPU): :mod:`thingmask.environment`. The copying,
-verification and resume logic itself is engine- and Colab-neutral: :mod:`thingmask.drive` and
-:mod:`thingmask.drive_checkpoints`.
+everywhere. Where the notebook runs (Colab, GPU): :mod:`thingmask.colab.environment`. The copying,
+verification and resume logic itself is engine- and Colab-neutral: :mod:`thingmask.colab.drive` and
+:mod:`thingmask.colab.drive_checkpoints`.
 
 Run-all-and-walk-away, and what guards it:
 
@@ -29,17 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thingmask.config import Config, ConfigError
-from thingmask.drive import SaveResult, save_run, verify_saved
-from thingmask.drive_checkpoints import (
+from thingmask.colab.drive import SaveResult, save_run, verify_saved
+from thingmask.colab.drive_checkpoints import (
     DriveCheckpointHook,
     fetch_checkpoint,
     find_resume_checkpoint,
 )
+from thingmask.colab.environment import in_colab
+from thingmask.colab.verified_copy import STORAGE_URL, DriveError
+from thingmask.config import Config, ConfigError
 from thingmask.engines import TrainHook
 from thingmask.engines.checkpoints import checkpoint_iteration
-from thingmask.environment import in_colab
-from thingmask.verified_copy import STORAGE_URL, DriveError
 
 __all__ = [
     "DEFAULT_MOUNT",
@@ -234,7 +234,7 @@ def training_hooks(
 ) -> tuple[list[TrainHook], Path | None]:
     """Section 4: ``(hooks, resume_from)`` for ``pipeline.train``.
 
-    ``hooks`` holds a :class:`~thingmask.drive_checkpoints.DriveCheckpointHook` when
+    ``hooks`` holds a :class:`~thingmask.colab.drive_checkpoints.DriveCheckpointHook` when
     ``drive_checkpoint_period > 0`` and Drive is available. ``resume_from`` (with
     ``resume=True``) is the newest valid checkpoint of ``run_name`` — on Drive (copied into
     ``run_dir/checkpoints`` first) or in the local ``output_dir``, whichever is further along —

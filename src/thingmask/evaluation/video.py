@@ -15,7 +15,7 @@ Definitions (the docs of every figure in the JSON report):
   track ids the pairing is redone in every frame (identity errors are then invisible to J).
   The video's ``J`` is the mean over objects; ``fg_J`` the mean over frames of the IoU of the
   union of predicted masks with the union of ground-truth masks (the cut-out as a whole).
-* **F** (boundary F-measure, DAVIS): :func:`thingmask.metrics.boundary_f` with tolerance
+* **F** (boundary F-measure, DAVIS): :func:`thingmask.evaluation.masks.boundary_f` with tolerance
   0.008 of the image diagonal, rounded up (2 px at 160 x 160, 18 px at 1920 x 1080).
 * **id_switches / fragmentations** (CLEAR-MOT): per frame, ground-truth objects and predicted
   instances are matched one-to-one by mask IoU >= ``match_iou`` (0.5): a correspondence of the
@@ -42,7 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from thingmask.metrics import BOUNDARY_TOLERANCE, boundary_f, boundary_tolerance_px, mask_iou
+from thingmask.evaluation.masks import (
+    BOUNDARY_TOLERANCE,
+    boundary_f,
+    boundary_tolerance_px,
+    mask_iou,
+)
 
 __all__ = [
     "FrameObjects",

@@ -7,7 +7,7 @@ What "saved" means here (and why):
 
 * Every file is copied through a temporary name and verified against the *local* source (size and
   SHA-256, read back past the page cache) before it is renamed into place:
-  :func:`thingmask.verified_copy.copy_verified`, which also retries with backoff.
+  :func:`thingmask.colab.verified_copy.copy_verified`, which also retries with backoff.
 * The model files of the copy must load (``torch.load(..., weights_only=True)`` by default).
 * ``saved.json`` (file list, sizes, hashes, time) is written **last**: a destination folder
   without it is incomplete, whatever else it holds. Drive syncs lazily and in no fixed order, so
@@ -16,10 +16,10 @@ What "saved" means here (and why):
 * ``fsync``/``os.sync`` only guarantee that DriveFS *has* the bytes (its local cache); DriveFS
   uploads them in the background while the runtime lives. The one call that waits for the
   upload, ``google.colab.drive.flush_and_unmount()``, also unmounts Drive, so it is not called
-  here but by :func:`thingmask.colab.finish_run` right before the runtime is released — the
+  here but by :func:`thingmask.colab.runtime.finish_run` right before the runtime is released — the
   only moment queued uploads could be lost.
 
-Checkpoint copies during training and resuming from them: :mod:`thingmask.drive_checkpoints`.
+Checkpoint copies during training and resuming from them: :mod:`thingmask.colab.drive_checkpoints`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thingmask.io_utils import atomic_write_json
-from thingmask.verified_copy import (
+from thingmask.colab.verified_copy import (
     DriveError,
     MismatchError,
     SavedFile,
@@ -49,6 +48,7 @@ from thingmask.verified_copy import (
     matches,
     retrying,
 )
+from thingmask.io_utils import atomic_write_json
 
 __all__ = [
     "MANIFEST",

@@ -1,8 +1,8 @@
 """The video batch on a Ray cluster: many videos spread over worker processes and machines.
 
-:func:`process_many_ray` does what :func:`thingmask.video_job.process_many` does (same outputs,
+:func:`process_many_ray` does what :func:`thingmask.jobs.job.process_many` does (same outputs,
 same ``summary.csv``), with the videos shared out over Ray actors. Each actor loads the model
-once and calls :func:`~thingmask.video_job.process_video` for one video at a time, so every
+once and calls :func:`~thingmask.jobs.job.process_video` for one video at a time, so every
 output is written exactly as in the sequential run: under a temporary name, renamed when
 complete, with the metadata JSON (the "done" marker) last.
 
@@ -42,11 +42,11 @@ from tqdm.auto import tqdm
 
 from thingmask.config import Config
 from thingmask.engines import Predictor, read_model_meta
+from thingmask.jobs.batch import VIDEO_EXTENSIONS, clean_output_folders, plan_batch, write_summary
+from thingmask.jobs.job import run_job
+from thingmask.jobs.outputs import VideoResult
 from thingmask.ownership import folder_lock
 from thingmask.pipeline import load_predictor
-from thingmask.video_batch import VIDEO_EXTENSIONS
-from thingmask.video_job import clean_output_folders, plan_batch, run_job, write_summary
-from thingmask.video_outputs import VideoResult
 
 __all__ = ["RAY_INSTALL_HINT", "ActorPlan", "import_ray", "plan_actors", "process_many_ray"]
 
@@ -238,7 +238,7 @@ def process_many_ray(
     ``out_dir``, spread over Ray actors (one model each). Same outputs, same ``summary.csv``.
 
     Args:
-        src, out_dir: as for :func:`thingmask.video_job.process_many` (paths every worker sees).
+        src, out_dir: as for :func:`thingmask.jobs.job.process_many` (paths every worker sees).
         config: the settings (the same for every video).
         run_dir: trained run folder; None with ``zero_training`` (COCO model).
         address: Ray cluster (``"auto"``, ``"10.0.0.5:6379"``, ``"ray://host:10001"``); None

@@ -7,7 +7,7 @@ so it really reads what the file system — DriveFS behind the FUSE mount — ho
 fail with ``OSError`` (or do not verify) are retried with exponential backoff; the final error is
 a :class:`DriveError` naming the likely cause (full Drive, dropped mount).
 
-Nothing here imports ``google.colab``. Whole run folders: :mod:`thingmask.drive`.
+Nothing here imports ``google.colab``. Whole run folders: :mod:`thingmask.colab.drive`.
 """
 
 from __future__ import annotations

@@ -17,10 +17,8 @@ from typing import Any
 
 from thingmask.errors import InputError
 from thingmask.io_utils import atomic_write_text
-from thingmask.ownership import Manifest, check_writable
-from thingmask.video import EXTENSIONS, VideoError
-from thingmask.video_commit import remove_leftover_stages
-from thingmask.video_outputs import (
+from thingmask.jobs.commit import remove_leftover_stages
+from thingmask.jobs.outputs import (
     VideoResult,
     check_apart,
     is_own_output,
@@ -28,6 +26,8 @@ from thingmask.video_outputs import (
     output_paths,
     planned_outputs,
 )
+from thingmask.ownership import Manifest, check_writable
+from thingmask.video import EXTENSIONS, VideoError
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -197,9 +197,10 @@ def summary_table(results: list[VideoResult]) -> str:
 def plan_batch(
     src: str | Path, out_dir: str | Path, config: Any, *, overwrite: bool = False
 ) -> list[tuple[Path, Path]]:
-    """``(video, output)`` for every video of a batch (:func:`process_many`, and the Ray batch
-    ``thingmask.batch_ray``), after checking that no output would overwrite an input or a file
-    thingmask did not write. Writes nothing. Raises InputError as :func:`process_many` says."""
+    """``(video, output)`` for every video of a batch (``process_many``, and the Ray batch
+    ``thingmask.distributed.ray_batch``), after checking that no output would overwrite an
+    input or a file thingmask did not write. Writes nothing. Raises InputError as
+    ``process_many`` says."""
     videos = find_videos(src)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, videos, src)
