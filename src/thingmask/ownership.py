@@ -16,7 +16,8 @@ whole (PNG sequences, clip folders) are the manifest's when every file in them i
 API::
 
     check_writable(paths, overwrite=False)     # raise InputError naming the file and the fix
-    manifest = Manifest.load(folder); manifest.owns(path); manifest.record(paths); manifest.save()
+    manifest = Manifest.load(folder); manifest.owns(path); manifest.record(paths)
+    manifest.settle(); manifest.save()                # after writing: these files are ours
     with folder_lock(folder): ...              # one writer per output folder (InputError if busy)
 """
 
@@ -73,9 +74,15 @@ class Manifest:
     between recording and renaming still finds every final name its own.
     """
 
-    def __init__(self, folder: Path, files: dict[str, list[Signature]] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        files: dict[str, list[Signature]] | None = None,
+        writers: Iterable[str] = (),
+    ) -> None:
         self.folder = Path(folder)
         self.files: dict[str, list[Signature]] = dict(files or {})
+        self.writers: set[str] = set(writers)  # which stages wrote here ("video", "prepare")
 
     @property
     def path(self) -> Path:
@@ -99,12 +106,13 @@ class Manifest:
                 str(k): [tuple(int(x) for x in sig) for sig in v]  # type: ignore[misc]
                 for k, v in data["files"].items()
             }
+            writers = [str(w) for w in data.get("writers", [])]
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise InputError(
                 f"{path}: exists but is not thingmask's manifest ({exc}), so nothing in "
                 f"{folder} is taken as thingmask's own. Move it, or choose another output folder."
             ) from None
-        return cls(folder, files)  # type: ignore[arg-type]
+        return cls(folder, files, writers)  # type: ignore[arg-type]
 
     def _key(self, path: Path) -> str | None:
         try:
@@ -168,34 +176,43 @@ class Manifest:
         """Write the manifest atomically (an exclusive temporary file renamed into place)."""
         body = {
             "format": _FORMAT,
+            "writers": sorted(self.writers),
             "files": {k: [list(s) for s in v] for k, v in self.files.items()},
         }
-        atomic_write_text(self.path, json.dumps(body, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(self.path, json.dumps(body, indent=1) + "\n")
 
 
-def owned_or_absent(path: Path, manifests: dict[Path, Manifest] | None = None) -> bool:
-    """True when ``path`` does not exist or its folder's manifest owns it."""
+def owned_or_absent(
+    path: Path, manifests: dict[Path, Manifest] | None = None, root: Path | None = None
+) -> bool:
+    """True when ``path`` does not exist or the manifest of its folder (or of ``root``, a folder
+    above it that keeps one manifest for its whole tree) owns it."""
     path = Path(path)
     if not (path.exists() or path.is_symlink()):
         return True
     cache = manifests if manifests is not None else {}
-    folder = path.parent
+    folder = Path(root) if root is not None else path.parent
     if folder not in cache:
         cache[folder] = Manifest.load(folder)
     return cache[folder].owns(path)
 
 
 def check_writable(
-    paths: Iterable[str | Path], *, overwrite: bool = False, hint: str = OVERWRITE_HINT
+    paths: Iterable[str | Path],
+    *,
+    overwrite: bool = False,
+    hint: str = OVERWRITE_HINT,
+    root: Path | None = None,
 ) -> None:
     """Refuse, before anything is written, to create any of ``paths`` over a file that is not
-    thingmask's own (see the module docstring).
+    thingmask's own (see the module docstring). ``root``: the folder whose manifest covers all
+    of ``paths`` (default: each path's own folder).
 
     Raises InputError, one line naming every such file and the fix (``hint``). With
     ``overwrite``, files (never folders, never a folder holding a user's file) may be replaced.
     """
     manifests: dict[Path, Manifest] = {}
-    foreign = [Path(p) for p in paths if not owned_or_absent(Path(p), manifests)]
+    foreign = [Path(p) for p in paths if not owned_or_absent(Path(p), manifests, root)]
     if overwrite:
         blocked = [p for p in foreign if p.is_dir() and not p.is_symlink()]
         if blocked:

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from thingmask.cli import data, sections, video
+from thingmask.errors import speak_to
 
 __all__ = ["build_parser", "main"]
 
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr and exit 2, no traceback (``--debug`` re-raises to show it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    speak_to("cli")  # a setting's fix reads --set KEY=VALUE / --config, not "the cell"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)

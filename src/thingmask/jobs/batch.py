@@ -235,6 +235,7 @@ def write_summary(out_dir: str | Path, results: list[VideoResult]) -> None:
             check_writable([summary])
         atomic_write_text(summary, summary_csv(results))
         manifest.forget([summary])
+        manifest.writers.add("video")
         manifest.record([summary])
         manifest.save()
     log.info("video summary (%s):\n%s", summary, summary_table(results))

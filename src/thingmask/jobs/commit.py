@@ -122,6 +122,7 @@ def commit(
     check_writable(finals, overwrite=overwrite)
     folder = marker[1].parent
     manifest = Manifest.load(folder)
+    manifest.writers.add("video")
     manifest.record([s for s, _ in moves] + [marker[0]], as_names=finals)
     manifest.save()
     _remove(marker[1], manifest, overwrite)  # no marker during the swap: it would describe
