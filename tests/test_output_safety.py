@@ -167,7 +167,7 @@ def test_rerun_removes_only_its_own_copies(tmp_path):
     data["images"]["../train.json"] = data["images"]["0.png"]  # a tampered manifest entry
     manifest.write_text(json.dumps(data))  # edited by hand: no longer prepare's own file
     write_coco(tmp_path / "src2", n=2)
-    with pytest.raises(InputError, match="prepare-manifest.json: exists and was not written"):
+    with pytest.raises(InputError, match=r"prepare-manifest\.json: exists and was not written"):
         prepare_dataset(tmp_path / "src2", tmp_path / "out")
     manifest.unlink()  # the user removes the edited file: prepare goes on
     assert prepare_dataset(tmp_path / "src2", tmp_path / "out").ok

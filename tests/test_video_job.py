@@ -286,7 +286,9 @@ def test_cli_runs_with_newest_run(tmp_path: Path, monkeypatch) -> None:
     for name in ("demo-20250101-000000", "demo-20250102-000000"):
         (runs / name).mkdir(parents=True)
         (runs / name / "model_meta.json").write_text(json.dumps({"engine": "torchvision"}))
-        os.utime(runs / name / "model_meta.json", (1e9, 1e9) if name == "demo-20250101-000000" else None)
+        os.utime(
+            runs / name / "model_meta.json", (1e9, 1e9) if name == "demo-20250101-000000" else None
+        )
     assert find_latest_run(runs) == runs / "demo-20250102-000000"
     loaded = []
 
