@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,10 @@ def tiny_trained_run(
     run_dir = config.new_run_dir()
     train(config, tiny_dataset, run_dir)
     return config, run_dir
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's counts (issue 18), when any of its cases ran."""
+    suite = sys.modules.get("fault_suite")
+    if suite is not None and suite.STATS["cases"]:
+        terminalreporter.write_line(suite.summary())

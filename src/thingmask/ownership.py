@@ -212,7 +212,10 @@ def check_writable(
     ``overwrite``, files (never folders, never a folder holding a user's file) may be replaced.
     """
     manifests: dict[Path, Manifest] = {}
-    foreign = [Path(p) for p in paths if not owned_or_absent(Path(p), manifests, root)]
+    paths = [Path(p) for p in paths]
+    for folder in {Path(root) if root is not None else p.parent for p in paths}:
+        manifests[folder] = Manifest.load(folder)  # a foreign file at the manifest's name: refuse
+    foreign = [p for p in paths if not owned_or_absent(p, manifests, root)]
     if overwrite:
         blocked = [p for p in foreign if p.is_dir() and not p.is_symlink()]
         if blocked:

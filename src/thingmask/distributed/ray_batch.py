@@ -325,7 +325,7 @@ def process_many_ray(
                 if slot.actor is not None:
                     ray.kill(slot.actor)
         clean_output_folders(jobs)  # stages of workers that died (every worker is gone now)
-        write_summary(out_dir, results)
+        write_summary(out_dir, results, overwrite=overwrite)
     return results
 
 

@@ -225,14 +225,16 @@ def clean_output_folders(jobs: list[tuple[Path, Path]]) -> None:
         remove_leftover_stages(folder)
 
 
-def write_summary(out_dir: str | Path, results: list[VideoResult]) -> None:
+def write_summary(
+    out_dir: str | Path, results: list[VideoResult], *, overwrite: bool = False
+) -> None:
     """``out_dir/summary.csv`` (when anything was done or failed; recorded in the folder's
     manifest as thingmask's own) and the summary table logged."""
     summary = Path(out_dir) / "summary.csv"
     if any(r.status != "skipped" for r in results):
         manifest = Manifest.load(summary.parent)
         if summary.exists() and not manifest.owns(summary):  # created during the batch
-            check_writable([summary])
+            check_writable([summary], overwrite=overwrite)
         atomic_write_text(summary, summary_csv(results))
         manifest.forget([summary])
         manifest.writers.add("video")

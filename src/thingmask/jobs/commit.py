@@ -16,6 +16,7 @@ holds the folder's lock, so no stage can be a live writer's) removes every lefto
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -129,6 +130,9 @@ def commit(
     for path in stale:  # the old outputs (or a mix)
         if remove_owned(path, manifest):
             log.info("%s: removed (an output of the earlier run that this run does not make)", path)
+            if path.parent != folder:  # a clips folder left empty goes too (never a non-empty one)
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()
     for staged, final in moves:
         if final.is_dir() and not final.is_symlink():  # png sequence / clips: replaced whole
             _remove(final, manifest, overwrite)

@@ -435,5 +435,5 @@ def process_many(
                         error=f"{type(exc).__name__}: {exc}",
                     )
                 )
-        write_summary(out_dir, results)
+        write_summary(out_dir, results, overwrite=overwrite)
     return results

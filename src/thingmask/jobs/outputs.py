@@ -27,7 +27,7 @@ from typing import Any
 
 from thingmask.errors import InputError
 from thingmask.ownership import owned_or_absent
-from thingmask.video import partial_path, read_output_tag
+from thingmask.video import read_output_tag
 
 __all__ = [
     "JOB_SETTINGS",
@@ -181,7 +181,7 @@ def already_done(paths: dict[str, Path], key: str) -> dict[str, Any] | None:
         return None
     manifests: dict[Path, Any] = {}
     for p in [*marker_outputs(meta), paths["metadata"]]:  # deleted or changed since: redo
-        if not p.exists() or not owned_or_absent(p, manifests):
+        if not p.exists() or not owned_or_absent(p, manifests, paths["metadata"].parent):
             return None
     return meta
 
@@ -205,7 +205,7 @@ def listed_outputs(folder: Path) -> set[Path]:
 
 
 def check_apart(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
-    """Raise InputError when any output (or its temporary name) would be, replace or contain an
+    """Raise InputError when any output would be, replace or contain an
     input: the same path once resolved (relative paths, ``..``, symbolic links), the same file
     under another name (a hard link: same device and inode), or an output folder (png, clips)
     holding an input. Inputs are never written to; this makes sure of it before anything is.
@@ -214,7 +214,7 @@ def check_apart(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
     keys = {_resolved(p): p for p in inputs}
     inodes = {inode: p for p in inputs if (inode := _inode(p)) is not None}
     for out in outputs:
-        for candidate in (Path(out), partial_path(out)):
+        for candidate in (Path(out),):  # temporary files live in the job's own fresh stage
             resolved, inode = _resolved(candidate), _inode(candidate)
             problem: tuple[str, Path] | None = None
             if resolved in keys:
