@@ -150,23 +150,24 @@ terminate_runtime = False              # release the runtime after a verified sa
 import importlib, importlib.util, os, shutil, subprocess, sys, tempfile
 
 if "google.colab" in sys.modules and importlib.util.find_spec("thingmask") is None:
-    source = thingmask_source
-    if source.startswith("/content/drive/"):  # your copy on Drive: mount Drive first
+    if "OWNER" in thingmask_source:  # the placeholder: nothing to install from yet
+        raise RuntimeError("thingmask_source still names OWNER, a placeholder.\nSet it in section "
+                           "1 to git+https://github.com/<you>/thingmask@main or a Drive folder.")
+    if thingmask_source.startswith("/content/drive/"):  # your copy on Drive: mount Drive first
         from google.colab import drive
         drive.mount("/content/drive")
-    if os.path.isdir(source):  # build a copy: pip would write build files into your folder
-        ignore = shutil.ignore_patterns(".*", "data", "outputs", "*.ipynb")
-        source = shutil.copytree(source, tempfile.mkdtemp() + "/thingmask", ignore=ignore)
+    tmp = tempfile.mkdtemp()  # a folder is built from a copy (pip writes build files into it)
+    source = thingmask_source if not os.path.isdir(thingmask_source) else shutil.copytree(
+        thingmask_source, tmp + "/copy", ignore=shutil.ignore_patterns(".*", "data", "outputs"))
     pip = subprocess.run(  # not -e: see above; --no-deps: Colab's torch stays
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", source],
-        capture_output=True, text=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
-    )
+        [sys.executable, "-m", "pip", "install", "-q", "--no-color", "--no-deps",
+         "--no-build-isolation", source],
+        capture_output=True, text=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    shutil.rmtree(tmp, ignore_errors=True)  # the build copy
     if pip.returncode != 0:
-        raise RuntimeError(
-            f"could not install thingmask from thingmask_source = {thingmask_source!r}:\n"
-            f"{pip.stderr.strip()[-1500:]}\nFix: in section 1 set thingmask_source to your fork "
-            "(git+https://github.com/<you>/thingmask@main, public) or upload the repository "
-            "folder to Drive and use its path (/content/drive/MyDrive/thingmask-src); run all.")
+        raise RuntimeError(f"could not install thingmask from {thingmask_source!r}:\n"
+                           f"{pip.stderr.strip()[-1500:]}\nFix: set thingmask_source in section 1 "
+                           "to a public fork (git+https://...) or the repository folder on Drive.")
     importlib.invalidate_caches()  # the running kernel now finds the new package
     from thingmask.colab.install import install_missing
     print(install_missing())  # what Colab lacks; torch, torchvision and numpy are never touched
@@ -187,11 +188,7 @@ if (
          "@02b5c4e295e990042a714712c21dc79b731e8833"],
         check=False,
     )
-    importlib.invalidate_caches()
-from thingmask.engines.detectron2_engine import resolve_engine
-
-engine = resolve_engine(engine)  # falls back to torchvision (with a message) if it is missing
-print("engine:", engine)
+    importlib.invalidate_caches()  # the settings cell falls back to torchvision if it failed
 
 # %% [markdown]
 # The next cell checks the machine and validates the settings. For a GPU in Colab:
@@ -211,7 +208,7 @@ from thingmask import colab, pipeline
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
 started = time.time()
 config = pipeline.config_from_namespace(globals())  # section 1's variables, validated
-print(colab.describe_environment(config))
+print(colab.describe_environment(config))  # from here on, cells read config.<setting>
 drive_root = colab.ensure_drive(config)  # asks for Drive access now, not hours later
 
 # %% [markdown]
@@ -244,23 +241,16 @@ print(f"{dataset.root}: classes {list(dataset.class_names)}")
 # order of the list printed below is the order of the model's outputs.
 
 # %%
-if engine == "detectron2":
+from thingmask.engines import get_engine
+
+registration = get_engine(config.engine).register_dataset(dataset)  # safe to re-run
+print(registration)  # class names in the model's output order; ids never leave the engine
+if registration.catalog:  # detectron2: the catalogs it reads the dataset from, by name
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from thingmask.engines.detectron2_engine.catalog import register_dataset
-
-    train_name, val_name = register_dataset(dataset)  # safe to re-run: replaces old entries
+    train_name, val_name = registration.catalog
     records = DatasetCatalog.get(train_name)  # dicts: file_name, height, width, annotations
-    classes = MetadataCatalog.get(train_name).thing_classes
-    print(f"{train_name}: {len(records)} images, classes {classes}")
-else:
-    from thingmask.engines.torchvision_engine.data import CocoInstances
-
-    train_set = CocoInstances(dataset.train_json, dataset.image_root, dataset.class_names)
-    image, masks, labels = train_set.load(0)  # BGR (H, W, 3), masks (N, H, W), labels (N,)
-    names = [dataset.class_names[k - 1] for k in labels]  # torchvision: label 0 = background
-    print(f"{len(train_set)} training images, classes {list(dataset.class_names)}; "
-          f"the first image holds {names}")
+    print(f"{train_name}: {len(records)} records, {MetadataCatalog.get(train_name).thing_classes}")
 
 # %% [markdown]
 # A look at the samples: masks and class names drawn on a few training images, and how many
@@ -297,21 +287,21 @@ print(preview.table)
 # section 1, or the method, to change what the model sees.
 
 # %%
-if engine == "detectron2":
+if config.engine == "detectron2":
     from detectron2.data import build_detection_train_loader
 
-    from thingmask.augment import parse_augmentations, to_detectron2
-    from thingmask.engines.detectron2_engine.trainer import SafeTrainer, train_mapper
+    from thingmask.engines.detectron2_engine.trainer import (
+        SafeTrainer, recorded_augmentations, train_mapper)
 
     class MyTrainer(SafeTrainer):
-        """SafeTrainer whose training data get the `augmentations` of section 1."""
+        """SafeTrainer whose training data get `config.augmentations` (section 1)."""
 
         @classmethod
         def build_train_loader(cls, cfg):
-            augs = to_detectron2(parse_augmentations(augmentations))  # names -> T.Augmentation
+            augs = recorded_augmentations(cfg)  # config.augmentations -> detectron2 Augmentations
             return build_detection_train_loader(cfg, mapper=train_mapper(cfg, augs))
 
-    print("MyTrainer(SafeTrainer) with", to_detectron2(parse_augmentations(augmentations)))
+    print("MyTrainer(SafeTrainer) with augmentations", list(config.augmentations))
 
 # %% [markdown]
 # The torchvision engine has the same shape: a `Trainer` class that reads top to bottom like
@@ -319,33 +309,35 @@ if engine == "detectron2":
 # `run_step`, `train`) with the same safe checkpoints, resume and hooks. Override any of them.
 
 # %%
-if engine == "torchvision":
+if config.engine == "torchvision":
     from thingmask.augment import parse_augmentations
     from thingmask.engines.torchvision_engine import Trainer, train_loader
 
     class MyTrainer(Trainer):
-        """Trainer whose training batches get the `augmentations` of section 1."""
+        """Trainer whose training batches get `config.augmentations` (section 1)."""
 
         def build_train_loader(self):
-            augs = parse_augmentations(augmentations)  # names -> specs for images and masks
+            augs = parse_augmentations(self.config.augmentations)  # names -> specs (images + masks)
             # start_iteration: a resumed run sees the batches an unbroken one would have seen
-            return train_loader(self.config, self.dataset, augs, self.start_iteration)
+            return train_loader(
+                self.config, self.dataset, augs, self.start_iteration, device=self.device
+            )
 
-    print("MyTrainer(Trainer) with", [spec.name for spec in parse_augmentations(augmentations)])
+    print("MyTrainer(Trainer) with augmentations", list(config.augmentations))
 
 # %% [markdown]
 # Training itself: a run folder, then `MyTrainer` through the engine (which sets up the model,
 # resumes and writes `model_final.pth`, `model_meta.json` and the loss curve).
 
 # %%
-run_dir = pipeline.start_run(config, run_dir)
-hooks, resume_from = colab.training_hooks(config, run_dir)  # Drive copies; where to resume
+run_folder = pipeline.start_run(config, run_dir)  # run_dir (section 1) empty: a new folder
+hooks, resume_from = colab.training_hooks(config, run_folder)  # Drive copies; where to resume
 print(f"resuming from {resume_from}" if resume_from else "training from the start")
 metrics = pipeline.train(
-    config, dataset, run_dir, hooks=hooks, resume_from=resume_from, trainer=MyTrainer
+    config, dataset, run_folder, hooks=hooks, resume_from=resume_from, trainer=MyTrainer
 )
-if (run_dir / "loss_curve.png").is_file():
-    display(Image(str(run_dir / "loss_curve.png")))
+if (run_folder / "loss_curve.png").is_file():
+    display(Image(str(run_folder / "loss_curve.png")))
 
 # %% [markdown]
 # ## 5 · Evaluation
@@ -355,9 +347,9 @@ if (run_dir / "loss_curve.png").is_file():
 # the cut-outs will look clean; a class far below the others needs more annotations.
 
 # %%
-ap = pipeline.evaluate(config, dataset, run_dir)
-if (run_dir / "eval_ap.png").is_file():
-    display(Image(str(run_dir / "eval_ap.png")))
+ap = pipeline.evaluate(config, dataset, run_folder)
+if (run_folder / "eval_ap.png").is_file():
+    display(Image(str(run_folder / "eval_ap.png")))
 
 # %% [markdown]
 # ## 6 · Inference: the display-things filter
@@ -375,23 +367,23 @@ from thingmask.datasets import load_coco_json
 from thingmask.detections import keep
 from thingmask.visualize import draw_instances, save_grid
 
-predictor = pipeline.load_predictor(config, run_dir)
+predictor = pipeline.load_predictor(config, run_folder)
 first = load_coco_json(dataset.val_json)["images"][0]
 image = cv2.imread(str(dataset.image_root / first["file_name"]))  # (H, W, 3) uint8 BGR
 dets = predictor(image)  # every class the model knows
-kept = keep(dets, display_things)  # the filter: dets[np.isin(dets.class_names, display_things)]
+kept = keep(dets, config.display_things)  # the filter: dets[np.isin(dets.class_names, things)]
 drawn = [  # image[..., ::-1]: BGR -> RGB for drawing
     draw_instances(image[..., ::-1], d.masks, d.class_names, predictor.class_names, d.scores)
     for d in (dets, kept)
 ]
 titles = [f"all: {', '.join(dets.class_names)}", f"kept: {', '.join(kept.class_names)}"]
-save_grid(drawn, run_dir / "filter.png", titles=titles, columns=2, show=True)
+filter_figure = save_grid(drawn, run_folder / "filter.png", titles=titles, columns=2, show=True)
 
 # %% [markdown]
 # More validation images, display things only (`predictions.png` in the run folder):
 
 # %%
-grid = pipeline.predict_images(config, dataset, predictor, run_dir, show=True)
+grid = pipeline.predict_images(config, dataset, predictor, run_folder, show=True)
 
 # %% [markdown]
 # ## 7 · Cut-out: `get_masked_image` on one frame
@@ -408,13 +400,14 @@ from thingmask.video import open_video
 video_source = pipeline.video_sources(config)[0]  # the first video (the demo video by default)
 with open_video(video_source) as reader:
     frame = next(reader.frames())  # .image is (H, W, 3) uint8 BGR, rotation applied
-kept = keep(predictor(frame.image), display_things)
-canvas = Canvas.from_config(config)
-cutout = get_masked_image(frame.image, kept, canvas)  # a new image; frame.image is unchanged
+kept = keep(predictor(frame.image), config.display_things)
+background = Canvas.from_config(config)  # config.canvas, canvas_color, canvas_image
+cutout = get_masked_image(frame.image, kept, background)  # a new image; frame.image unchanged
 mask = np.dstack([kept.union_mask()] * 3).astype(np.uint8) * 255
-save_grid([frame.image[..., ::-1], mask, cutout[..., 2::-1]], run_dir / "cutout.png",
-          titles=["frame", f"union mask of {len(kept)} kept", f"cut-out on {canvas.mode}"],
-          columns=3, show=True)
+cutout_figure = save_grid(
+    [frame.image[..., ::-1], mask, cutout[..., 2::-1]], run_folder / "cutout.png",
+    titles=["frame", f"union mask of {len(kept)} kept", f"cut-out on {background.mode}"],
+    columns=3, show=True)
 
 # %% [markdown]
 # ## 8 · Video
@@ -432,14 +425,14 @@ from itertools import islice
 from thingmask.video import EXTENSIONS, VideoWriter
 
 loop_frames = 300  # enough to see it work; the full job below does every frame
-loop_output = run_dir / f"{video_source.stem}_loop{EXTENSIONS[video_format]}"
-with open_video(video_source, max_bad_frames=max_bad_frames) as reader:
+loop_output = run_folder / f"{video_source.stem}_loop{EXTENSIONS[config.video_format]}"
+with open_video(video_source, max_bad_frames=config.max_bad_frames) as reader:
     info = reader.info  # size after rotation, frame rate, duration
-    with VideoWriter(loop_output, info.width, info.height, info.rate, fmt=video_format,
-                     alpha=canvas.has_alpha) as writer:
+    with VideoWriter(loop_output, info.width, info.height, info.rate, fmt=config.video_format,
+                     alpha=background.has_alpha) as writer:
         for frame in islice(reader.frames(), loop_frames):
-            kept = keep(predictor(frame.image), display_things)
-            writer.write(get_masked_image(frame.image, kept, canvas), frame.time)
+            kept = keep(predictor(frame.image), config.display_things)
+            writer.write(get_masked_image(frame.image, kept, background), frame.time)
 print(f"{writer.frames_written} frames → {loop_output}")
 display(HTML(pipeline.preview_html(loop_output)))  # the video inline (when not too big)
 
@@ -454,7 +447,7 @@ display(HTML(pipeline.preview_html(loop_output)))  # the video inline (when not 
 # the cut-out against the ground truth (mean foreground IoU).
 
 # %%
-video = pipeline.cut_video(config, predictor, run_dir)
+video = pipeline.cut_video(config, predictor, run_folder)
 print({k: v for k, v in video.items() if k != "videos"})
 for path in video.get("videos", [video.get("video")])[:3]:  # the first few of a batch
     display(HTML(pipeline.preview_html(path)))
@@ -471,7 +464,7 @@ for path in video.get("videos", [video.get("video")])[:3]:  # the first few of a
 # Take results from Drive, not as browser downloads: those transfer only while no cell runs.
 
 # %%
-saved = colab.save_run_to_drive(config, run_dir)
+saved = colab.save_run_to_drive(config, run_folder)
 print(saved or "not saved to Drive (save_to_drive=False or not in Colab)")
 
 # %% [markdown]
@@ -483,7 +476,7 @@ print(saved or "not saved to Drive (save_to_drive=False or not in Colab)")
 
 # %%
 scores = {k: video[k] for k in ("mean_iou", "J", "F", "id_switches") if k in video}
-print(pipeline.summary(run_dir, started, **scores, mask_AP=ap.get("segm", {}).get("AP"),
+print(pipeline.summary(run_folder, started, **scores, mask_AP=ap.get("segm", {}).get("AP"),
                        drive=saved))
 
 # %%

@@ -35,8 +35,8 @@ from thingmask.io_utils import atomic_write_json
 from thingmask.jobs.exports import RleExporter
 from thingmask.video import open_video
 
-KEYS = ("fg_J", "fg_F", "J", "F", "T", "id_switches", "fragmentations", "class_errors")
-KEYS += ("track_class_changes", "vanished", "dropouts", "false_positives", "misses")
+KEYS = ("fg_J", "fg_F", "J", "F", "T", "num_switches", "num_fragmentations", "class_errors")
+KEYS += ("track_class_changes", "vanished", "dropouts", "num_false_positives", "num_misses")
 
 
 def soft_predictions(predictor: Any, frames: list[np.ndarray]) -> list[Detections]:

@@ -7,6 +7,7 @@ import pytest
 
 from thingmask.evaluation.masks import (
     boundary_f,
+    boundary_f_matrix,
     foreground_iou,
     gt_foreground,
     j_and_f,
@@ -107,3 +108,22 @@ def test_video_foreground_iou_ignores_distractors_in_gt():
     assert video_foreground_iou([FULL, EMPTY], gt, ["cat"]) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="1 predicted frames but 2"):
         video_foreground_iou([LEFT], gt, ["cat"])
+
+
+@pytest.mark.parametrize("tolerance", [0.008, 1, 3])
+def test_boundary_f_matrix_is_boundary_f_of_every_pair(tolerance) -> None:
+    rng = np.random.default_rng(5)
+    shape = (23, 31)  # odd sizes
+    blobs = [np.zeros(shape, bool), np.ones(shape, bool)]  # empty, full frame (no boundary)
+    one = np.zeros(shape, bool)
+    one[7, 9] = True
+    blobs.append(one)
+    for _ in range(9):  # random rectangles and noise blobs, some touching the border
+        m = np.zeros(shape, bool)
+        y, x = rng.integers(0, 20), rng.integers(0, 28)
+        m[y : y + rng.integers(1, 12), x : x + rng.integers(1, 12)] = True
+        blobs.append(m | (rng.random(shape) < 0.03))
+    stack = np.stack(blobs)
+    got = boundary_f_matrix(stack[:7], stack, tolerance)
+    want = [[boundary_f(p, g, tolerance) for g in stack] for p in stack[:7]]
+    assert got.shape == (7, len(stack)) and got.tolist() == want  # bit for bit

@@ -134,10 +134,10 @@ def test_detectron2_build_cell_pins_the_engine_commit():
 
 # --- the teaching cells, run directly ----------------------------------------------------------
 TEACHING_CELLS = (  # a line of each cell, in notebook order
-    "train_set = CocoInstances(",  # registration (torchvision)
-    "class MyTrainer(Trainer):",  # the torchvision trainer with section 1's augmentations
-    "kept = keep(dets, display_things)",  # the filter, before / after
-    "get_masked_image(frame.image, kept, canvas)  #",  # the cut-out on one frame
+    ".register_dataset(dataset)",  # registration, through the engine's public API
+    "class MyTrainer(Trainer):",  # the torchvision trainer with config.augmentations
+    "kept = keep(dets, config.display_things)",  # the filter, before / after
+    "get_masked_image(frame.image, kept, background)  #",  # the cut-out on one frame
     "for frame in islice(reader.frames(), loop_frames)",  # the frame loop
 )
 
@@ -165,13 +165,19 @@ def test_visible_cells_run_and_the_loop_gives_process_videos_frames(tmp_path, ti
     trained_config, trained_run = tiny_trained_run
     run_dir = Path(shutil.copytree(trained_run, tmp_path / "run"))  # the fixture is read-only
     video = generate_video(tmp_path / "clip", n_frames=6, size=64, seed=1)
-    config = trained_config.replace(video_input=str(video), video_format="png", canvas="grey")
-    names = {**config.to_dict(), "config": config, "run_dir": run_dir}
+    config = trained_config.replace(
+        video_input=str(video), video_format="png", canvas="grey", augmentations=["flip_horizontal"]
+    )
+    names = {**config.to_dict(), "config": config, "run_folder": run_dir}
     names |= {"dataset": load_prepared(config.dataset_dir), "pipeline": pipeline, "np": np}
     names |= {"display": lambda *args, **kwargs: None, "HTML": HTML}
-    names["augmentations"] = ["flip_horizontal"]  # the global, not config.augmentations
+    names["augmentations"] = ["brightness"]  # a stale global: the cells read config instead
+    names["display_things"] = ["leaf"]
     ns = _run_cells(_nb(), TEACHING_CELLS, names)
-    assert ns["names"] and set(ns["names"]) <= {"cat", "bird", "leaf"}  # label k: class k - 1
+    registration = ns["registration"]
+    assert registration.catalog is None and registration.class_names == ("cat", "bird", "leaf")
+    assert registration.first_image_classes  # names, decoded from torchvision's 1-based labels
+    assert set(registration.first_image_classes) <= {"cat", "bird", "leaf"}
     loader = ns["MyTrainer"](config, names["dataset"], tmp_path / "train").build_train_loader()
     assert [spec.name for spec in loader.dataset.specs] == ["flip_horizontal"]
     assert set(ns["kept"].class_names) <= set(config.display_things)
@@ -185,19 +191,58 @@ def test_visible_cells_run_and_the_loop_gives_process_videos_frames(tmp_path, ti
         assert np.array_equal(a, b), f"frame {i} differs between the loop and process_video"
 
 
+def _method_body(source: str, cls: str, method: str) -> str:
+    """The statements of ``cls.method`` in ``source`` (docstring dropped), as an AST dump."""
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(source))
+    (klass,) = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls]
+    (func,) = [n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == method]
+    return "\n".join(ast.dump(s) for s in func.body if not isinstance(s, ast.Expr))
+
+
+@pytest.mark.parametrize(
+    ("marker", "module", "cls"),
+    [
+        ("class MyTrainer(Trainer):", "thingmask.engines.torchvision_engine.trainer", "Trainer"),
+        (
+            "class MyTrainer(SafeTrainer):",
+            "thingmask.engines.detectron2_engine.trainer",
+            "MyTrainer",
+        ),
+    ],
+)
+def test_one_mytrainer_per_engine_the_notebook_shows_the_package_default(marker, module, cls):
+    """The notebook's ``build_train_loader`` is the package default's, statement for statement:
+    both read the augmentations from the config they are given."""
+    import importlib
+
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    package = Path(spec.origin).read_text(encoding="utf-8")
+    notebook = _method_body(_code_cell(_nb(), marker), "MyTrainer", "build_train_loader")
+    assert notebook == _method_body(package, cls, "build_train_loader")
+    assert "config.augmentations" in _code_cell(_nb(), marker) or "cfg" in notebook
+
+
 @pytest.mark.detectron2
-def test_detectron2_mytrainer_cell_maps_with_the_global_augmentations():
-    """The notebook's ``MyTrainer(SafeTrainer)``: its loader's mapper resizes, then applies the
-    ``augmentations`` global variable (the loader itself is replaced by its mapper here)."""
+def test_detectron2_mytrainer_cell_maps_with_the_config_augmentations():
+    """The notebook's ``MyTrainer(SafeTrainer)``: its loader's mapper resizes, then applies
+    ``config.augmentations`` as ``build_cfg`` recorded them (the loader is replaced by its
+    mapper here); a stale ``augmentations`` global is not read."""
     pytest.importorskip("detectron2")
-    from detectron2.config import get_cfg
+    import json as _json
+
+    from detectron2.config import CfgNode, get_cfg
 
     from thingmask.engines.detectron2_engine.trainer import SafeTrainer
 
-    ns = {"engine": "detectron2", "augmentations": ["flip_horizontal", "brightness"]}
+    ns = {"config": Config(engine="detectron2"), "augmentations": ["contrast"]}
     _run_cells(_nb(), ["class MyTrainer(SafeTrainer):"], ns)
     ns["build_detection_train_loader"] = lambda cfg, mapper: mapper
-    mapper = ns["MyTrainer"].build_train_loader(get_cfg())
+    cfg = get_cfg()
+    cfg.THINGMASK = CfgNode({"AUGMENTATIONS": _json.dumps(["flip_horizontal", "brightness"])})
+    mapper = ns["MyTrainer"].build_train_loader(cfg)
     assert issubclass(ns["MyTrainer"], SafeTrainer)
     names = [type(a).__name__ for a in mapper.augmentations.augs]
     assert names == ["ResizeShortestEdge", "RandomFlip", "RandomBrightness"]
@@ -228,8 +273,9 @@ def test_colab_setup_says_what_to_do_when_the_source_cannot_be_reached(tmp_path,
     with pytest.raises(RuntimeError) as info:
         _setup_cell_in_fake_colab(monkeypatch, tmp_path, str(missing))  # the real pip fails on it
     message = str(info.value)
-    assert f"could not install thingmask from thingmask_source = {str(missing)!r}" in message
-    assert "Fix: in section 1 set thingmask_source" in message and "Drive" in message
+    assert f"could not install thingmask from {str(missing)!r}" in message
+    assert "Fix: set thingmask_source in section 1" in message and "Drive" in message
+    assert "\x1b[" not in message  # pip's words without colour codes
     assert "not-there.whl" in message.split("\n", 1)[1]  # pip's own words are passed on
 
 
@@ -248,8 +294,26 @@ def test_colab_setup_builds_a_copy_of_a_folder_source(tmp_path, monkeypatch):
         _setup_cell_in_fake_colab(monkeypatch, tmp_path, str(folder), run=pip)
     ((*_, built),) = commands
     assert "--no-deps" in commands[0] and "-e" not in commands[0]
-    assert Path(built) != folder and (Path(built) / "pyproject.toml").is_file()
-    assert not (Path(built) / "data").exists()
+    assert Path(built) != folder and Path(built).name == "copy"
+    assert not Path(built).exists(), "the build copy must be removed after pip ran"
+    assert not any(tmp_path.glob("tmp*/copy")), "a build copy was left behind"
+
+
+@pytest.mark.colab
+def test_colab_setup_stops_at_the_owner_placeholder_before_pip(tmp_path, monkeypatch):
+    commands = []
+    default = ast.literal_eval(
+        next(
+            s.value
+            for s in ast.parse(_parameters_cell(_nb()).source).body
+            if s.targets[0].id == "thingmask_source"  # type: ignore[attr-defined]
+        )
+    )
+    with pytest.raises(RuntimeError) as info:
+        _setup_cell_in_fake_colab(monkeypatch, tmp_path, default, run=commands.append)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2 and "OWNER" in lines[0] and "section 1" in lines[1]
+    assert not commands, "pip must not run on the placeholder"
 
 
 def _site_without_thingmask(root: Path) -> Path:
@@ -387,7 +451,7 @@ def test_notebook_runs_headless_with_tiny_parameters(tmp_path, engine):
     summary = json.loads((run / "summary.json").read_text())
     report = json.loads((run / "demo_cutout_eval.json").read_text())  # the demo video scored
     assert summary["mean_iou"] == report["fg_J"] and summary["J"] == round(report["J"], 4)
-    assert summary["id_switches"] == report["id_switches"] and "F" in summary
+    assert summary["id_switches"] == report["num_switches"] and "F" in summary
     import av
 
     with av.open(str(run / "demo_cutout.mp4")) as container:
@@ -396,3 +460,30 @@ def test_notebook_runs_headless_with_tiny_parameters(tmp_path, engine):
         assert stream.codec_context.pix_fmt == "yuv420p"
         assert sum(1 for _ in container.decode(stream)) == 6
     assert not list(run.rglob("*.part*")), "temporary files left behind"
+
+
+@pytest.mark.slow
+def test_run_all_then_every_cell_again_in_the_same_kernel(tmp_path):
+    """Run all, then re-run each cell once, in order, in the same kernel: nothing rebinds a
+    setting or depends on having run once. Each figure is shown once (no cell both shows a
+    figure and returns it)."""
+    from nbclient import NotebookClient
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    params = {**TINY, "output_dir": str(tmp_path / "out"), "dataset_dir": str(tmp_path / "data")}
+    params |= {"run_name": "rerun", "device": "cpu", "video_format": "png"}
+    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOK)), params)
+    client = NotebookClient(nb, timeout=600, resources={"metadata": {"path": str(tmp_path)}})
+    code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    with client.setup_kernel():
+        for index, cell in code:
+            client.execute_cell(cell, index)  # raises CellExecutionError on any failure
+            images = [
+                o["data"]["image/png"] for o in cell.outputs if "image/png" in o.get("data", {})
+            ]
+            assert len(images) == len(set(images)), f"a figure shown twice: {cell.source[:60]!r}"
+        for index, cell in code:
+            client.execute_cell(cell, index)
+    runs = sorted((tmp_path / "out").glob("rerun-*"))  # run_dir="": the re-run is a new run
+    assert runs and all((run / "summary.json").is_file() for run in runs)

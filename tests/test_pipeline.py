@@ -29,6 +29,59 @@ def test_config_from_namespace_takes_the_settings_and_nothing_else():
         pipeline.config_from_namespace({"canvas": "purple"})
 
 
+PARAMETERS_CELL = """# --- run ---
+run_name = "demo"                      # run folder
+iteratons = 5                          # misspelt
+display_things = ["cat"]
+thingmask_source = "git+https://example.invalid/x@main"
+"""
+
+
+def test_a_parameters_cell_name_that_is_no_setting_is_an_error_with_a_hint():
+    """``iteratons = 5`` in the global-variables cell must not be silently ignored."""
+    namespace = {"In": ["", PARAMETERS_CELL, "import numpy as np"], "iteratons": 5}
+    namespace |= {"run_name": "demo", "display_things": ["cat"], "np": np}
+    with pytest.raises(ConfigError, match=r"'iteratons' \(did you mean 'iterations'\?\)"):
+        pipeline.config_from_namespace(namespace)
+
+
+def test_papermills_injected_cell_counts_as_a_parameters_cell():
+    injected = '# Parameters\ncanvs = "white"\n'
+    namespace = {"In": ["", injected], "canvs": "white"}
+    with pytest.raises(ConfigError, match=r"'canvs' \(did you mean 'canvas'\?\)"):
+        pipeline.config_from_namespace(namespace)
+
+
+def test_other_cells_globals_are_not_settings_but_close_names_are_warned(caplog):
+    cells = ["", 'run_name = "x"', "loop_frames = 300\nframes = list(range(3))", "x = f(1)"]
+    namespace = {"In": cells, "run_name": "x", "loop_frames": 300, "frames": [0, 1, 2]}
+    namespace["iteration"] = 3  # set by a code cell, close to the setting `iterations`
+    with caplog.at_level("WARNING", logger="thingmask.pipeline"):
+        config = pipeline.config_from_namespace(namespace)
+    assert config.run_name == "x" and config.iterations == Config().iterations
+    assert "'iteration' is not a setting; did you mean 'iterations'?" in caplog.text
+    assert "loop_frames" not in caplog.text and "'frames'" not in caplog.text
+
+
+def test_parameter_cell_names_reads_only_literal_assignment_cells():
+    cells = ["", PARAMETERS_CELL, "a = 1\nb = f(a)", "import os", "c = [1, 2]", "bad syntax ("]
+    assert pipeline.parameter_cell_names({"In": cells}) == {
+        "run_name",
+        "iteratons",
+        "display_things",
+        "thingmask_source",
+        "c",
+    }
+    assert pipeline.parameter_cell_names({}) == set()
+
+
+def test_detectron2_missing_falls_back_to_torchvision(monkeypatch):
+    from thingmask.engines.detectron2_engine import install
+
+    monkeypatch.setattr(install, "available", lambda: False)
+    assert pipeline.config_from_namespace({"engine": "detectron2"}).engine == "torchvision"
+
+
 def test_start_run_writes_the_resolved_config_and_reuses_a_given_folder(tmp_path):
     config = Config(run_name="t", output_dir=str(tmp_path), canvas="grey")
     run = pipeline.start_run(config)

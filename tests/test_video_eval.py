@@ -71,9 +71,9 @@ def test_rle_round_trip_keeps_masks_classes_and_ids(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        ({}, {"J": 1.0, "F": 1.0, "fg_J": 1.0, "id_switches": 0, "fragmentations": 0}),
-        ({"swap_at": 3}, {"J": 0.5, "id_switches": 2, "fg_J": 1.0}),
-        ({"drop": 2}, {"fragmentations": 1, "dropouts": 1, "misses": 1, "id_switches": 0}),
+        ({}, {"J": 1.0, "F": 1.0, "fg_J": 1.0, "num_switches": 0, "num_fragmentations": 0}),
+        ({"swap_at": 3}, {"J": 0.5, "num_switches": 2, "fg_J": 1.0}),
+        ({"drop": 2}, {"num_fragmentations": 1, "dropouts": 1, "num_misses": 1, "num_switches": 0}),
     ],
 )
 def test_evaluate_rle_export(tmp_path: Path, kwargs, expected) -> None:
@@ -112,7 +112,7 @@ def test_evaluate_a_black_canvas_cutout_video(tmp_path: Path) -> None:
     video = write_video(tmp_path / "clip_cutout.mp4", (cutout(t, (0, 0, 0)) for t in range(N)), 12)
     write_metadata(tmp_path / "clip_cutout.json", display_things=["cat", "bird"], canvas="black")
     report = evaluate_video(video, ground_truth(tmp_path))
-    assert report["mode"] == "foreground" and "id_switches" not in report
+    assert report["mode"] == "foreground" and "num_switches" not in report
     assert report["fg_J"] > 0.9  # read back through H.264: approximate, not exact
 
 

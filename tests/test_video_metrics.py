@@ -76,7 +76,7 @@ CAT_A, CAT_B = (A, "cat", 1), (B, "cat", 2)
     [
         pytest.param(
             seq(*[frame((A, "cat", 7), (B, "cat", 8))] * 4),
-            {"id_switches": 0, "fragmentations": 0, "misses": 0, "false_positives": 0},
+            {"num_switches": 0, "num_fragmentations": 0, "num_misses": 0, "num_false_positives": 0},
             id="perfect",
         ),
         pytest.param(
@@ -86,7 +86,7 @@ CAT_A, CAT_B = (A, "cat", 1), (B, "cat", 2)
                 frame((A, "cat", 8), (B, "cat", 7)),  # the tracker swapped the two
                 frame((A, "cat", 8), (B, "cat", 7)),
             ),
-            {"id_switches": 2, "fragmentations": 0, "misses": 0},
+            {"num_switches": 2, "num_fragmentations": 0, "num_misses": 0},
             id="swap",
         ),
         pytest.param(
@@ -96,7 +96,7 @@ CAT_A, CAT_B = (A, "cat", 1), (B, "cat", 2)
                 frame((A, "cat", 7), (B, "cat", 8)),
                 frame((A, "cat", 7), (B, "cat", 8)),
             ),
-            {"id_switches": 0, "fragmentations": 1, "misses": 1},
+            {"num_switches": 0, "num_fragmentations": 1, "num_misses": 1},
             id="gap-same-id",
         ),
         pytest.param(
@@ -106,7 +106,7 @@ CAT_A, CAT_B = (A, "cat", 1), (B, "cat", 2)
                 frame((A, "cat", 9), (B, "cat", 8)),  # back with a new id
                 frame((A, "cat", 9), (B, "cat", 8)),
             ),
-            {"id_switches": 1, "fragmentations": 1, "misses": 1},
+            {"num_switches": 1, "num_fragmentations": 1, "num_misses": 1},
             id="gap-new-id",
         ),
         pytest.param(
@@ -114,12 +114,16 @@ CAT_A, CAT_B = (A, "cat", 1), (B, "cat", 2)
                 frame((A, "cat", 7), (B, "cat", 8), (rect(20, 2, 5, 5), "cat", 9)),
                 *[frame((A, "cat", 7), (B, "bird", 8))] * 3,  # B labelled a bird: class errors
             ),
-            {"false_positives": 1, "class_errors": 3, "track_class_changes": 1},
+            {"num_false_positives": 1, "class_errors": 3, "track_class_changes": 1},
             id="fp-and-class",
         ),
         pytest.param(
             seq(*[frame((A_NEAR, "cat", 7), (rect(25, 25, 5, 10), "cat", 8))] * 4),
-            {"matches": 4, "misses": 4, "false_positives": 4},  # B half covered: IoU 0.5 misses
+            {
+                "num_matches": 4,
+                "num_misses": 4,
+                "num_false_positives": 4,
+            },  # B half covered: IoU 0.5 misses
             id="overlap-threshold",
         ),
     ],
@@ -128,14 +132,14 @@ def test_clear_mot_counts(pred, expected) -> None:
     gt = seq(*[frame(CAT_A, CAT_B)] * 4)
     got = clear_mot(pred, gt, match_iou=0.51)
     assert {k: got[k] for k in expected} == expected
-    assert got["gt_instances"] == 8
+    assert got["num_objects"] == 8
 
 
 def test_mota_and_untracked_predictions() -> None:
     gt = seq(*[frame(CAT_A, CAT_B)] * 2)
     pred = seq(frame((A, "cat", -1)), frame((A, "cat", -1), (B, "cat", -1)))
     got = clear_mot(pred, gt)
-    assert got["tracked"] is False and got["id_switches"] == 0
+    assert got["tracked"] is False and got["num_switches"] == 0
     assert got["mota"] == pytest.approx(1 - 1 / 4)  # one miss in four ground-truth instances
 
 
@@ -169,10 +173,10 @@ def test_per_object_j_f_and_identities_on_a_small_video() -> None:
     assert "3" not in report["objects"]  # the leaf is not a display thing
     # foreground: 140 of 200 pixels in three frames, 100 of 200 in one
     assert report["fg_J"] == pytest.approx((0.7 * 3 + 0.5) / 4)
-    assert report["id_switches"] == 0 and report["fragmentations"] == 0  # A never matched
-    assert report["misses"] == 4 and report["matches"] == 4
+    assert report["num_switches"] == 0 and report["num_fragmentations"] == 0  # A never matched
+    assert report["num_misses"] == 4 and report["num_matches"] == 4
     assert report["vanished"] == 4 and report["dropouts"] == 0  # A is never half covered
-    assert report["false_positives"] == 3  # the unmatched part of A, leaves filtered out
+    assert report["num_false_positives"] == 3  # the unmatched part of A, leaves filtered out
 
 
 def test_a_one_frame_dropout_is_counted() -> None:
@@ -181,7 +185,7 @@ def test_a_one_frame_dropout_is_counted() -> None:
     report = evaluate_instances(pred, gt, ["cat"])
     assert report["vanished"] == 1 and report["dropouts"] == 1
     assert report["events"]["vanished"] == [{"frame": 1, "object": 1, "dropout": 1}]
-    assert report["fragmentations"] == 1 and report["T"] == pytest.approx(1.0)
+    assert report["num_fragmentations"] == 1 and report["T"] == pytest.approx(1.0)
 
 
 def test_frame_count_mismatch_is_an_error() -> None:

@@ -8,6 +8,8 @@ cut-out, the frame loop) and calls these for the rest. Every function takes the 
 
 from __future__ import annotations
 
+import ast
+import difflib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -42,16 +44,65 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+# Names of the global-variables cell that are not Config settings: the Colab set-up reads
+# thingmask_source; `thingmask demo` passes run_dir (section 4 reads it).
+NOTEBOOK_ONLY = frozenset({"thingmask_source", "run_dir"})
+
+
 def config_from_namespace(namespace: Mapping[str, Any]) -> Config:
     """The validated config from the notebook's global variables (names = Config fields).
 
-    Other names in ``namespace`` (imports, helpers) are ignored; a misspelt setting therefore
-    keeps its default — `thingmask demo` validates the YAML it passes with unknown-key checks.
+    A name assigned in the global-variables cell (or papermill's injected copy of it) that is no
+    setting is an error with a did-you-mean hint: ``iteratons = 5`` must not be ignored. Those
+    cells are found in the kernel's input history (``In``) as the cells made only of
+    ``name = literal`` lines. Any other global whose name is close to a setting's is logged as a
+    warning. ``engine="detectron2"`` without an importable detectron2 falls back to torchvision
+    with a warning (the set-up cell's build may have been skipped or failed).
     """
     names = {f.name for f in fields(Config)}
-    return Config.from_dict(
-        {k: v for k, v in namespace.items() if k in names}, source="global-variables cell"
-    )
+    declared = parameter_cell_names(namespace)
+    unknown = {k: namespace.get(k) for k in declared - names - NOTEBOOK_ONLY}
+    for name in sorted(set(namespace) - names - declared - NOTEBOOK_ONLY):
+        close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.85)
+        if close and not name.startswith("_") and _is_literal(namespace[name]):
+            log.warning("global %r is not a setting; did you mean %r?", name, close[0])
+    values = {k: v for k, v in namespace.items() if k in names}
+    if values.get("engine") == "detectron2":
+        from thingmask.engines.detectron2_engine.install import resolve_engine
+
+        values["engine"] = resolve_engine("detectron2")
+    return Config.from_dict({**values, **unknown}, source="global-variables cell")
+
+
+def parameter_cell_names(namespace: Mapping[str, Any]) -> set[str]:
+    """Names assigned in the executed cells of ``namespace['In']`` (IPython's input history)
+    that hold nothing but ``name = literal`` assignments: the global-variables cell and
+    papermill's injected parameters. Empty outside IPython."""
+    found: set[str] = set()
+    for source in namespace.get("In", ()) or ():
+        try:
+            body = ast.parse(str(source)).body
+        except SyntaxError:
+            continue
+        if body and all(_literal_assignment(node) for node in body):
+            found.update(node.targets[0].id for node in body)  # type: ignore[attr-defined]
+    return found
+
+
+def _literal_assignment(node: ast.stmt) -> bool:
+    if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+        return False
+    if not isinstance(node.targets[0], ast.Name):
+        return False
+    try:
+        ast.literal_eval(node.value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_literal(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | list | tuple | dict | type(None))
 
 
 def prepare_data(config: Config) -> PreparedDataset:
@@ -222,10 +273,10 @@ def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, 
 
     With the synthetic demo video (its ground truth ``demo_gt.npz`` beside it), the kept
     instances are scored frame by frame against the generator's per-animal ground truth
-    (:mod:`thingmask.evaluation.video`): ``J``, ``F`` (DAVIS, per object), ``fg_J``/``fg_F`` (the
-    cut-out as a whole), ``id_switches`` (CLEAR-MOT) and ``mean_iou`` (= ``fg_J``, the mean
-    foreground IoU). The full report goes to ``<run>/<stem>_cutout_eval.json`` with a plot of J
-    over time.
+    (:mod:`thingmask.evaluation.video`): ``J``, ``F`` (DAVIS, per object), ``fg_J``/``fg_F``
+    (the cut-out as a whole), ``id_switches`` (CLEAR-MOT, the report's ``num_switches``) and
+    ``mean_iou`` (= ``fg_J``, the mean foreground IoU). The full report goes to
+    ``<run>/<stem>_cutout_eval.json`` with a plot of J over time.
     """
     from thingmask.jobs.job import process_many, process_video
     from thingmask.video import EXTENSIONS
@@ -267,7 +318,8 @@ def _score_demo_video(
     report = evaluate_instances(predicted, load_video_gt(gt_path), config.display_things)
     save_report(report, run_dir, dst.stem if dst.suffix else dst.name)  # <stem>_eval.json
     per_frame = report["per_frame"]["fg_J"]
-    figures = {k: report[k] for k in ("J", "F", "fg_J", "fg_F", "id_switches", "vanished")}
+    figures = {k: report[k] for k in ("J", "F", "fg_J", "fg_F")}
+    figures |= {"id_switches": report["num_switches"], "vanished": report["vanished"]}
     figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
     return {**figures, "mean_iou": float(np.mean(per_frame)), "min_iou": float(np.min(per_frame))}
 

@@ -40,6 +40,7 @@ __all__ = [
     "InstanceTensors",
     "Predictor",
     "PredictorBase",
+    "Registration",
     "TrainHook",
     "check_image",
     "read_model_meta",
@@ -328,6 +329,31 @@ class TrainHook:
         """Called once the run folder is complete (final model and ``model_meta.json``)."""
 
 
+@dataclass(frozen=True)
+class Registration:
+    """A prepared dataset as an engine sees it, by class **name** (ids never leave the engine).
+
+    ``catalog``: the ``(train, val)`` names in detectron2's ``DatasetCatalog`` and
+    ``MetadataCatalog``, or None for an engine without a catalog (torchvision reads the files
+    through a dataset object). ``class_names``: the model's classes in output order.
+    ``first_image_classes``: the classes of the first training image's instances, as the
+    engine's loader decodes them (a check that its id conversion is right).
+    """
+
+    engine: str
+    catalog: tuple[str, str] | None
+    class_names: tuple[str, ...]
+    train_images: int
+    first_image_classes: tuple[str, ...]
+
+    def __str__(self) -> str:
+        where = f"catalog {self.catalog[0]!r} / {self.catalog[1]!r}" if self.catalog else "files"
+        return (
+            f"{self.engine}: {self.train_images} training images ({where}); classes "
+            f"{list(self.class_names)}; the first image holds {list(self.first_image_classes)}"
+        )
+
+
 @runtime_checkable
 class Engine(Protocol):
     """Training, evaluation and inference back-end; the same meaning in every engine.
@@ -351,6 +377,9 @@ class Engine(Protocol):
         ``run_dir/eval_ap.png``; returns the layout of
         :func:`thingmask.evaluation.coco.coco_evaluate`
         plus ``"checkpoint"`` (the weights file scored).
+    ``register_dataset(dataset)``
+        Makes ``dataset`` known to the engine (detectron2: its catalogs, safe to call again)
+        and returns a :class:`Registration` with class names, never ids.
     ``load_predictor(config, run_dir)``
         The :class:`Predictor` of the trained run in ``run_dir``; ``run_dir=None`` means the
         COCO-pretrained model when ``config.zero_training`` and is a ValueError otherwise (the
@@ -374,6 +403,8 @@ class Engine(Protocol):
     def evaluate(
         self, config: Config, dataset: PreparedDataset, run_dir: str | Path
     ) -> dict[str, Any]: ...
+
+    def register_dataset(self, dataset: PreparedDataset) -> Registration: ...
 
     def load_predictor(self, config: Config, run_dir: str | Path | None) -> Predictor: ...
 

@@ -22,6 +22,7 @@ BOUNDARY_TOLERANCE = 0.008  # DAVIS boundary tolerance: a fraction of the image 
 __all__ = [
     "BOUNDARY_TOLERANCE",
     "boundary_f",
+    "boundary_f_matrix",
     "boundary_map",
     "boundary_tolerance_px",
     "foreground_iou",
@@ -150,6 +151,48 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, tolerance: float = BOUNDARY_TOL
     precision = np.count_nonzero(bp & gt_zone) / n_pred
     recall = np.count_nonzero(bg & pred_zone) / n_gt
     return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
+
+
+def boundary_f_matrix(
+    preds: np.ndarray, gts: np.ndarray, tolerance: float = BOUNDARY_TOLERANCE
+) -> np.ndarray:
+    """:func:`boundary_f` of every pair: ``preds (N, H, W)`` and ``gts (M, H, W)`` bool →
+    ``(N, M)`` float64, equal to ``boundary_f(preds[i], gts[j], tolerance)`` bit for bit.
+
+    Each boundary map and its dilated tolerance zone is computed once, and a pair only counts
+    boundary pixels (pairing every track with every object of a video needs all pairs).
+    """
+    import cv2
+
+    preds, gts = _check_pair(preds, gts, "boundary_f_matrix")
+    if preds.ndim != 3 or gts.ndim != 3:
+        raise ValueError(
+            f"boundary_f_matrix: expected two (N, H, W) stacks, got {preds.shape}, {gts.shape}"
+        )
+    disk = _disk(boundary_tolerance_px(preds.shape, tolerance))
+
+    def parts(stack: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        out = []
+        for mask in stack:
+            b = boundary_map(mask)
+            ys, xs = np.nonzero(b)
+            zone = cv2.dilate(b.view(np.uint8), disk).view(bool) if len(ys) else None
+            out.append((ys, xs, zone))
+        return out
+
+    f = np.zeros((len(preds), len(gts)))
+    gt_parts = parts(gts)
+    for i, (py, px, pzone) in enumerate(parts(preds)):
+        for j, (gy, gx, gzone) in enumerate(gt_parts):
+            n_pred, n_gt = len(py), len(gy)
+            if pzone is None or gzone is None:  # boundary_f's empty cases: 1 if both, else 0
+                f[i, j] = float(n_pred == n_gt == 0)
+                continue
+            precision = np.count_nonzero(gzone[py, px]) / n_pred
+            recall = np.count_nonzero(pzone[gy, gx]) / n_gt
+            if precision + recall > 0:
+                f[i, j] = 2 * precision * recall / (precision + recall)
+    return f
 
 
 def j_and_f(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float, float]:

@@ -9,23 +9,31 @@ untracked). Class names, never class ids.
 Definitions (the docs of every figure in the JSON report):
 
 * **J** (region similarity, DAVIS): mask IoU; a frame where both masks are empty scores 1.
-  Per object: each ground-truth object is paired with one predicted track for the whole video,
-  the pairing that maximises the summed per-frame IoU (optimal assignment, as the DAVIS 2017
-  unsupervised benchmark does), and J is averaged over all frames of the video (DAVIS). Without
-  track ids the pairing is redone in every frame (identity errors are then invisible to J).
-  The video's ``J`` is the mean over objects; ``fg_J`` the mean over frames of the IoU of the
-  union of predicted masks with the union of ground-truth masks (the cut-out as a whole).
-* **F** (boundary F-measure, DAVIS): :func:`thingmask.evaluation.masks.boundary_f` with tolerance
-  0.008 of the image diagonal, rounded up (2 px at 160 x 160, 18 px at 1920 x 1080).
-* **id_switches / fragmentations** (CLEAR-MOT): per frame, ground-truth objects and predicted
-  instances are matched one-to-one by mask IoU >= ``match_iou`` (0.5): a correspondence of the
-  previous frame that is still valid is kept, the rest are assigned optimally
-  (``scipy.optimize.linear_sum_assignment``). An id switch is a match whose track id differs from
-  the one the object was last matched to. A fragmentation is a visible object going from
-  matched to unmatched and later matched again (py-motmetrics' count). ``mota`` = 1 - (misses +
-  false positives + id switches) / ground-truth instances; ``motp`` = mean IoU of the matches.
-  ``class_errors``: matches whose class differs from the truth; ``track_class_changes``: how
-  often a track's class changes from one appearance to the next.
+  Per object as DAVIS 2017's unsupervised evaluation (``davis2017-evaluation``,
+  ``_evaluate_unsupervised``): each ground-truth object is paired with one predicted track for
+  the whole video — the optimal assignment (``scipy.optimize.linear_sum_assignment``) of
+  objects to tracks (padded with empty tracks when there are fewer tracks than objects) by the
+  pair's mean over ALL frames of J, plus its mean of F, halved (frames where both are absent
+  score 1) — and J is averaged over all frames. (DAVIS's semi-supervised task drops the first
+  and last frame; the unsupervised one, followed here, keeps every frame.) Without track ids
+  the pairing is redone in every frame (identity errors are then invisible to J). The video's
+  ``J`` is the mean over objects; ``fg_J`` the mean over frames of the IoU of the union of
+  predicted masks with the union of ground-truth masks (the cut-out as a whole).
+* **F** (boundary F-measure, DAVIS): :func:`thingmask.evaluation.masks.boundary_f` with
+  tolerance 0.008 of the image diagonal, rounded up (2 px at 160 x 160, 18 px at 1920 x
+  1080); per object on the same pairing as J.
+* **CLEAR-MOT** (Bernardin & Stiefelhagen 2008), computed as py-motmetrics'
+  ``MOTAccumulator`` does with distance 1 - mask IoU and max distance ``1 - match_iou`` (0.5),
+  under py-motmetrics' names. Per frame: an object keeps the track it was last matched to —
+  in any earlier frame, across frames where it was missed — while that pair has IoU >=
+  ``match_iou``; the others are matched by minimum total distance. ``num_switches``: matches to
+  another track than the object's last one; ``num_matches`` the other matches;
+  ``num_fragmentations``: an object's matched→missed transitions between its first and last
+  match; ``mota`` = 1 - (num_misses + num_false_positives + num_switches) / num_objects
+  (ground-truth instances); ``motp`` = mean distance 1 - IoU of all matches and switches (lower
+  is better). Untracked detections (id -1) are one-frame hypotheses; a video with no track ids
+  at all has no switches. ``class_errors``: matches whose class differs from the truth;
+  ``track_class_changes``: how often a track's class changes from one appearance to the next.
 * **T** (temporal instability, lower is better, 0 = ideal): per object and pair of consecutive
   frames in which it is visible, ``|(1 - IoU(P[t-1], P[t])) - (1 - IoU(G[t-1], G[t]))|``: how
   much more (or less) the predicted mask changes than the true one — flicker, holes that come
@@ -37,6 +45,7 @@ Definitions (the docs of every figure in the JSON report):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -45,6 +54,7 @@ import numpy as np
 from thingmask.evaluation.masks import (
     BOUNDARY_TOLERANCE,
     boundary_f,
+    boundary_f_matrix,
     boundary_tolerance_px,
     mask_iou,
 )
@@ -85,99 +95,129 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(mask_iou(a, b), np.float64)
 
 
-def _match(
-    iou: np.ndarray,
-    gt_ids: np.ndarray,
-    pred_ids: np.ndarray,
-    previous: dict[int, int],
-    min_iou: float,
-) -> list[tuple[int, int]]:
-    """CLEAR-MOT matching of one frame → ``[(gt row, pred row)]``."""
+def _assign_like_motmetrics(dist: np.ndarray) -> list[tuple[int, int]]:
+    """Minimum-distance assignment where NaN marks a forbidden pair, exactly as py-motmetrics'
+    scipy solver does it (``motmetrics.lap.lsa_solve_scipy``): forbidden pairs get a cost large
+    enough that the most allowed pairs are made first, then they are dropped from the result."""
     from scipy.optimize import linear_sum_assignment
 
-    pairs: list[tuple[int, int]] = []
-    used_g: set[int] = set()
-    used_p: set[int] = set()
-    for gi, gid in enumerate(gt_ids):  # keep last frame's correspondences that still hold
-        tid = previous.get(int(gid), -1)
-        if tid < 0:
-            continue
-        for pj in np.flatnonzero(pred_ids == tid):
-            if pj not in used_p and iou[gi, pj] >= min_iou:
-                pairs.append((gi, int(pj)))
-                used_g.add(gi)
-                used_p.add(int(pj))
-                break
-    rows = [g for g in range(iou.shape[0]) if g not in used_g]
-    cols = [p for p in range(iou.shape[1]) if p not in used_p]
-    if rows and cols:
-        sub = iou[np.ix_(rows, cols)]
-        cost = np.where(sub >= min_iou, 1.0 - sub, 1e6)  # invalid pairs: never chosen if avoidable
-        for r, c in zip(*linear_sum_assignment(cost), strict=True):
-            if sub[r, c] >= min_iou:
-                pairs.append((rows[r], cols[c]))
-    return pairs
+    valid = np.isfinite(dist)
+    if not valid.any():
+        return []
+    c = np.abs(dist[valid]).max() + 1
+    costs = np.where(valid, dist, 2 * min(dist.shape) * c + 1)
+    rows, cols = linear_sum_assignment(costs)
+    return [(int(r), int(k)) for r, k in zip(rows, cols, strict=True) if valid[r, k]]
+
+
+class _ClearMot:
+    """CLEAR-MOT event counting, one :meth:`update` per frame; the algorithm of py-motmetrics'
+    ``MOTAccumulator.update`` (Bernardin & Stiefelhagen 2008), with distance 1 - mask IoU.
+
+    Why not py-motmetrics itself: its last release (1.4.0, 2022) is unmaintained, parts of it
+    fail on NumPy 2 (``np.asfarray`` in ``motmetrics.distances``) and it would add pandas to the
+    runtime for ~60 lines of bookkeeping. The tests run py-motmetrics as the oracle instead
+    (tests/test_video_metrics_references.py): switches, fragmentations, matches, misses, false
+    positives, MOTA and MOTP are equal on every case there.
+    """
+
+    def __init__(self, max_distance: float, count_switches: bool) -> None:
+        self.max_distance = max_distance
+        self.count_switches = count_switches
+        self.last_match: dict[int, int] = {}  # gt id → hypothesis of its latest match, kept
+        # across frames where it is missed or absent (MOTAccumulator.m)
+        self.interrupted: dict[int, bool] = {}  # matched before, missed since (fragmentations)
+        self.per_object: dict[int, dict[str, int]] = {}
+        self.counts = dict.fromkeys(
+            ("num_objects", "num_matches", "num_switches", "num_misses"), 0
+        ) | dict.fromkeys(("num_false_positives", "num_fragmentations"), 0)
+        self.distances: list[float] = []
+        self.switch_events: list[dict[str, int]] = []
+
+    def update(self, t: int, gids: np.ndarray, hids: np.ndarray, iou: np.ndarray) -> dict[int, int]:
+        """One frame: ``gids (N,)``, hypothesis ids ``hids (M,)`` (unique per untracked
+        detection), ``iou (N, M)`` → the matches ``{gt row: hypothesis column}``."""
+        dist = 1.0 - iou
+        dist[dist > self.max_distance] = np.nan  # as motmetrics' distance helpers: no pair
+        for gid in (int(g) for g in gids):
+            self.per_object.setdefault(gid, {"num_switches": 0, "num_fragmentations": 0})
+        matched: dict[int, int] = {}
+        switches = 0
+        if dist.size:
+            used = np.zeros(len(hids), bool)
+            for gi, gid in enumerate(int(g) for g in gids):  # 1. keep established pairs
+                if gid not in self.last_match:
+                    continue
+                js = np.flatnonzero(~used & (hids == self.last_match[gid]))
+                if len(js) and np.isfinite(dist[gi, js[0]]):  # (only the first, as motmetrics)
+                    matched[gi], used[js[0]] = int(js[0]), True
+            rest = dist.copy()  # 2. the others: minimum total distance
+            rest[list(matched), :] = np.nan
+            rest[:, used] = np.nan
+            for gi, pj in _assign_like_motmetrics(rest):
+                gid, hid = int(gids[gi]), int(hids[pj])
+                prev = self.last_match.get(gid)
+                if self.count_switches and prev is not None and prev != hid:
+                    switches += 1
+                    self.per_object[gid]["num_switches"] += 1
+                    self.switch_events.append(
+                        {"frame": t, "object": gid, "from": max(prev, -1), "to": max(hid, -1)}
+                    )
+                matched[gi] = pj
+        for gi, gid in enumerate(int(g) for g in gids):
+            if gi not in matched:  # a miss after a match opens a gap (motmetrics' count)
+                self.interrupted[gid] = gid in self.last_match
+                continue
+            if self.interrupted.get(gid, False):  # back after a miss: one fragmentation
+                self.per_object[gid]["num_fragmentations"] += 1
+                self.counts["num_fragmentations"] += 1
+            self.interrupted[gid] = False
+            self.last_match[gid] = int(hids[matched[gi]])
+            self.distances.append(float(dist[gi, matched[gi]]))
+        self.counts["num_objects"] += len(gids)
+        self.counts["num_matches"] += len(matched) - switches
+        self.counts["num_switches"] += switches
+        self.counts["num_misses"] += len(gids) - len(matched)
+        self.counts["num_false_positives"] += len(hids) - len(matched)
+        return matched
 
 
 def clear_mot(
     pred: Sequence[FrameObjects], gt: Sequence[FrameObjects], match_iou: float = MATCH_IOU
 ) -> dict[str, Any]:
-    """CLEAR-MOT counts (see the module docstring) for display-thing-filtered frames."""
+    """CLEAR-MOT figures (see the module docstring) of display-thing-filtered frames.
+
+    Returns py-motmetrics' names: ``num_objects``, ``num_matches`` (switches not included),
+    ``num_switches``, ``num_misses``, ``num_false_positives``, ``num_fragmentations``, ``mota``,
+    ``motp`` (mean distance 1 - IoU of matches and switches); ``mota``/``motp`` are None where
+    py-motmetrics divides by zero (no ground truth / no match). Also ``tracked``,
+    ``class_errors``, ``track_class_changes``, ``per_object`` and ``switch_events``.
+    """
     tracked = any(bool((ids >= 0).any()) for _, _, ids in pred)
-    previous: dict[int, int] = {}  # gt id → track id of the last frame's match
-    last_track: dict[int, int] = {}  # gt id → track id of its most recent match (any frame)
-    was_tracked: dict[int, bool] = {}
-    interrupted: dict[int, bool] = {}
-    per_object: dict[int, dict[str, int]] = {}
+    mot = _ClearMot(1.0 - match_iou, count_switches=tracked)
+    fresh = itertools.count(-2, -1)  # a hypothesis id for each untracked detection
     track_class: dict[int, str] = {}
-    counts = dict.fromkeys(
-        ("gt_instances", "matches", "misses", "false_positives", "id_switches", "fragmentations"), 0
-    )
-    counts |= {"class_errors": 0, "track_class_changes": 0}
-    ious: list[float] = []
-    switches: list[dict[str, int]] = []
+    class_errors = track_class_changes = 0
     for t, ((gm, gnames, gids), (pm, pnames, pids)) in enumerate(zip(gt, pred, strict=True)):
-        iou = _iou(gm, pm)
-        pairs = _match(iou, gids, pids, previous if tracked else {}, match_iou)
-        counts["gt_instances"] += len(gm)
-        counts["matches"] += len(pairs)
-        counts["misses"] += len(gm) - len(pairs)
-        counts["false_positives"] += len(pm) - len(pairs)
-        matched = {gi: pj for gi, pj in pairs}
-        previous = {}
-        for gi, gid in enumerate(int(g) for g in gids):
-            obj = per_object.setdefault(gid, {"id_switches": 0, "fragmentations": 0})
-            if gi not in matched:
-                interrupted[gid] = was_tracked.get(gid, False)
-                continue
-            pj = matched[gi]
-            ious.append(float(iou[gi, pj]))
-            counts["class_errors"] += int(pnames[pj] != gnames[gi])
-            if interrupted.get(gid, False):
-                counts["fragmentations"] += 1
-                obj["fragmentations"] += 1
-            interrupted[gid], was_tracked[gid] = False, True
-            tid = int(pids[pj])
-            if tracked and tid >= 0:
-                if gid in last_track and last_track[gid] != tid:
-                    counts["id_switches"] += 1
-                    obj["id_switches"] += 1
-                    switches.append({"frame": t, "object": gid, "from": last_track[gid], "to": tid})
-                last_track[gid] = previous[gid] = tid
+        # untracked detections (id -1, or all of them without tracking): one-frame hypotheses
+        hids = np.array([p if tracked and p >= 0 else next(fresh) for p in pids], np.int64)
+        matched = mot.update(t, np.asarray(gids, np.int64), hids, _iou(gm, pm))
+        class_errors += sum(pnames[pj] != gnames[gi] for gi, pj in matched.items())
         for name, tid in zip(pnames, (int(p) for p in pids), strict=True):
             if tid >= 0:
-                counts["track_class_changes"] += int(track_class.get(tid, name) != name)
+                track_class_changes += int(track_class.get(tid, name) != name)
                 track_class[tid] = name
-    n_gt = counts["gt_instances"]
+    c = mot.counts
+    errors = c["num_misses"] + c["num_false_positives"] + c["num_switches"]
     return {
-        **counts,
+        **c,
+        "mota": 1.0 - errors / c["num_objects"] if c["num_objects"] else None,
+        "motp": float(np.mean(mot.distances)) if mot.distances else None,
         "tracked": tracked,
-        "mota": 1.0 - (counts["misses"] + counts["false_positives"] + counts["id_switches"]) / n_gt
-        if n_gt
-        else 1.0,
-        "motp": float(np.mean(ious)) if ious else 0.0,
-        "per_object": per_object,
-        "switch_events": switches,
+        "class_errors": class_errors,
+        "track_class_changes": track_class_changes,
+        "per_object": mot.per_object,
+        "switch_events": mot.switch_events,
     }
 
 
@@ -198,56 +238,79 @@ def _pair_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else np.count_nonzero(a & b) / union
 
 
-def _assign_tracks(
-    pred: Sequence[FrameObjects], gt_ids: list[int], gt: Sequence[FrameObjects]
-) -> dict[int, int]:
-    """Whole-video pairing gt id → track id maximising the summed per-frame IoU."""
-    from scipy.optimize import linear_sum_assignment
-
-    track_ids = sorted({int(i) for _, _, ids in pred for i in ids if i >= 0})
-    if not gt_ids or not track_ids:
-        return {}
-    gi_of = {g: i for i, g in enumerate(gt_ids)}
-    ti_of = {t: i for i, t in enumerate(track_ids)}
-    score = np.zeros((len(gt_ids), len(track_ids)))
-    for (gm, _, gids), (pm, _, pids) in zip(gt, pred, strict=True):
-        iou = _iou(gm, pm)
-        for gi, g in enumerate(gids):
-            for pj, p in enumerate(pids):
-                if p >= 0:
-                    score[gi_of[int(g)], ti_of[int(p)]] += iou[gi, pj]
-    rows, cols = linear_sum_assignment(-score)
-    return {gt_ids[r]: track_ids[c] for r, c in zip(rows, cols, strict=True) if score[r, c] > 0}
+def _by_id(frame: FrameObjects, wanted: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
+    """``(len(wanted), H, W)`` bool: per id the union of the frame's instances with that id
+    (empty when it is absent; a negative id in ``wanted`` is always empty)."""
+    masks, _, ids = frame
+    out = np.zeros((len(wanted), *shape), bool)
+    for k, w in enumerate(wanted):
+        if w >= 0:
+            sel = np.flatnonzero(ids == w)
+            if len(sel):
+                out[k] = masks[sel].any(axis=0)
+    return out
 
 
-def _object_masks(
-    pred: Sequence[FrameObjects], gt: Sequence[FrameObjects], gt_ids: list[int], tracked: bool
-) -> tuple[dict[int, list[np.ndarray]], dict[int, list[np.ndarray]], dict[int, int]]:
-    """Per gt id, its true and its paired predicted mask in every frame."""
+Pairing = tuple[
+    dict[int, int], dict[int, list[float]], dict[int, list[float]], dict[int, list[np.ndarray]]
+]
+
+
+def _pair_objects(
+    pred: Sequence[FrameObjects],
+    gt: Sequence[FrameObjects],
+    gt_ids: list[int],
+    tracked: bool,
+    tolerance: float,
+) -> Pairing:
+    """Pair each ground-truth object with a predicted track as DAVIS 2017's unsupervised
+    evaluation does (``davis2017/evaluation.py``, ``_evaluate_unsupervised``).
+
+    The proposals are the tracks in ascending id order, padded with empty ones up to the number
+    of objects; J and F of every (proposal, object, frame), the score of a pair is the mean over
+    ALL frames of J plus the mean of F, halved (a frame where both are empty scores 1), and
+    ``linear_sum_assignment(-score)`` picks the pairing. Untracked predictions: the same in every
+    frame on its own, the detections being the proposals. Returns ``(object → track, -1 for an
+    empty proposal; object → J per frame; → F per frame; → paired mask per frame)``.
+    """
     from scipy.optimize import linear_sum_assignment
 
     shape = gt[0][0].shape[1:]
-    empty = np.zeros(shape, bool)
-    assignment = _assign_tracks(pred, gt_ids, gt) if tracked else {}
-    true: dict[int, list[np.ndarray]] = {g: [] for g in gt_ids}
+    js: dict[int, list[float]] = {}
+    fs: dict[int, list[float]] = {}
     paired: dict[int, list[np.ndarray]] = {g: [] for g in gt_ids}
-    for (gm, _, gids), (pm, _, pids) in zip(gt, pred, strict=True):
-        row = {int(g): gi for gi, g in enumerate(gids)}
-        if tracked:
-            picks = {
-                g: [k for k, p in enumerate(pids) if p == assignment.get(g, -2)] for g in gt_ids
-            }
-            chosen = {g: _union(pm[ks], shape) if ks else empty for g, ks in picks.items()}
-        else:  # untracked: the best pairing in each frame
-            iou = _iou(gm, pm)
-            chosen = {g: empty for g in gt_ids}
-            if iou.size:
-                for r, c in zip(*linear_sum_assignment(-iou), strict=True):
-                    chosen[int(gids[r])] = pm[c]
+    if not gt_ids:
+        return {}, js, fs, paired
+    if not tracked:
         for g in gt_ids:
-            true[g].append(gm[row[g]] if g in row else empty)
-            paired[g].append(chosen[g])
-    return true, paired, assignment
+            js[g], fs[g] = [], []
+        for g_frame, (pm, _, _) in zip(gt, pred, strict=True):
+            truth = _by_id(g_frame, gt_ids, shape)
+            pad = max(0, len(gt_ids) - len(pm))
+            props = np.concatenate([pm, np.zeros((pad, *shape), bool)]) if pad else pm
+            j, f = _iou(props, truth), boundary_f_matrix(props, truth, tolerance)
+            for r, c in zip(*linear_sum_assignment(-(j + f) / 2), strict=True):
+                js[gt_ids[c]].append(float(j[r, c]))
+                fs[gt_ids[c]].append(float(f[r, c]))
+                paired[gt_ids[c]].append(props[r])
+        return {}, js, fs, paired
+    tracks = sorted({int(i) for _, _, ids in pred for i in ids if i >= 0})
+    props_ids = tracks + [-1] * max(0, len(gt_ids) - len(tracks))  # DAVIS's zero padding
+    j = np.zeros((len(props_ids), len(gt_ids), len(gt)))
+    f = np.zeros_like(j)
+    for t, (g_frame, p_frame) in enumerate(zip(gt, pred, strict=True)):
+        truth, props = _by_id(g_frame, gt_ids, shape), _by_id(p_frame, props_ids, shape)
+        j[:, :, t] = _iou(props, truth)
+        f[:, :, t] = boundary_f_matrix(props, truth, tolerance)
+    rows, cols = linear_sum_assignment(-(np.mean(j, axis=2) + np.mean(f, axis=2)) / 2)
+    assignment = {gt_ids[c]: props_ids[r] for r, c in zip(rows, cols, strict=True)}
+    for r, c in zip(rows, cols, strict=True):
+        js[gt_ids[c]], fs[gt_ids[c]] = j[r, c].tolist(), f[r, c].tolist()
+    chosen = [assignment[g] for g in gt_ids]
+    for p_frame in pred:
+        for g, mask in zip(gt_ids, _by_id(p_frame, chosen, shape), strict=True):
+            paired[g].append(mask)
+    return assignment, js, fs, paired
 
 
 def _covered(gt_mask: np.ndarray, fg: np.ndarray) -> bool:
@@ -309,13 +372,18 @@ def evaluate_instances(
     mot = clear_mot(pred, gt, match_iou)
     gt_ids = sorted({int(i) for _, _, ids in gt for i in ids})
     classes = {int(i): str(n) for _, names, ids in gt for n, i in zip(names, ids, strict=True)}
-    true, paired, assignment = _object_masks(pred, gt, gt_ids, mot["tracked"])
+    assignment, j_frames, f_frames, paired = _pair_objects(
+        pred, gt, gt_ids, mot["tracked"], tolerance
+    )
+    true: dict[int, list[np.ndarray]] = {g: [] for g in gt_ids}
+    for frame in gt:
+        for g, mask in zip(gt_ids, _by_id(frame, gt_ids, shape), strict=True):
+            true[g].append(mask)
     objects: dict[str, Any] = {}
     vanished: list[dict[str, int]] = []
     min_area = VISIBLE_FRACTION * shape[0] * shape[1]
     for g in gt_ids:
-        js = [_pair_iou(p, q) for p, q in zip(paired[g], true[g], strict=True)]
-        fs = [boundary_f(p, q, tolerance) for p, q in zip(paired[g], true[g], strict=True)]
+        js, fs = j_frames[g], f_frames[g]
         ts = instability(paired[g], true[g])
         covered = [_covered(m, fg) for m, fg in zip(true[g], fg_pred, strict=True)]
         for t, m in enumerate(true[g]):
@@ -324,12 +392,12 @@ def evaluate_instances(
                 vanished.append({"frame": t, "object": g, "dropout": int(one_frame)})
         objects[str(g)] = {
             "class": classes[g],
-            "track": assignment.get(g, -1) if mot["tracked"] else None,
+            "track": assignment[g] if mot["tracked"] else None,
             "frames_visible": sum(bool(m.any()) for m in true[g]),
             "J": float(np.mean(js)),
             "F": float(np.mean(fs)),
             "T": float(np.mean(ts)) if ts else 0.0,
-            **mot["per_object"].get(g, {"id_switches": 0, "fragmentations": 0}),
+            **mot["per_object"][g],
             "J_per_frame": js,
             "F_per_frame": fs,
         }
@@ -348,7 +416,7 @@ def evaluate_instances(
         vanished=len(vanished),
         dropouts=sum(v["dropout"] for v in vanished),
         objects=objects,
-        events={"id_switches": mot["switch_events"], "vanished": vanished},
+        events={"switches": mot["switch_events"], "vanished": vanished},
     )
     report["JF"] = (report["J"] + report["F"]) / 2
     return report

@@ -260,7 +260,7 @@ def plot_j_over_time(report: dict[str, Any]) -> Any:
     ax.set_ylabel("J (mask IoU)")
     title = f"J over time: foreground {report['fg_J']:.3f}"
     if report.get("mode") == "instances":
-        title += f", objects {report['J']:.3f}, id switches {report['id_switches']}"
+        title += f", objects {report['J']:.3f}, id switches {report['num_switches']}"
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left", ncols=3)
@@ -289,6 +289,10 @@ def report_stem(pred: str | Path) -> str:
     return f"{name if Path(pred).is_dir() else Path(name).stem}_fg"
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def report_text(report: dict[str, Any]) -> str:
     """A few lines for people: the headline figures, then one line per object."""
     lines = [
@@ -300,9 +304,10 @@ def report_text(report: dict[str, Any]) -> str:
         return "\n".join([*lines, "(a cut-out video: foreground figures only)"])
     lines += [
         f"per object   J {report['J']:.3f}   F {report['F']:.3f}   T {report['T']:.4f}",
-        f"identities   id switches {report['id_switches']}   fragmentations "
-        f"{report['fragmentations']}   MOTA {report['mota']:.3f}   misses {report['misses']}   "
-        f"false positives {report['false_positives']}   class errors {report['class_errors']}",
+        f"identities   id switches {report['num_switches']}   fragmentations "
+        f"{report['num_fragmentations']}   MOTA {_fmt(report['mota'])}   MOTP (1 - IoU) "
+        f"{_fmt(report['motp'])}   misses {report['num_misses']}   false positives "
+        f"{report['num_false_positives']}   class errors {report['class_errors']}",
         f"vanished     {report['vanished']} object-frames "
         f"({report['dropouts']} one-frame dropouts)",
     ]
@@ -310,6 +315,6 @@ def report_text(report: dict[str, Any]) -> str:
         track = "untracked" if obj["track"] is None else f"track {obj['track']}"
         lines.append(
             f"  object {gid} ({obj['class']}, {track}, visible {obj['frames_visible']} frames): "
-            f"J {obj['J']:.3f}  F {obj['F']:.3f}  switches {obj['id_switches']}"
+            f"J {obj['J']:.3f}  F {obj['F']:.3f}  switches {obj['num_switches']}"
         )
     return "\n".join(lines)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
-from thingmask.engines.base import COCO_CLASSES, TrainHook, no_run_dir_error
+from thingmask.engines.base import COCO_CLASSES, Registration, TrainHook, no_run_dir_error
 from thingmask.engines.detectron2_engine.bridge import (
     D2_CONFIG_FILE,
     FINAL_MODEL,
@@ -47,7 +47,15 @@ if TYPE_CHECKING:  # detectron2 is imported only when the engine is used
     from thingmask.engines.detectron2_engine.predictor import D2Predictor
     from thingmask.engines.detectron2_engine.trainer import SafeTrainer
 
-__all__ = ["ENGINE", "ENGINE_NAME", "Detectron2Engine", "evaluate", "load_predictor", "train"]
+__all__ = [
+    "ENGINE",
+    "ENGINE_NAME",
+    "Detectron2Engine",
+    "evaluate",
+    "load_predictor",
+    "register_dataset",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +230,29 @@ def evaluate(config: Config, dataset: PreparedDataset, run_dir: str | Path) -> d
     return evaluate_run(config, dataset, run_dir, load_predictor)
 
 
+def register_dataset(dataset: PreparedDataset) -> Registration:
+    """The train/val splits in detectron2's ``DatasetCatalog`` / ``MetadataCatalog`` (a name
+    registered before is replaced, so this is safe to call again).
+
+    detectron2's records carry contiguous 0-based ``category_id``s in ``dataset.class_names``
+    order; they are turned back into names here.
+    """
+    from detectron2.data import DatasetCatalog
+
+    from thingmask.engines.detectron2_engine.catalog import register_dataset as register
+
+    train_name, val_name = register(dataset)
+    records = DatasetCatalog.get(train_name)
+    first = records[0]["annotations"] if records else []
+    return Registration(
+        engine=ENGINE_NAME,
+        catalog=(train_name, val_name),
+        class_names=tuple(dataset.class_names),
+        train_images=len(records),
+        first_image_classes=tuple(dataset.class_names[a["category_id"]] for a in first),
+    )
+
+
 class Detectron2Engine:
     """:class:`~thingmask.engines.base.Engine` for detectron2 (this module's functions)."""
 
@@ -229,6 +260,7 @@ class Detectron2Engine:
     train = staticmethod(train)
     evaluate = staticmethod(evaluate)
     load_predictor = staticmethod(load_predictor)
+    register_dataset = staticmethod(register_dataset)
 
 
 ENGINE = Detectron2Engine()

@@ -5,7 +5,7 @@ The notebook's training cell is a subclass that builds its mapper from the globa
     class MyTrainer(SafeTrainer):
         @classmethod
         def build_train_loader(cls, cfg):
-            augs = to_detectron2(parse_augmentations(augmentations))   # the global variable
+            augs = recorded_augmentations(cfg)  # config.augmentations -> detectron2 Augmentations
             return build_detection_train_loader(cfg, mapper=train_mapper(cfg, augs))
 
     get_engine("detectron2").train(config, dataset, run_dir, trainer=MyTrainer)
@@ -224,9 +224,11 @@ class SafeTrainer(DefaultTrainer):
 
 
 class MyTrainer(SafeTrainer):
-    """The package default: :class:`SafeTrainer` with the augmentations ``build_cfg`` recorded
-    from ``config.augmentations`` (``cfg.THINGMASK.AUGMENTATIONS``), after the resize."""
+    """The package default, and the class the notebook's training cell shows (a test keeps the
+    two the same): :class:`SafeTrainer` whose loader applies ``config.augmentations`` (recorded
+    in ``cfg.THINGMASK.AUGMENTATIONS`` by ``build_cfg``) after the resize."""
 
     @classmethod
-    def build_mapper(cls, cfg: Any) -> DatasetMapper:
-        return train_mapper(cfg, recorded_augmentations(cfg))
+    def build_train_loader(cls, cfg: Any) -> Any:
+        augs = recorded_augmentations(cfg)  # config.augmentations -> detectron2 Augmentations
+        return build_detection_train_loader(cfg, mapper=train_mapper(cfg, augs))

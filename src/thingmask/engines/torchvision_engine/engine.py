@@ -11,18 +11,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
-from thingmask.engines.base import TrainHook, check_engine, no_run_dir_error, read_model_meta
+from thingmask.engines.base import (
+    Registration,
+    TrainHook,
+    check_engine,
+    no_run_dir_error,
+    read_model_meta,
+)
 from thingmask.engines.device import resolve_device
 from thingmask.engines.scoring import evaluate_run
+from thingmask.engines.torchvision_engine.data import CocoInstances
 from thingmask.engines.torchvision_engine.model import build_model
 from thingmask.engines.torchvision_engine.predictor import TorchvisionPredictor, coco_label_names
 from thingmask.engines.torchvision_engine.trainer import ENGINE_NAME, Trainer
 
-__all__ = ["ENGINE", "TorchvisionEngine", "evaluate", "load_predictor", "train"]
+__all__ = ["ENGINE", "TorchvisionEngine", "evaluate", "load_predictor", "register_dataset", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +131,23 @@ def evaluate(config: Config, dataset: PreparedDataset, run_dir: str | Path) -> d
     return evaluate_run(config, dataset, run_dir, load_predictor)
 
 
+def register_dataset(dataset: PreparedDataset) -> Registration:
+    """torchvision has no catalog: the training split as the dataset object the loader reads.
+
+    Its labels are 1..K in ``dataset.class_names`` order (0 is the background); they are turned
+    back into names here, so nothing past the engine sees them.
+    """
+    train_set = CocoInstances(dataset.train_json, dataset.image_root, dataset.class_names)
+    labels = train_set.load(0)[2] if len(train_set) else np.zeros(0, np.int64)
+    return Registration(
+        engine=ENGINE_NAME,
+        catalog=None,
+        class_names=tuple(dataset.class_names),
+        train_images=len(train_set),
+        first_image_classes=tuple(dataset.class_names[int(k) - 1] for k in labels),
+    )
+
+
 class TorchvisionEngine:
     """:class:`~thingmask.engines.base.Engine` for torchvision (this module's functions)."""
 
@@ -130,6 +155,7 @@ class TorchvisionEngine:
     train = staticmethod(train)
     evaluate = staticmethod(evaluate)
     load_predictor = staticmethod(load_predictor)
+    register_dataset = staticmethod(register_dataset)
 
 
 ENGINE = TorchvisionEngine()

@@ -6,8 +6,9 @@ optimizer and its schedule, resume, then for each batch ``run_step`` â†’ hooks â
 
     class MyTrainer(Trainer):
         def build_train_loader(self):
-            return train_loader(self.config, self.dataset, parse_augmentations(augmentations),
-                                start_iteration=self.start_iteration)
+            augs = parse_augmentations(self.config.augmentations)  # names -> specs
+            return train_loader(self.config, self.dataset, augs,
+                                start_iteration=self.start_iteration, device=self.device)
 
     get_engine("torchvision").train(config, dataset, run_dir, trainer=MyTrainer)
 
@@ -166,13 +167,12 @@ class Trainer:
         )
 
     def build_train_loader(self) -> Iterable[tuple[list[torch.Tensor], list[Target]]]:
-        """Batches ``(images, targets)`` with ``config.augmentations`` (see ``train_loader``)."""
+        """Batches ``(images, targets)`` with ``config.augmentations`` (see ``train_loader``).
+        The notebook's ``MyTrainer`` cell shows this very body (a test keeps the two the same)."""
+        augs = parse_augmentations(self.config.augmentations)  # names -> specs (images + masks)
+        # start_iteration: a resumed run sees the batches an unbroken one would have seen
         return train_loader(
-            self.config,
-            self.dataset,
-            parse_augmentations(self.config.augmentations),
-            start_iteration=self.start_iteration,
-            device=self.device,
+            self.config, self.dataset, augs, self.start_iteration, device=self.device
         )
 
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
