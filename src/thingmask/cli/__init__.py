@@ -41,10 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr and exit 2, no traceback (``--debug`` re-raises to show it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    speak_to("cli")  # a setting's fix reads --set KEY=VALUE / --config, not "the cell"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        with speak_to("cli"):  # a setting's fix reads --set KEY=VALUE / --config, not "the cell"
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"thingmask {args.command}: interrupted", file=sys.stderr)
         return 130
