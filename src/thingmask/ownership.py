@@ -29,6 +29,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -64,6 +65,11 @@ def signature(path: Path) -> Signature | None:
     if not os.path.isfile(path) or os.path.islink(path):
         return None
     return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _signature(value: Any) -> Signature:
+    size, mtime_ns, inode = (int(x) for x in value)
+    return (size, mtime_ns, inode)
 
 
 class Manifest:
@@ -102,9 +108,8 @@ class Manifest:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format") != _FORMAT or not isinstance(data.get("files"), dict):
                 raise ValueError("not a thingmask manifest")
-            files = {
-                str(k): [tuple(int(x) for x in sig) for sig in v]  # type: ignore[misc]
-                for k, v in data["files"].items()
+            files: dict[str, list[Signature]] = {
+                str(k): [_signature(sig) for sig in v] for k, v in data["files"].items()
             }
             writers = [str(w) for w in data.get("writers", [])]
         except (OSError, ValueError, TypeError, AttributeError) as exc:
@@ -112,7 +117,7 @@ class Manifest:
                 f"{path}: exists but is not thingmask's manifest ({exc}), so nothing in "
                 f"{folder} is taken as thingmask's own. Move it, or choose another output folder."
             ) from None
-        return cls(folder, files, writers)  # type: ignore[arg-type]
+        return cls(folder, files, writers)
 
     def _key(self, path: Path) -> str | None:
         try:
@@ -212,10 +217,10 @@ def check_writable(
     ``overwrite``, files (never folders, never a folder holding a user's file) may be replaced.
     """
     manifests: dict[Path, Manifest] = {}
-    paths = [Path(p) for p in paths]
-    for folder in {Path(root) if root is not None else p.parent for p in paths}:
+    planned = [Path(p) for p in paths]
+    for folder in {Path(root) if root is not None else p.parent for p in planned}:
         manifests[folder] = Manifest.load(folder)  # a foreign file at the manifest's name: refuse
-    foreign = [p for p in paths if not owned_or_absent(p, manifests, root)]
+    foreign = [p for p in planned if not owned_or_absent(p, manifests, root)]
     if overwrite:
         blocked = [p for p in foreign if p.is_dir() and not p.is_symlink()]
         if blocked:
