@@ -2,15 +2,16 @@
 
 :func:`process_many_ray` does what :func:`thingmask.jobs.job.process_many` does (same outputs,
 same ``summary.csv``), with the videos shared out over Ray actors. Each actor loads the model
-once and calls :func:`~thingmask.jobs.job.process_video` for one video at a time, so every
-output is written exactly as in the sequential run: under a temporary name, renamed when
-complete, with the metadata JSON (the "done" marker) last.
+once and calls :func:`~thingmask.jobs.job.run_job` for one video at a time, so every output is
+written exactly as in the sequential run: in the job's own stage, renamed into place when
+complete, with the metadata JSON (the "done" marker) last. The driver holds the output folder's
+lock (:func:`thingmask.ownership.folder_lock`) for the whole batch; the workers never take it.
 
 Exactly once:
     * the driver hands each video to one actor at a time, never to two;
-    * a worker that dies mid-video (killed, out of memory, machine lost) leaves only hidden
-      ``.<name>.part.*`` files; the driver gives the video to another actor, which starts it
-      again from the beginning (``retries`` times at most, then it is reported ``failed``);
+    * a worker that dies mid-video (killed, out of memory, machine lost) leaves only its hidden
+      stage folder (``.thingmask-stage-…``, removed after the batch); the driver gives the
+      video to another actor, which starts it again from the beginning (``retries`` times at most, then it is reported ``failed``);
     * a driver that is stopped and started again skips every video whose done-marker is valid
       and redoes the unfinished ones.
 

@@ -1,7 +1,7 @@
 """Many videos at once: which files are inputs, what each output is called, the summary.
 
 A folder or glob lists its video files, leaving out hidden files (``.name``: also the job's
-temporary ``.<name>.part.<ext>`` files) and thingmask's own outputs (tagged videos, files a done
+temporary stage folders) and thingmask's own outputs (tagged videos, files a done
 marker lists), so running the same batch again into the same folder takes no output for an input.
 """
 

@@ -8,11 +8,13 @@ folder or glob, one output per video; a bad file is reported and the rest contin
 ``thingmask video`` (cli.py) calls them. The files written are listed in
 :mod:`thingmask.jobs.outputs`.
 
-Safety: no output may be, replace or contain an input (checked before anything is written);
-every output is written under a temporary name and renamed when complete, so a failure in any
-stage leaves nothing under a final name. Resume: the metadata JSON is written last and is the
-"done" marker. Re-running with the same source and settings skips a finished video (and writes
-nothing); an unfinished one (killed: only a hidden ``.<name>.part.*`` file is left) is done again
+Safety (issue 18; the rules live in :mod:`thingmask.ownership` and :mod:`thingmask.jobs.commit`):
+no output may be, replace or contain an input, nor replace a file thingmask did not write
+(checked before anything is written); one writer per output folder (its lock, held for the
+batch); every output is written into the job's own fresh hidden stage and renamed into place
+together once the video decodes to every frame, the metadata JSON ("done" marker) last. Resume:
+re-running with the same source and settings skips a finished video (and writes nothing); an
+unfinished one (killed: only its hidden stage is left, removed by the next run) is done again
 from the start.
 """
 
