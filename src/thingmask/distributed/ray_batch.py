@@ -11,7 +11,8 @@ Exactly once:
     * the driver hands each video to one actor at a time, never to two;
     * a worker that dies mid-video (killed, out of memory, machine lost) leaves only its hidden
       stage folder (``.thingmask-stage-…``, removed after the batch); the driver gives the
-      video to another actor, which starts it again from the beginning (``retries`` times at most, then it is reported ``failed``);
+      video to another actor, which starts it again from the beginning (``retries`` times at
+      most, then it is reported ``failed``);
     * a driver that is stopped and started again skips every video whose done-marker is valid
       and redoes the unfinished ones.
 
