@@ -76,7 +76,11 @@ def tiny_trained_run(
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The fault suite's counts (issue 18), when any of its cases ran."""
-    suite = sys.modules.get("fault_suite")
-    if suite is not None and suite.STATS["cases"]:
-        terminalreporter.write_line(suite.summary())
+    """The fault suite's counts (issue 18), when it ran."""
+    suite = sys.modules.get("test_fault_suite")
+    counts = getattr(suite, "COUNTS", None)
+    if counts:
+        terminalreporter.write_line(
+            f"fault suite: {counts['cases']} cases, {counts['invariants']} invariant checks, "
+            "all held"
+        )

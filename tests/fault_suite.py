@@ -16,9 +16,10 @@ Invariants after each (:func:`check`):
 4. a re-run finishes every job and leaves no temporary file (no stage, no ``*.part*``), and
    the run after it skips everything (the markers it trusts are right).
 
-``python tests/fault_suite.py`` runs every case and prints the counts; pytest runs them through
-``tests/test_fault_suite.py`` and prints the same counts in its summary (``conftest.py``). The
-model is a stand-in (red squares are cats): seconds, CPU only, no weights.
+``python tests/fault_suite.py`` runs every case and prints the counts; pytest runs it (in its own
+process) through ``tests/test_fault_suite.py`` and prints the same counts in its summary
+(``conftest.py``). The model is a stand-in (red squares are cats): CPU only, no weights, about
+two minutes on two busy cores.
 """
 
 from __future__ import annotations
@@ -663,8 +664,10 @@ def summary() -> str:
 
 
 if __name__ == "__main__":
+    import logging
     import tempfile
 
+    logging.basicConfig(level=logging.ERROR)  # the faults are expected; their logs are noise
     t0 = time.perf_counter()
     for case in all_cases():
         with tempfile.TemporaryDirectory() as tmp:
