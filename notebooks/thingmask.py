@@ -448,8 +448,8 @@ display(HTML(pipeline.preview_html(loop_output)))  # the video inline (when not 
 
 # %%
 video = pipeline.cut_video(config, predictor, run_folder)
-print({k: v for k, v in video.items() if k != "videos"})
-for path in video.get("videos", [video.get("video")])[:3]:  # the first few of a batch
+print(video)  # the videos written, frames, and on the demo video its scores
+for path in video.videos[:3]:  # the first few of a batch
     display(HTML(pipeline.preview_html(path)))
 
 # %% [markdown]
@@ -475,9 +475,8 @@ print(saved or "not saved to Drive (save_to_drive=False or not in Colab)")
 # says why.
 
 # %%
-scores = {k: video[k] for k in ("mean_iou", "J", "F", "id_switches") if k in video}
-print(pipeline.summary(run_folder, started, **scores, mask_AP=ap.get("segm", {}).get("AP"),
-                       drive=saved))
+print(pipeline.summary(run_folder, started, **video.figures(),
+                       mask_AP=ap.mask_ap if ap else None, drive=saved))
 
 # %%
 print(colab.finish(config, saved))

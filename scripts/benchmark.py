@@ -57,9 +57,9 @@ def run_engine(engine: str, out_dir: Path) -> dict:
         "train_s": round(train_s, 1),
         "video_s": round(video_s, 1),
         "total_s": round(time.time() - started, 1),
-        "mask_AP": ap.get("segm", {}).get("AP"),
-        "box_AP": ap.get("bbox", {}).get("AP"),
-        "mean_iou": round(video.get("mean_iou", float("nan")), 4),
+        "mask_AP": ap.mask_ap if ap else None,
+        "box_AP": ap.box_ap if ap else None,
+        "mean_iou": round(video.scores.mean_iou, 4) if video.scores else float("nan"),
         "run_dir": str(run_dir),
     }
 

@@ -100,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         "eval_s": round(eval_s, 1),
         "video_predict_s": round(video_s, 1),
         "total_cpu_s": round(_cpu_seconds() - c0, 1),
-        "val_box_AP": round(ev["bbox"]["AP"], 2),
-        "val_mask_AP": round(ev["segm"]["AP"], 2),
+        "val_box_AP": round(ev.box_ap, 2),
+        "val_mask_AP": round(ev.mask_ap, 2),
         "val_mask_AP_per_class": {
-            k: round(v, 2) for k, v in ev["segm"].items() if k.startswith("AP-")
+            k: round(v, 2) for k, v in ev.segm.items() if k.startswith("AP-")
         },
         "video_foreground_iou": round(iou, 4),
         "video_iou_min_frame": round(float(np.min(per_frame)), 4),

@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 
 from thingmask.config import Config  # noqa: E402
 from thingmask.datasets import PreparedDataset  # noqa: E402
+from thingmask.engines import TrainResult  # noqa: E402
 from thingmask.engines import detectron2_engine as d2e  # noqa: E402
 from thingmask.engines import torchvision_engine as tv  # noqa: E402
 from thingmask.engines.checkpoints import load_checkpoint  # noqa: E402
@@ -39,8 +40,9 @@ def trained_run(tiny_trained_run):
     return tiny_trained_run  # (config, run_dir): tiny_config trained once (conftest)
 
 
-def _history(metrics: dict) -> list[float]:
-    return [h["loss"] for h in metrics["loss_history"]]
+def _history(metrics: TrainResult | dict) -> list[float]:
+    history = metrics.loss_history if isinstance(metrics, TrainResult) else metrics["loss_history"]
+    return [h["loss"] for h in history]
 
 
 def test_amp_on_cpu_is_ignored_and_training_is_unchanged(tiny_config, tiny_dataset, trained_run):
@@ -49,8 +51,8 @@ def test_amp_on_cpu_is_ignored_and_training_is_unchanged(tiny_config, tiny_datas
     assert trainer.amp is False and not trainer.scaler.is_enabled()
     metrics = trainer.train()
     reference = json.loads((trained_run[1] / "metrics.json").read_text())  # amp=False, same run
-    assert metrics["amp"] is False and reference["amp"] is False
-    assert metrics["loss_history"] == reference["loss_history"]  # bit for bit
+    assert metrics.details["amp"] is False and reference["amp"] is False
+    assert metrics.to_dict()["loss_history"] == reference["loss_history"]  # bit for bit
     state = load_checkpoint(trainer.run_dir / "checkpoints" / "model_0000002.pth")
     assert "grad_scaler" not in state
 
@@ -165,7 +167,7 @@ def test_amp_trains_on_cuda_and_resumes_its_scaler(tiny_config, tiny_dataset):
     loader = trainer.build_train_loader()
     assert loader.pin_memory and loader.persistent_workers
     metrics = trainer.train()
-    assert metrics["amp"] is True and np.isfinite(metrics["final_loss"])
+    assert metrics.details["amp"] is True and np.isfinite(metrics.final_loss)
     checkpoint = trainer.run_dir / "checkpoints" / "model_0000002.pth"
     saved = load_checkpoint(checkpoint)["grad_scaler"]
     resumed = tv.Trainer(config, tiny_dataset, config.new_run_dir(), resume_from=checkpoint)

@@ -179,15 +179,6 @@ def test_resolve_engine_falls_back_to_torchvision(monkeypatch, caplog, installed
     assert ("not installed" in caplog.text) == (expected != engine)
 
 
-def test_colab_install_cell_pins_detectron2_and_leaves_torch_alone():
-    cell = d2e.colab_install_cell()
-    compile(cell, "<cell>", "exec")
-    assert f"detectron2.git@{d2e.DETECTRON2_COMMIT}" in cell
-    assert "--no-build-isolation" in cell and "setuptools<81" in cell
-    install = cell.split("resolve_engine")[0]
-    assert "'torch" not in install and "torchvision" not in install
-
-
 # --- resume: which checkpoint a run continues from --------------------------------------------
 
 

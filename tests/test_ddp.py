@@ -13,6 +13,7 @@ import torch
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
 from thingmask.distributed.launch import train_distributed
+from thingmask.engines import TrainResult
 from thingmask.engines.distributed import rank, shard_batch_size, world_size
 from thingmask.engines.torchvision_engine.data import train_loader
 from thingmask.engines.torchvision_engine.trainer import Trainer
@@ -27,7 +28,7 @@ class HashingTrainer(Trainer):
         self.images_seen = [*getattr(self, "images_seen", []), len(images)]
         return super().run_step(images, targets)
 
-    def train(self) -> dict[str, Any]:
+    def train(self) -> TrainResult:
         result = super().train()
         digest = hashlib.sha256()
         for value in self.model.state_dict().values():
@@ -42,7 +43,7 @@ def test_ddp_two_processes_on_gloo(tiny_config: Config, tiny_dataset: PreparedDa
     config = tiny_config.replace(iterations=2, checkpoint_period=2, batch_size=2)
     run_dir = config.new_run_dir()
     metrics = train_distributed(config, tiny_dataset, run_dir, num_gpus=2, trainer=HashingTrainer)
-    assert metrics["iterations"] == 2 and len(metrics["loss_history"]) == 2
+    assert metrics is not None and metrics.iterations == 2 and len(metrics.loss_history) == 2
     ranks = [json.loads((run_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     assert [r["images"] for r in ranks] == [[1, 1], [1, 1]]  # each took half of every step

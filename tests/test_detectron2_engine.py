@@ -122,8 +122,13 @@ def test_build_cfg_bridges_the_config(config, dataset, tmp_path):
     assert json.loads(cfg.THINGMASK.AUGMENTATIONS)[1]["name"] == "brightness"
 
 
-def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_path):
+def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_path, monkeypatch):
     from detectron2.data import transforms as T  # noqa: N812
+
+    from thingmask.engines.detectron2_engine import trainer as trainer_module
+
+    # the loader is replaced by the mapper it is built with (what this test looks at)
+    monkeypatch.setattr(trainer_module, "build_detection_train_loader", lambda cfg, mapper: mapper)
 
     register_dataset(dataset)
     custom = config.replace(
@@ -133,7 +138,7 @@ def test_mytrainer_mapper_uses_the_config_augmentations(config, dataset, tmp_pat
             "rotation",
         ]
     )
-    mapper = MyTrainer.build_mapper(build_cfg(custom, dataset, tmp_path))
+    mapper = MyTrainer.build_train_loader(build_cfg(custom, dataset, tmp_path))
     augs = mapper.augmentations.augs
     assert [type(a) for a in augs] == [
         T.ResizeShortestEdge,
@@ -220,8 +225,8 @@ def test_training_writes_checkpoints_and_calls_hooks(trained):
         ("model_final.pth", 6, True),
     ]
     assert recorder.trained == [run_dir]
-    assert result["start_iteration"] == 0 and result["iterations"] == 6
-    assert np.isfinite(result["final_loss"])
+    assert result.start_iteration == 0 and result.iterations == 6
+    assert result.final_loss is not None and np.isfinite(result.final_loss)
 
 
 @pytest.mark.slow
@@ -242,7 +247,7 @@ def test_interrupted_training_resumes_with_optimizer_and_schedule(config, datase
 
     recorder = Recorder()
     result = d2e.train(config, dataset, run_dir, hooks=[recorder])
-    assert result["start_iteration"] == 4
+    assert result.start_iteration == 4
     assert recorder.steps == [5, 6]
     assert (run_dir / "model_final.pth").is_file()
 
@@ -260,7 +265,7 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous_one(config, datase
     with caplog.at_level(logging.WARNING):
         result = d2e.train(config.replace(run_name="other"), dataset, run_dir, hooks=[recorder])
     assert "model_0000003.pth is not usable" in caplog.text
-    assert result["start_iteration"] == 2
+    assert result.start_iteration == 2
     assert recorder.steps == [3, 4, 5, 6]
 
 
@@ -272,7 +277,7 @@ def test_resume_from_an_earlier_run_folder(config, dataset, trained):
     recorder = Recorder()
     result = d2e.train(more, dataset, run_dir, hooks=[recorder])
     # The newest valid checkpoint among t-* folders is a model_final at iteration 5 (6 steps).
-    assert result["start_iteration"] == 6
+    assert result.start_iteration == 6
     assert recorder.steps == [7, 8]
     assert (src / "model_final.pth").is_file()
 
@@ -281,12 +286,12 @@ def test_resume_from_an_earlier_run_folder(config, dataset, trained):
 def test_evaluate_reports_box_and_mask_ap(config, dataset, trained):
     run_dir, _, _ = trained
     metrics = d2e.evaluate(config, dataset, run_dir)
-    for task in ("bbox", "segm"):
-        assert 0.0 <= metrics[task]["AP"] <= 100.0
-        assert {"AP50", "AP75", "AP-cat", "AP-bird", "AP-leaf"} <= set(metrics[task])
-    assert metrics["num_images"] == 3 and metrics["num_detections"] > 0
+    for ap in (metrics.bbox, metrics.segm):
+        assert 0.0 <= ap["AP"] <= 100.0
+        assert {"AP50", "AP75", "AP-cat", "AP-bird", "AP-leaf"} <= set(ap)
+    assert metrics.num_images == 3 and metrics.num_detections > 0
     saved = json.loads((run_dir / "eval.json").read_text())
-    assert saved["segm"]["AP"] == metrics["segm"]["AP"]
+    assert saved.keys() == metrics.to_dict().keys() and saved["segm"]["AP"] == metrics.mask_ap
     assert (run_dir / "eval_ap.png").stat().st_size > 0
 
 
@@ -380,13 +385,14 @@ def test_get_engine_gives_the_detectron2_engine():
 
 
 @pytest.mark.slow
-def test_train_returns_the_shared_keys(trained):
-    from thingmask.engines import TRAIN_RESULT_KEYS
+def test_train_returns_the_shared_result(trained):
+    from thingmask.engines import TrainResult
 
     run_dir, _, result = trained
-    assert set(TRAIN_RESULT_KEYS) <= set(result)
-    assert result["engine"] == "detectron2" and result["run_dir"] == str(run_dir)
-    assert result["model"] == str(run_dir / "model_final.pth")
+    assert isinstance(result, TrainResult)
+    assert result.engine == "detectron2" and result.run_dir == run_dir
+    assert result.model == run_dir / "model_final.pth"
+    assert result.loss_history and all("loss" in h for h in result.loss_history)
 
 
 def test_tiny_fpn_is_the_body_the_torchvision_engine_uses(config, dataset, tmp_path):
@@ -512,6 +518,6 @@ def test_a_safetrainer_subclass_is_the_one_that_trains(config, dataset):
     run_dir = Path(config.output_dir) / "nb-20260105-000000"
     result = d2e.train(config, dataset, run_dir, trainer=NotebookTrainer)
     assert NotebookTrainer.loaders == [("ResizeShortestEdge", "RandomFlip")]
-    assert result["iterations"] == 2 and (run_dir / "model_final.pth").is_file()
+    assert result.iterations == 2 and (run_dir / "model_final.pth").is_file()
     with pytest.raises(TypeError, match="subclass of"):
         d2e.train(config, dataset, run_dir, trainer=dict)

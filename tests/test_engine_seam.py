@@ -13,10 +13,10 @@ torch = pytest.importorskip("torch")
 from thingmask.config import Config  # noqa: E402
 from thingmask.detections import Detections  # noqa: E402
 from thingmask.engines import (  # noqa: E402
-    TRAIN_RESULT_KEYS,
     Engine,
     InstanceTensors,
     Predictor,
+    TrainResult,
     get_engine,
     resolve_device,
     to_detections,
@@ -223,14 +223,15 @@ def test_soft_masks_fill_probs_consistent_with_masks(tiny_trained_run):
 # --- training: result keys, evaluation layout, a Trainer subclass -----------------------------
 
 
-def test_train_returns_the_shared_keys(tiny_trained_run):
+def test_train_writes_its_result_to_metrics_json(tiny_trained_run):
     import json
 
     _, run_dir = tiny_trained_run
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(TRAIN_RESULT_KEYS) <= set(metrics)
-    assert metrics["engine"] == "torchvision" and metrics["model"].endswith("model_final.pth")
-    assert metrics["start_iteration"] == 0 and metrics["iterations"] == 4
+    result = TrainResult.from_dict(json.loads((run_dir / "metrics.json").read_text()))
+    assert result.engine == "torchvision" and result.model == run_dir / "model_final.pth"
+    assert result.run_dir == run_dir and (result.start_iteration, result.iterations) == (0, 4)
+    assert [h["iteration"] for h in result.loss_history] == [1, 2, 3, 4]
+    assert {"backbone", "device", "amp", "mask_threshold"} <= set(result.details)
 
 
 class CountingTrainer(Trainer):
@@ -252,6 +253,6 @@ def test_a_trainer_subclass_is_the_one_that_trains(tiny_config, tiny_dataset):
     config = tiny_config.replace(iterations=2, run_name="sub")
     result = tv.train(config, tiny_dataset, config.new_run_dir(), trainer=CountingTrainer)
     assert CountingTrainer.loaders == [0] and CountingTrainer.steps == [2, 2]
-    assert result["iterations"] == 2
+    assert isinstance(result, TrainResult) and result.iterations == 2
     with pytest.raises(TypeError, match="subclass of"):
         tv.train(config, tiny_dataset, config.new_run_dir(), trainer=dict)  # type: ignore[arg-type]

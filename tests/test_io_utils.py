@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +12,8 @@ from thingmask.engines.checkpoints import (
     find_latest_checkpoint,
     save_checkpoint,
 )
-from thingmask.io_utils import atomic_path, atomic_write_json
+from thingmask.errors import InputError
+from thingmask.io_utils import atomic_path, atomic_write_json, read_image_bgr
 
 
 def test_atomic_path_renames_on_success_and_cleans_on_error(tmp_path):
@@ -41,3 +44,20 @@ def test_latest_valid_checkpoint_skips_truncated(tmp_path):
     assert checkpoint_iteration(bad) == 30
     assert find_latest_checkpoint([tmp_path, tmp_path / "nope"]) == good
     assert find_latest_checkpoint([tmp_path / "nope"]) is None
+
+
+def test_read_image_bgr_reads_bgr_and_names_the_file_it_cannot_read(tmp_path):
+    bgr = np.zeros((4, 5, 3), np.uint8)
+    bgr[..., 0] = 200  # blue, in OpenCV's order
+    cv2.imwrite(str(tmp_path / "blue.png"), bgr)
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((4, 5), 7, np.uint8))
+    assert np.array_equal(read_image_bgr(tmp_path / "blue.png"), bgr)
+    grey = read_image_bgr(tmp_path / "grey.png")
+    assert grey.shape == (4, 5, 3) and grey.dtype == np.uint8 and (grey == 7).all()
+    (tmp_path / "notes.png").write_text("not a picture")
+    (tmp_path / "folder.png").mkdir()
+    for name in ("missing.png", "notes.png", "folder.png"):
+        with pytest.raises(InputError, match=rf"^canvas_image: {tmp_path / name} is missing or"):
+            read_image_bgr(tmp_path / name, "canvas_image")
+    with pytest.raises(InputError, match=r"^\(empty path\) is missing or not a readable picture"):
+        read_image_bgr("")

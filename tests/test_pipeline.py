@@ -157,14 +157,24 @@ def test_cut_video_scores_the_demo_video_against_its_ground_truth(tmp_path, drop
     run = tmp_path / "run"
     result = pipeline.cut_video(config, _Oracle(gt, drop_after), run)
     report = json.loads((run / "demo_cutout_eval.json").read_text())
-    assert result["frames"] == 8 and (run / "demo_cutout_eval_J.png").is_file()
-    assert result["J"] == round(report["J"], 4) and result["mean_iou"] == report["fg_J"]
+    assert result.frames == 8 and (run / "demo_cutout_eval_J.png").is_file()
+    assert result.videos == (run / "demo_cutout.mp4",) and result.videos[0].is_file()
+    scores = result.scores
+    assert scores is not None
+    assert scores.j == round(report["J"], 4) and scores.mean_iou == report["fg_J"]
+    assert result.figures() == {
+        "mean_iou": scores.mean_iou,
+        "J": scores.j,
+        "F": scores.f,
+        "id_switches": scores.id_switches,
+    }
+    assert f"mean_iou {scores.mean_iou:.4g}" in str(result) and "8 frames" in str(result)
     if perfect:  # the truth itself: every figure at its best
-        assert (result["J"], result["F"], result["fg_J"], result["mean_iou"]) == (1, 1, 1, 1)
-        assert result["id_switches"] == 0 and result["vanished"] == 0
+        assert (scores.j, scores.f, scores.fg_j, scores.mean_iou) == (1, 1, 1, 1)
+        assert scores.id_switches == 0 and scores.vanished == 0
     else:  # the animals vanish from frame 4 on: half the frames lost
-        assert result["mean_iou"] == pytest.approx(0.5) and result["vanished"] > 0
-        assert result["min_iou"] == 0.0
+        assert scores.mean_iou == pytest.approx(0.5) and scores.vanished > 0
+        assert scores.min_iou == 0.0
 
 
 def test_preview_never_writes_into_the_dataset_folder(tiny_dataset, tmp_path):

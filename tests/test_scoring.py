@@ -48,9 +48,9 @@ class _FromAnnotations:
 @pytest.mark.parametrize(("empty", "expected"), [(False, 100.0), (True, 0.0)])
 def test_ap_of_the_truth_is_100_and_of_nothing_is_0(tiny_dataset, tmp_path, empty, expected):
     metrics = evaluate_predictor(_FromAnnotations(tiny_dataset, empty), tiny_dataset, tmp_path, "x")
-    for task in ("bbox", "segm"):
-        assert metrics[task]["AP"] == pytest.approx(expected, abs=1e-6)
-        per_class = [metrics[task][f"AP-{n}"] for n in tiny_dataset.class_names]
+    for ap in (metrics.bbox, metrics.segm):
+        assert ap["AP"] == pytest.approx(expected, abs=1e-6)
+        per_class = [ap[f"AP-{n}"] for n in tiny_dataset.class_names]
         assert all(math.isnan(v) or v == pytest.approx(expected, abs=1e-6) for v in per_class)
     assert json.loads((tmp_path / "eval.json").read_text())["checkpoint"] == "x"
 

@@ -109,10 +109,12 @@ def test_predictor_rejects_bad_images(trained_run, image, error, match):
 def test_evaluate_writes_ap_json_and_plot(trained_run, tiny_dataset):
     config, run_dir = trained_run
     metrics = tv.evaluate(config, tiny_dataset, run_dir)
-    for t in ("bbox", "segm"):
-        assert {"AP", "AP50", "AP75", "AP-cat", "AP-bird", "AP-leaf"} <= set(metrics[t])
-        assert 0.0 <= metrics[t]["AP"] <= 100.0
-    assert json.loads((run_dir / "eval.json").read_text())["num_images"] == 3
+    for ap in (metrics.bbox, metrics.segm):
+        assert {"AP", "AP50", "AP75", "AP-cat", "AP-bird", "AP-leaf"} <= set(ap)
+        assert 0.0 <= ap["AP"] <= 100.0
+    assert metrics.num_images == 3 and metrics.checkpoint == "model_final.pth"
+    saved = json.loads((run_dir / "eval.json").read_text())  # (NaN != NaN: compare keys)
+    assert saved.keys() == metrics.to_dict().keys() and saved["segm"]["AP"] == metrics.mask_ap
     assert (run_dir / "eval_ap.png").stat().st_size > 0
 
 
@@ -133,8 +135,8 @@ def test_resume_continues_exactly_where_it_stopped(tiny_config, tiny_dataset, tr
     hook = RecordingHook()
     metrics = tv.train(config.replace(resume=True), tiny_dataset, second, hooks=[hook])
 
-    assert metrics["start_iteration"] == 2 and metrics["iterations"] == 4
-    assert [h["iteration"] for h in metrics["loss_history"]] == [1, 2, 3, 4]
+    assert metrics.start_iteration == 2 and metrics.iterations == 4
+    assert [h["iteration"] for h in metrics.loss_history] == [1, 2, 3, 4]
     assert hook.steps == [3, 4] and [i for _, i in hook.checkpoints] == [4]
     assert hook.finished == [second]
     state = load_checkpoint(second / "checkpoints" / "model_0000004.pth")
@@ -153,7 +155,7 @@ def test_truncated_checkpoint_is_skipped(tiny_config, tiny_dataset, trained_run)
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a cut-off sync
     cfg = tiny_config.replace(iterations=3, resume=True)
     metrics = tv.train(cfg, tiny_dataset, cfg.new_run_dir())
-    assert metrics["start_iteration"] == 2 and metrics["iterations"] == 3
+    assert metrics.start_iteration == 2 and metrics.iterations == 3
 
 
 def test_resume_from_a_checkpoint_of_other_classes_is_an_error(

@@ -14,7 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from thingmask.datasets.geometry import clip_polygon, polygon_area, rle_counts_from_string
+from thingmask.datasets.geometry import (
+    clip_polygon,
+    polygon_area,
+    polygons_to_rle,
+    rle_counts_from_string,
+)
 from thingmask.datasets.prepare import prepare_dataset
 from thingmask.datasets.records import Category, normalize_file_name, orientation_decision
 from thingmask.datasets.remap import apply_class_map, parse_class_map
@@ -755,3 +760,15 @@ def test_fuzz_validator_reports_never_raises(data, tmp_path_factory):
     json.dumps(report.to_dict(), allow_nan=True)
     if report.ok:
         assert names and all(s.width > 0 for s in samples)
+
+
+def test_polygons_to_rle_is_the_union_and_drops_pointless_polygons():
+    from pycocotools import mask as mask_utils
+
+    left = [0, 0, 4, 0, 4, 4, 0, 4]  # 4 x 4 square at the origin
+    right = [2, 0, 8, 0, 8, 4, 2, 4]  # overlaps it by 2 x 4
+    rle = polygons_to_rle([left, right, [1, 1, 2, 2]], height=6, width=10)
+    assert rle is not None and rle["size"] == [6, 10]
+    mask = mask_utils.decode(rle).astype(bool)
+    assert mask[:4, :8].all() and mask.sum() == 32  # union, not sum; the 2-point one ignored
+    assert polygons_to_rle([[1, 1, 2, 2], []], height=6, width=10) is None

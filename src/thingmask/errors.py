@@ -40,7 +40,9 @@ def setting_fix(key: str, example: str = "VALUE") -> str:
 
 class InputError(ValueError):
     """A file, folder or value given by the user cannot be used; the message says why and how to
-    fix it. Subclasses name the stage (config, dataset, video)."""
+    fix it. Subclasses name the stage: :class:`ConfigError` (here),
+    ``thingmask.datasets.DatasetError``, ``thingmask.video.VideoError`` and
+    ``thingmask.colab.verified_copy.DriveError`` (each defined by the stage that owns the input)."""
 
 
 class ConfigError(InputError):

@@ -9,9 +9,20 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "create_exclusive"]
+from thingmask.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_json",
+    "atomic_write_text",
+    "create_exclusive",
+    "read_image_bgr",
+]
 
 
 @contextlib.contextmanager
@@ -68,3 +79,23 @@ def create_exclusive(path: str | Path, binary: bool = True) -> int:
             path.unlink()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     return os.open(path, flags | getattr(os, "O_BINARY", 0) * binary, 0o666)
+
+
+def read_image_bgr(path: str | Path, what: str = "") -> np.ndarray:
+    """The picture at ``path`` as ``(H, W, 3)`` uint8 **BGR** (OpenCV's order; grey or RGBA
+    files are converted). The one place thingmask reads an image file.
+
+    Raises:
+        InputError: ``path`` is missing or not a picture; the message names the file and,
+            when given, ``what`` it is (the setting, or the dataset file that lists it).
+    """
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR) if Path(path).is_file() else None
+    if image is None:
+        where = f"{what}: " if what else ""
+        raise InputError(
+            f"{where}{str(path) or '(empty path)'} is missing or not a readable picture "
+            "(expected .png, .jpg, .bmp, .tif or .webp). Check the path, or convert the file."
+        )
+    return image

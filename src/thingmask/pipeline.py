@@ -13,7 +13,7 @@ import difflib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,24 @@ import numpy as np
 
 from thingmask.config import Config, ConfigError
 from thingmask.datasets import PreparedDataset, load_coco_json, load_prepared
+from thingmask.datasets.preview import Preview
 from thingmask.detections import Detections, keep
-from thingmask.engines import COCO_CLASSES, Predictor, TrainHook, get_engine, read_model_meta
+from thingmask.engines import (
+    COCO_CLASSES,
+    EngineTrainer,
+    EvalResult,
+    Predictor,
+    TrainHook,
+    TrainResult,
+    get_engine,
+    read_model_meta,
+)
 from thingmask.evaluation.video import FrameObjects
-from thingmask.io_utils import atomic_write_json
+from thingmask.io_utils import atomic_write_json, read_image_bgr
 
 __all__ = [
+    "CutResult",
+    "DemoScores",
     "config_from_namespace",
     "cut_video",
     "evaluate",
@@ -139,7 +151,7 @@ def prepare_data(config: Config) -> PreparedDataset:
     return dataset
 
 
-def preview_dataset(config: Config, dataset: PreparedDataset, show: bool = False) -> Any:
+def preview_dataset(config: Config, dataset: PreparedDataset, show: bool = False) -> Preview:
     """Section 3: sample grid with masks + per-class counts, saved under
     ``<output_dir>/previews/<dataset folder name>/`` — never inside the dataset folder, which may
     be the user's own."""
@@ -170,28 +182,29 @@ def train(
     run_dir: Path,
     hooks: Sequence[TrainHook] = (),
     resume_from: Path | None = None,
-    trainer: type[Any] | None = None,
-) -> dict[str, Any]:
+    trainer: type[EngineTrainer] | None = None,
+) -> TrainResult | None:
     """Section 4: train the configured engine; a no-op in zero-training mode.
 
     ``trainer``: the engine's trainer class to use (torchvision: a ``Trainer`` subclass,
     detectron2: a ``SafeTrainer`` subclass such as the notebook's ``MyTrainer``), or None for
-    the package default. Returns the engine's result (``TRAIN_RESULT_KEYS``), ``{}`` when
-    nothing was trained.
+    the package default. Returns the engine's :class:`~thingmask.engines.TrainResult`, None
+    when nothing was trained.
     """
     if config.zero_training:
         log.info("zero_training=True: using a COCO-pretrained model, no training")
-        return {}
+        return None
     return get_engine(config.engine).train(
         config, dataset, run_dir, hooks=hooks, resume_from=resume_from, trainer=trainer
     )
 
 
-def evaluate(config: Config, dataset: PreparedDataset, run_dir: Path) -> dict[str, Any]:
-    """Section 5: box/mask AP on the val split (written to ``run_dir/eval.json``)."""
+def evaluate(config: Config, dataset: PreparedDataset, run_dir: Path) -> EvalResult | None:
+    """Section 5: box/mask AP on the val split (written to ``run_dir/eval.json``); None in
+    zero-training mode (COCO's classes are not the dataset's)."""
     if config.zero_training:
         log.info("zero_training=True: COCO classes differ from the dataset's; skipping AP")
-        return {}
+        return None
     return get_engine(config.engine).evaluate(config, dataset, run_dir)
 
 
@@ -230,10 +243,9 @@ def predict_images(
         images[i] for i in sorted(rng.choice(len(images), min(count, len(images)), replace=False))
     ]
     drawn, titles = [], []
+    listed_in = f"{dataset.val_json} file_name"
     for info in chosen:
-        bgr = cv2.imread(str(dataset.image_root / info["file_name"]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"{dataset.image_root / info['file_name']}: unreadable image")
+        bgr = read_image_bgr(dataset.image_root / info["file_name"], listed_in)
         dets = keep(predictor(bgr), config.display_things)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         drawn.append(
@@ -268,15 +280,56 @@ def _demo_video_paths(config: Config) -> tuple[Path, Path | None]:
     return root / "demo.mp4", gt if gt.is_file() else None
 
 
-def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DemoScores:
+    """The demo video's kept instances against the generator's per-animal ground truth
+    (:mod:`thingmask.evaluation.video`), fractions 0..1: ``j``, ``f`` (DAVIS J and F, per
+    object), ``fg_j``/``fg_f`` (the cut-out as a whole), ``mean_iou``/``min_iou`` (foreground
+    IoU over the frames), and counts ``id_switches`` (CLEAR-MOT) and ``vanished``."""
+
+    j: float
+    f: float
+    fg_j: float
+    fg_f: float
+    id_switches: int
+    vanished: int
+    mean_iou: float
+    min_iou: float
+
+
+@dataclass(frozen=True)
+class CutResult:
+    """What :func:`cut_video` made: ``videos`` (one, or each of a batch), ``frames`` (of the
+    one video; None for a batch) and ``scores`` (the demo video only, else None)."""
+
+    videos: tuple[Path, ...]
+    frames: int | None = None
+    scores: DemoScores | None = None
+
+    def figures(self) -> dict[str, float]:
+        """The key scores for a summary line: ``mean_iou``, ``J``, ``F``, ``id_switches``
+        (empty without scores)."""
+        if self.scores is None:
+            return {}
+        s = self.scores
+        return {"mean_iou": s.mean_iou, "J": s.j, "F": s.f, "id_switches": s.id_switches}
+
+    def __str__(self) -> str:
+        frames = "" if self.frames is None else f"{self.frames} frames: "
+        shown = ", ".join(str(v) for v in self.videos[:3])
+        lines = [f"{len(self.videos)} video(s), {frames}{shown}{' ...' * (len(self.videos) > 3)}"]
+        if self.scores is not None:
+            lines.append(", ".join(f"{k} {v:.4g}" for k, v in asdict(self.scores).items()))
+        return "\n".join(lines)
+
+
+def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> CutResult:
     """Section 8: the cut-out video (and data exports) for ``config.video_input``.
 
     With the synthetic demo video (its ground truth ``demo_gt.npz`` beside it), the kept
     instances are scored frame by frame against the generator's per-animal ground truth
-    (:mod:`thingmask.evaluation.video`): ``J``, ``F`` (DAVIS, per object), ``fg_J``/``fg_F``
-    (the cut-out as a whole), ``id_switches`` (CLEAR-MOT, the report's ``num_switches``) and
-    ``mean_iou`` (= ``fg_J``, the mean foreground IoU). The full report goes to
-    ``<run>/<stem>_cutout_eval.json`` with a plot of J over time.
+    (:class:`DemoScores`; ``id_switches`` is the report's ``num_switches``). The full report
+    goes to ``<run>/<stem>_cutout_eval.json`` with a plot of J over time.
     """
     from thingmask.jobs.job import process_many, process_video
     from thingmask.video import EXTENSIONS
@@ -284,7 +337,7 @@ def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, 
     src, gt_path = _demo_video_paths(config)
     if src.is_dir() or any(ch in str(src) for ch in "*?["):
         results = process_many(src, run_dir, predictor, config)
-        return {"videos": [str(r.output) for r in results]}
+        return CutResult(videos=tuple(Path(r.output) for r in results))
     dst = (
         Path(config.video_output)
         if config.video_output
@@ -301,15 +354,13 @@ def cut_video(config: Config, predictor: Predictor, run_dir: Path) -> dict[str, 
     result = process_video(
         src, dst, predictor, config, on_frame=on_frame if scored else None, force=scored
     )
-    out: dict[str, Any] = {"video": str(result.output), "frames": result.frames}
-    if gt_path is not None:
-        out.update(_score_demo_video(config, predicted, gt_path, run_dir, dst))
-    return out
+    scores = _score_demo_video(config, predicted, gt_path, run_dir, dst) if gt_path else None
+    return CutResult(videos=(Path(result.output),), frames=result.frames, scores=scores)
 
 
 def _score_demo_video(
     config: Config, predicted: list[FrameObjects], gt_path: Path, run_dir: Path, dst: Path
-) -> dict[str, Any]:
+) -> DemoScores:
     """J, F, id switches (and the full report on disk) of the demo video's kept instances."""
     from thingmask.datasets.synthetic import load_video_gt
     from thingmask.evaluation.video import evaluate_instances
@@ -318,10 +369,16 @@ def _score_demo_video(
     report = evaluate_instances(predicted, load_video_gt(gt_path), config.display_things)
     save_report(report, run_dir, dst.stem if dst.suffix else dst.name)  # <stem>_eval.json
     per_frame = report["per_frame"]["fg_J"]
-    figures = {k: report[k] for k in ("J", "F", "fg_J", "fg_F")}
-    figures |= {"id_switches": report["num_switches"], "vanished": report["vanished"]}
-    figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
-    return {**figures, "mean_iou": float(np.mean(per_frame)), "min_iou": float(np.min(per_frame))}
+    return DemoScores(
+        j=round(float(report["J"]), 4),
+        f=round(float(report["F"]), 4),
+        fg_j=round(float(report["fg_J"]), 4),
+        fg_f=round(float(report["fg_F"]), 4),
+        id_switches=int(report["num_switches"]),
+        vanished=int(report["vanished"]),
+        mean_iou=float(np.mean(per_frame)),
+        min_iou=float(np.min(per_frame)),
+    )
 
 
 def preview_html(path: str | Path, max_mb: float = 50.0, width: int = 480) -> str:

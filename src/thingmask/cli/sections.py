@@ -50,8 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         pipeline.summary(
             run_dir,
             started,
-            train_iterations=metrics.get("iterations"),
-            mask_AP=ap.get("segm", {}).get("AP"),
+            train_iterations=metrics.iterations if metrics else None,
+            mask_AP=ap.mask_ap if ap else None,
             predictions=str(grid),
         )
     )
@@ -76,7 +76,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = pipeline.prepare_data(
         config.replace(generate_synthetic=False) if Path(config.dataset_dir).is_dir() else config
     )
-    print(json.dumps(pipeline.evaluate(config, dataset, run_dir), indent=2))
+    result = pipeline.evaluate(config, dataset, run_dir)
+    print(json.dumps(result.to_dict() if result else {}, indent=2))
     return 0
 
 
@@ -85,7 +86,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from thingmask import pipeline
     from thingmask.detections import keep
-    from thingmask.io_utils import atomic_path
+    from thingmask.io_utils import atomic_path, read_image_bgr
     from thingmask.visualize import draw_instances
 
     config = config_from_args(args)
@@ -93,9 +94,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in args.images:
-        bgr = cv2.imread(name, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"{name}: not a readable image (png/jpg/...)")
+        bgr = read_image_bgr(name, "predict")
         dets = keep(predictor(bgr), config.display_things)
         rgb = draw_instances(
             cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),

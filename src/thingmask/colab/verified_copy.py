@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from thingmask.errors import InputError
+
 __all__ = [
     "STORAGE_URL",
     "DriveError",
@@ -54,9 +56,16 @@ def _copy_file(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-class DriveError(RuntimeError):
+class DriveError(InputError):
     """A save to / fetch from Drive (or any destination folder) failed; the message says why and
-    what to do. The local run folder is never touched by a failed save."""
+    what to do. The local run folder is never touched by a failed save.
+
+    An :class:`~thingmask.errors.InputError`: every cause is on the user's side of the seam and
+    fixed there: the Drive folder they chose is full, unwritable or its mount dropped (free
+    space, re-mount), a checkpoint on Drive is truncated (delete it, or ``resume=False``), the
+    model copied there does not load back (a copy damaged on the way: save again), or the mount
+    itself failed (Colab's FAQ).
+    """
 
 
 class MismatchError(OSError):

@@ -30,7 +30,6 @@ rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -38,8 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 
-from thingmask.config import CANVAS_MODES
+from thingmask.config import CANVAS_MODES, Config
 from thingmask.detections import Detections
+from thingmask.io_utils import read_image_bgr
 
 __all__ = [
     "Canvas",
@@ -106,12 +106,13 @@ class Canvas:
         return self.mode == "transparent"
 
     @classmethod
-    def from_config(cls, config: Any) -> Canvas:
+    def from_config(cls, config: Config) -> Canvas:
         """Build from ``config.canvas``, ``config.canvas_color`` (RGB), ``config.canvas_image``."""
         image = None
         if config.canvas == "image":
-            image = read_background(config.canvas_image)
-        return cls(mode=config.canvas, color_rgb=tuple(config.canvas_color), image=image)
+            image = read_image_bgr(config.canvas_image, "canvas_image")
+        r, g, b = config.canvas_color  # validated by Config: three integers
+        return cls(mode=config.canvas, color_rgb=(r, g, b), image=image)
 
     def _constant(self, h: int, w: int) -> np.ndarray:
         """The cached plain-colour canvas for an ``h x w`` frame (read-only: copy before use)."""
@@ -173,23 +174,6 @@ class Canvas:
                 self.background(np.zeros((h, w, 3), np.uint8))
             ).to(frame.device)
         return self._tensors[key]
-
-
-def read_background(path: str | Path) -> np.ndarray:
-    """Load ``canvas_image`` as ``(h, w, 3)`` uint8 BGR, with a clear error naming the file."""
-    p = Path(path)
-    if not str(path) or not p.is_file():
-        raise ValueError(
-            f"canvas_image: {str(path)!r} is not an existing picture file. Set "
-            "canvas_image to a .png/.jpg background, or choose another canvas."
-        )
-    img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(
-            f"canvas_image: {p} could not be read as a picture (expected .png, "
-            ".jpg, .bmp, .tif). Convert it or choose another canvas."
-        )
-    return img
 
 
 def union_mask_u8(detections: Detections) -> np.ndarray:

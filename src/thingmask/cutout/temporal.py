@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from thingmask.config import Config
 from thingmask.cutout.refine import EdgeRefiner
 from thingmask.cutout.smoothing import TemporalSmoother
 from thingmask.cutout.tracking import Tracker
@@ -134,7 +135,7 @@ class TemporalPipeline:
         return index, to_detections(windows, *self._size, self._tracked)
 
 
-def make_temporal_stage(config: Any, *, mask_threshold: float = 0.5) -> TemporalStage:
+def make_temporal_stage(config: Config, *, mask_threshold: float = 0.5) -> TemporalStage:
     """The stage the config asks for; :class:`IdentityStage` when every switch is off.
 
     ``mask_threshold``: the predictor's (``predictor.mask_threshold``); smoothing and
@@ -158,7 +159,7 @@ def make_temporal_stage(config: Any, *, mask_threshold: float = 0.5) -> Temporal
 # --- the stage inside the video pipeline: holding frames while the stage works on them ---
 
 
-def make_stage(config: Any, mask_threshold: float = 0.5) -> TemporalStage | None:
+def make_stage(config: Config, mask_threshold: float = 0.5) -> TemporalStage | None:
     """The temporal stage the settings ask for (:func:`make_temporal_stage`:
     tracking, smoothing, edge refinement; ``per_instance_clips`` switches tracking on), or None
     when every switch is off: the identity stage changes nothing, and leaving it out lets the

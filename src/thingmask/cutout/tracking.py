@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from thingmask.config import Config
 from thingmask.cutout.windows import crop_region
 from thingmask.detections import Detections
 
@@ -120,7 +120,7 @@ class Tracker:
         self.ended: list[int] = []  # ids retired by the last update (for per-track outputs)
 
     @classmethod
-    def from_config(cls, config: Any) -> Tracker:
+    def from_config(cls, config: Config) -> Tracker:
         """A tracker with the config's ``track_max_missed``."""
         return cls(max_missed=config.track_max_missed)
 

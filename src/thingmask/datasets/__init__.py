@@ -17,6 +17,11 @@ from thingmask.datasets.coco import (
     load_coco_json,
     load_prepared,
 )
+from thingmask.datasets.importers import detect_format
+from thingmask.datasets.prepare import PrepareResult, prepare_dataset
+from thingmask.datasets.preview import preview_dataset
+from thingmask.datasets.report import Report
+from thingmask.datasets.validate import validate_coco
 
 __all__ = [
     "DatasetError",
@@ -31,21 +36,3 @@ __all__ = [
     "preview_dataset",
     "validate_coco",
 ]
-
-# `thingmask prepare` and its parts load on first use: engines and the video path never pay
-_LAZY = {
-    "PrepareResult": "prepare",
-    "prepare_dataset": "prepare",
-    "Report": "report",
-    "validate_coco": "validate",
-    "preview_dataset": "preview",
-    "detect_format": "importers",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"thingmask.datasets.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'thingmask.datasets' has no attribute {name!r}")

@@ -14,6 +14,7 @@ from thingmask.datasets.geometry import (
     clip_polygon,
     parse_bbox,
     polygon_area,
+    polygons_to_rle,
     rle_counts_from_string,
     rle_to_pycoco,
 )
@@ -146,12 +147,9 @@ class _Annotations:
             return None
         from pycocotools import mask as mask_utils
 
-        if rle is None:
-            encoded = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
-        else:
-            encoded = rle_to_pycoco(rle)
-        area = float(mask_utils.area(encoded))
-        if area <= 0:
+        encoded = polygons_to_rle(polys or [], h, w) if rle is None else rle_to_pycoco(rle)
+        area = float(mask_utils.area(encoded)) if encoded is not None else 0.0
+        if encoded is None or area <= 0:
             r.warning("mask-empty", where, "the mask covers no pixel", "Dropped.")
             return None
         bx, by, bw, bh = (float(v) for v in mask_utils.toBbox(encoded))

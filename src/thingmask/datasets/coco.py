@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from thingmask.datasets.geometry import polygons_to_rle
+from thingmask.errors import InputError
+
 __all__ = [
     "DatasetError",
     "PreparedDataset",
@@ -18,8 +21,9 @@ __all__ = [
 ]
 
 
-class DatasetError(ValueError):
-    """A dataset file is missing or malformed. The message names the file and the fix."""
+class DatasetError(InputError):
+    """A dataset file or folder given by the user is missing, malformed or cannot be used (an
+    :class:`~thingmask.errors.InputError`). The message names the file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -115,10 +119,9 @@ def annotation_to_mask(ann: dict[str, Any], height: int, width: int) -> np.ndarr
 
     seg = ann.get("segmentation")
     if isinstance(seg, list):
-        polys = [p for p in seg if len(p) >= 6]
-        if not polys:
+        rle = polygons_to_rle(seg, height, width)
+        if rle is None:
             return np.zeros((height, width), bool)
-        rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
     elif isinstance(seg, dict):
         rle = seg
         if isinstance(seg.get("counts"), list):  # uncompressed RLE

@@ -12,7 +12,14 @@ from typing import Any
 
 from thingmask.datasets.records import as_float
 
-__all__ = ["clip_polygon", "parse_bbox", "polygon_area", "rle_counts_from_string", "rle_to_pycoco"]
+__all__ = [
+    "clip_polygon",
+    "parse_bbox",
+    "polygon_area",
+    "polygons_to_rle",
+    "rle_counts_from_string",
+    "rle_to_pycoco",
+]
 
 
 def polygon_area(flat: Sequence[float]) -> float:
@@ -20,6 +27,21 @@ def polygon_area(flat: Sequence[float]) -> float:
     xs, ys = flat[0::2], flat[1::2]
     n = len(xs)
     return abs(sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n))) / 2.0
+
+
+def polygons_to_rle(
+    polygons: Sequence[Sequence[float]], height: int, width: int
+) -> dict[str, Any] | None:
+    """COCO polygons of one instance (flat ``[x1, y1, ...]`` pixels) → the pycocotools RLE of
+    their union (``size`` ``[height, width]``, ``counts`` bytes). Polygons of fewer than 3 points
+    (no area) are left out; None when none is left. The one polygon→RLE conversion."""
+    from pycocotools import mask as mask_utils
+
+    polys = [list(p) for p in polygons if len(p) >= 6]
+    if not polys:
+        return None
+    rle: dict[str, Any] = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+    return rle
 
 
 def clip_polygon(flat: Sequence[float], width: float, height: float) -> list[float]:

@@ -26,11 +26,10 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
-from thingmask.engines import get_engine, resolve_device
+from thingmask.engines import EngineTrainer, TrainHook, TrainResult, get_engine, resolve_device
 from thingmask.engines.distributed import is_main, spawn
 
 __all__ = ["check_processes", "train_distributed"]
@@ -47,10 +46,10 @@ def train_distributed(
     num_machines: int = 1,
     machine_rank: int = 0,
     dist_url: str = "auto",
-    hooks: Sequence[Any] = (),
+    hooks: Sequence[TrainHook] = (),
     resume_from: str | Path | None = None,
-    trainer: type | None = None,
-) -> dict[str, Any]:
+    trainer: type[EngineTrainer] | None = None,
+) -> TrainResult | None:
     """Train ``config.engine`` with ``num_gpus`` processes on each of ``num_machines`` machines.
 
     Args:
@@ -63,7 +62,8 @@ def train_distributed(
             sees the dataset and ``run_dir`` under the same paths.
 
     Returns:
-        The engine's result dict from the first process (``{}`` on the other machines).
+        The engine's :class:`~thingmask.engines.TrainResult` from the first process (None on
+        the other machines).
     """
     world = check_processes(config, num_gpus, num_machines)
     engine = get_engine(config.engine)  # a missing detectron2 fails here, in this process
@@ -79,13 +79,12 @@ def train_distributed(
             "detectron2 trains on several processes with CUDA GPUs only (one per process); "
             "on CPU use num_gpus=1, or engine=torchvision to try several processes"
         )
-    # Config holds read-only mappings, which do not pickle: the processes rebuild it
-    settings = config.to_dict()
     log.info("training %s on %d processes x %d machines", config.engine, num_gpus, num_machines)
     # the first process leaves the engine's result here (processes return nothing)
     folder = Path(tempfile.mkdtemp(prefix="thingmask-train-"))
     result = folder / "result.json"
-    args = (settings, dataset, str(run_dir), tuple(hooks), resume_from, trainer, str(result))
+    # config pickles as its plain settings and is validated again in each process
+    args = (config, dataset, str(run_dir), tuple(hooks), resume_from, trainer, str(result))
     try:
         if config.engine == "detectron2":
             from detectron2.engine import launch
@@ -101,7 +100,9 @@ def train_distributed(
                 args=args,
                 use_cuda=device.type == "cuda",
             )
-        return dict(json.loads(result.read_text(encoding="utf-8"))) if result.is_file() else {}
+        if not result.is_file():
+            return None
+        return TrainResult.from_dict(json.loads(result.read_text(encoding="utf-8")))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -120,16 +121,15 @@ def check_processes(config: Config, num_gpus: int, num_machines: int = 1) -> int
 
 
 def _train_one(
-    settings: dict[str, Any],
+    config: Config,
     dataset: PreparedDataset,
     run_dir: str,
-    hooks: tuple[Any, ...],
+    hooks: tuple[TrainHook, ...],
     resume_from: str | Path | None,
-    trainer: type | None,
+    trainer: type[EngineTrainer] | None,
     result_path: str,
 ) -> None:
     """One process of the job (torch.distributed is initialised by the launcher)."""
-    config = Config.from_dict(settings, source="launcher")
     result = get_engine(config.engine).train(
         config,
         dataset,
@@ -139,4 +139,4 @@ def _train_one(
         trainer=trainer,
     )
     if is_main():
-        Path(result_path).write_text(json.dumps(result, default=str), encoding="utf-8")
+        Path(result_path).write_text(json.dumps(result.to_dict(), default=str), encoding="utf-8")

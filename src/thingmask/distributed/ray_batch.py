@@ -151,10 +151,8 @@ class VideoWorker:
     """One model, many videos. Used as a Ray actor (``ray.remote(VideoWorker)``) with
     ``max_concurrency=2`` so :meth:`progress` answers while :meth:`process` runs."""
 
-    def __init__(
-        self, settings: dict[str, Any], run_dir: str | None, loader: Loader, threads: int
-    ) -> None:
-        config = Config.from_dict(settings, source="Ray driver")
+    def __init__(self, config: Config, run_dir: str | None, loader: Loader, threads: int) -> None:
+        # config arrives pickled as its plain settings and validated again (Config.__reduce__)
         if threads > 0:  # a CPU actor: as many torch threads as CPUs it reserved
             import torch
 
@@ -286,9 +284,8 @@ def process_many_ray(
             cpus_per_actor=cpus_per_actor,
             device=config.device,
         )
-        settings = config.to_dict()
-        if not plan.on_gpu and settings["device"] == "cuda":
-            settings["device"] = "cpu"  # CPU actors see no GPU; the outputs do not depend on it
+        if not plan.on_gpu and config.device == "cuda":
+            config = config.replace(device="cpu")  # CPU actors see no GPU; outputs do not change
         actor_cls = ray.remote(VideoWorker).options(
             num_cpus=plan.cpus_per_actor,
             num_gpus=plan.gpus_per_actor,
@@ -299,7 +296,7 @@ def process_many_ray(
         run = None if run_dir is None else str(run_dir)
 
         def start_worker() -> Any:
-            return actor_cls.remote(settings, run, loader, threads)
+            return actor_cls.remote(config, run, loader, threads)
 
         slots = [_Slot(start_worker()) for _ in range(plan.actors)]
         _wait_ready(ray, slots)

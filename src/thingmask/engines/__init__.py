@@ -1,7 +1,10 @@
 """The engine seam: training and inference back-ends behind one typed interface.
 
 * :mod:`.base`: the :class:`Engine` and :class:`Predictor` protocols, :class:`InstanceTensors`,
-  :func:`to_detections`, :class:`TrainHook`, ``COCO_CLASSES``, :func:`read_model_meta`.
+  :func:`to_detections`, :class:`TrainHook`, :func:`read_model_meta`.
+* :mod:`.results`: :class:`TrainResult`, :class:`EvalResult`, what ``train`` and ``evaluate``
+  return; :mod:`.facade`: :class:`EngineFacade`, the one ``Engine`` implementation.
+* :mod:`.coco_classes`: ``COCO_CLASSES``, the 80 classes of a COCO-pretrained model.
 * :mod:`.registry`: :func:`get_engine`, the one place an engine is chosen.
 * :mod:`.device`: :func:`resolve_device` (``config.device`` → ``torch.device``).
 * :mod:`.tiny`: the ``tiny_fpn`` body both engines share; :mod:`.checkpoints`: checkpoint files;
@@ -16,10 +19,9 @@ each engine.
 """
 
 from thingmask.engines.base import (
-    COCO_CLASSES,
     EVAL_SCORE_THRESHOLD,
-    TRAIN_RESULT_KEYS,
     Engine,
+    EngineTrainer,
     InstanceTensors,
     Predictor,
     PredictorBase,
@@ -28,20 +30,24 @@ from thingmask.engines.base import (
     read_model_meta,
     to_detections,
 )
+from thingmask.engines.coco_classes import COCO_CLASSES
 from thingmask.engines.device import resolve_device
 from thingmask.engines.registry import ENGINE_NAMES, get_engine
+from thingmask.engines.results import EvalResult, TrainResult
 
 __all__ = [
     "COCO_CLASSES",
     "ENGINE_NAMES",
     "EVAL_SCORE_THRESHOLD",
-    "TRAIN_RESULT_KEYS",
     "Engine",
+    "EngineTrainer",
+    "EvalResult",
     "InstanceTensors",
     "Predictor",
     "PredictorBase",
     "Registration",
     "TrainHook",
+    "TrainResult",
     "get_engine",
     "read_model_meta",
     "resolve_device",

@@ -2,8 +2,9 @@
 
 An engine (``get_engine(name)`` in :mod:`thingmask.engines.registry`) implements :class:`Engine`:
 
-* ``train(config, dataset, run_dir, *, hooks=(), resume_from=None, trainer=None) -> dict``
-* ``evaluate(config, dataset, run_dir) -> dict``
+* ``train(config, dataset, run_dir, *, hooks=(), resume_from=None, trainer=None)
+  -> TrainResult``
+* ``evaluate(config, dataset, run_dir) -> EvalResult``
 * ``load_predictor(config, run_dir) -> Predictor``
 
 with the same meaning in both engines (see :class:`Engine`). Everything past the seam receives
@@ -22,7 +23,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -30,122 +31,27 @@ import torch
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
 from thingmask.detections import Detections
+from thingmask.engines.results import EvalResult, TrainResult
 from thingmask.runs import MODEL_META
 
 __all__ = [
-    "COCO_CLASSES",
     "EVAL_SCORE_THRESHOLD",
-    "TRAIN_RESULT_KEYS",
     "Engine",
+    "EngineTrainer",
     "InstanceTensors",
     "Predictor",
     "PredictorBase",
     "Registration",
     "TrainHook",
     "check_image",
+    "checked_trainer",
     "read_model_meta",
     "to_detections",
 ]
 
-# COCO's 80 thing classes, in detectron2's contiguous order (torchvision adds background and gaps).
-COCO_CLASSES: tuple[str, ...] = (
-    "person",
-    "bicycle",
-    "car",
-    "motorcycle",
-    "airplane",
-    "bus",
-    "train",
-    "truck",
-    "boat",
-    "traffic light",
-    "fire hydrant",
-    "stop sign",
-    "parking meter",
-    "bench",
-    "bird",
-    "cat",
-    "dog",
-    "horse",
-    "sheep",
-    "cow",
-    "elephant",
-    "bear",
-    "zebra",
-    "giraffe",
-    "backpack",
-    "umbrella",
-    "handbag",
-    "tie",
-    "suitcase",
-    "frisbee",
-    "skis",
-    "snowboard",
-    "sports ball",
-    "kite",
-    "baseball bat",
-    "baseball glove",
-    "skateboard",
-    "surfboard",
-    "tennis racket",
-    "bottle",
-    "wine glass",
-    "cup",
-    "fork",
-    "knife",
-    "spoon",
-    "bowl",
-    "banana",
-    "apple",
-    "sandwich",
-    "orange",
-    "broccoli",
-    "carrot",
-    "hot dog",
-    "pizza",
-    "donut",
-    "cake",
-    "chair",
-    "couch",
-    "potted plant",
-    "bed",
-    "dining table",
-    "toilet",
-    "tv",
-    "laptop",
-    "mouse",
-    "remote",
-    "keyboard",
-    "cell phone",
-    "microwave",
-    "oven",
-    "toaster",
-    "sink",
-    "refrigerator",
-    "book",
-    "clock",
-    "vase",
-    "scissors",
-    "teddy bear",
-    "hair drier",
-    "toothbrush",
-)
-
 # COCO AP integrates over all confidences: evaluation keeps detections down to this score
 # (the display threshold, config.score_threshold, would cut the precision-recall curve short).
 EVAL_SCORE_THRESHOLD = 0.05
-
-# Keys of the dict both engines' train() return (engines may add their own, documented there).
-TRAIN_RESULT_KEYS = (
-    "engine",  # "torchvision" | "detectron2"
-    "run_dir",  # str: the run folder
-    "model",  # str: path of the final weights (run_dir/model_final.pth)
-    "start_iteration",  # int: steps already done when this call started (0 = fresh, k = resumed)
-    "iterations",  # int: steps the final model has had (config.iterations once complete)
-    "final_loss",  # float | None: total loss of the last step (None: no step in this call)
-    "wall_time_s",  # float: seconds this call trained
-    "seconds_per_iteration",  # float: wall_time_s / steps run in this call
-)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,7 +115,7 @@ def to_detections(
     )
 
 
-def check_image(image_bgr: Any, index: int = 0) -> np.ndarray:
+def check_image(image_bgr: object, index: int = 0) -> np.ndarray:
     """``image_bgr`` if it is an ``(H, W, 3)`` uint8 numpy array, else a clear error."""
     if not isinstance(image_bgr, np.ndarray) or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         got = getattr(image_bgr, "shape", type(image_bgr).__name__)
@@ -226,7 +132,7 @@ def check_image(image_bgr: Any, index: int = 0) -> np.ndarray:
     return image_bgr
 
 
-def check_tensor_image(image_bgr: Any, index: int = 0) -> torch.Tensor:
+def check_tensor_image(image_bgr: object, index: int = 0) -> torch.Tensor:
     """``image_bgr`` if it is an ``(H, W, 3)`` uint8 tensor, else a clear error."""
     if not isinstance(image_bgr, torch.Tensor) or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         got = getattr(image_bgr, "shape", type(image_bgr).__name__)
@@ -354,6 +260,38 @@ class Registration:
         )
 
 
+class EngineTrainer(Protocol):
+    """What an engine's trainer class builds: an object whose ``train()`` runs the training loop.
+
+    Each engine builds it from the class given as ``Engine.train(..., trainer=cls)``:
+    torchvision ``cls(config, dataset, run_dir, hooks=..., resume_from=...)`` for a subclass of
+    its ``Trainer``; detectron2 ``cls(cfg, hooks=...)`` for a subclass of its ``SafeTrainer``
+    (a detectron2 ``DefaultTrainer``). Subclass those to change a step (the notebook's
+    ``MyTrainer`` changes the data loader).
+    """
+
+    def train(self) -> object:
+        """Train to the configured number of iterations."""
+        ...
+
+
+T = TypeVar("T")
+
+
+def checked_trainer(
+    trainer: type[EngineTrainer] | None, base: type[T], default: type[T]
+) -> type[T]:
+    """``trainer`` (``default`` when None) after checking it subclasses ``base``: the check both
+    engines make on ``Engine.train(..., trainer=...)``; a TypeError naming ``base`` otherwise."""
+    cls = default if trainer is None else trainer
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(
+            f"trainer: got {cls!r}; expected a subclass of {base.__module__}.{base.__qualname__} "
+            "(or None for the default)"
+        )
+    return cls
+
+
 @runtime_checkable
 class Engine(Protocol):
     """Training, evaluation and inference back-end; the same meaning in every engine.
@@ -367,16 +305,15 @@ class Engine(Protocol):
         a mismatching one is an error. Without it, ``config.resume`` continues from the newest
         valid checkpoint of earlier ``<output_dir>/<run_name>-*`` folders (truncated files are
         skipped with a warning; checkpoints of other classes or models are ignored).
-        ``trainer``: a trainer class (torchvision: a ``Trainer`` subclass; detectron2: a
-        ``SafeTrainer`` subclass) or None for the package default. Returns a dict with at
-        least :data:`TRAIN_RESULT_KEYS`.
+        ``trainer``: an :class:`EngineTrainer` class (torchvision: a ``Trainer`` subclass;
+        detectron2: a ``SafeTrainer`` subclass; another is a TypeError) or None for the
+        package default. Returns a :class:`~thingmask.engines.results.TrainResult`.
     ``evaluate(config, dataset, run_dir)``
         COCO box and mask AP of the run's model on ``dataset``'s val split (images through
         the predictor ``config.inference_batch`` at a time), detections down to
         :data:`EVAL_SCORE_THRESHOLD`; writes ``run_dir/eval.json`` and
-        ``run_dir/eval_ap.png``; returns the layout of
-        :func:`thingmask.evaluation.coco.coco_evaluate`
-        plus ``"checkpoint"`` (the weights file scored).
+        ``run_dir/eval_ap.png``; returns an :class:`~thingmask.engines.results.EvalResult`
+        (``checkpoint``: the weights file scored).
     ``register_dataset(dataset)``
         Makes ``dataset`` known to the engine (detectron2: its catalogs, safe to call again)
         and returns a :class:`Registration` with class names, never ids.
@@ -397,12 +334,12 @@ class Engine(Protocol):
         *,
         hooks: Sequence[TrainHook] = (),
         resume_from: str | Path | None = None,
-        trainer: type[Any] | None = None,
-    ) -> dict[str, Any]: ...
+        trainer: type[EngineTrainer] | None = None,
+    ) -> TrainResult: ...
 
     def evaluate(
         self, config: Config, dataset: PreparedDataset, run_dir: str | Path
-    ) -> dict[str, Any]: ...
+    ) -> EvalResult: ...
 
     def register_dataset(self, dataset: PreparedDataset) -> Registration: ...
 

@@ -9,35 +9,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from thingmask.config import Config
-from thingmask.datasets.coco import DatasetError, PreparedDataset, load_coco_json
+from thingmask.datasets.coco import PreparedDataset, load_coco_json
 from thingmask.detections import Detections
 from thingmask.engines.base import EVAL_SCORE_THRESHOLD, Predictor, read_model_meta
+from thingmask.engines.results import EvalResult
 from thingmask.evaluation.coco import coco_evaluate
 from thingmask.evaluation.plots import save_ap_plot
-from thingmask.io_utils import atomic_write_json
+from thingmask.io_utils import atomic_write_json, read_image_bgr
 from thingmask.runs import MODEL_META
 
-__all__ = ["evaluate_predictor", "evaluate_run", "read_bgr"]
+__all__ = ["evaluate_predictor", "evaluate_run"]
 
 log = logging.getLogger(__name__)
-
-
-def read_bgr(path: Path, source: Path) -> np.ndarray:
-    """``(H, W, 3)`` uint8 BGR image at ``path``; a DatasetError naming ``source`` if unreadable."""
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetError(
-            f"{source}: image {path} is missing or unreadable. Check file_name against the "
-            "images/ folder."
-        )
-    return image
 
 
 def evaluate_run(
@@ -45,7 +30,7 @@ def evaluate_run(
     dataset: PreparedDataset,
     run_dir: str | Path,
     load_predictor: Callable[..., Predictor],
-) -> dict[str, Any]:
+) -> EvalResult:
     """An engine's ``evaluate``: its run's model (loaded by the engine's ``load_predictor`` with
     detections down to :data:`EVAL_SCORE_THRESHOLD`) through :func:`evaluate_predictor`,
     ``config.inference_batch`` images at a time. With ``zero_training`` and no trained model in
@@ -74,15 +59,16 @@ def evaluate_predictor(
     checkpoint: str,
     batch_size: int = 4,
     same_classes: bool = True,
-) -> dict[str, Any]:
+) -> EvalResult:
     """COCO box and mask AP of ``predictor`` on ``dataset``'s val split.
 
     Images go through :meth:`Predictor.predict_batch` ``batch_size`` at a time. With
     ``same_classes`` the predictor must know exactly the dataset's classes (a model trained on
     it); otherwise (a COCO model) classes are matched by name and the others score nothing.
 
-    Writes ``run_dir/eval.json`` and ``run_dir/eval_ap.png``; returns the metrics of
-    :func:`thingmask.evaluation.coco.coco_evaluate` plus ``"checkpoint"`` (``checkpoint``).
+    Writes ``run_dir/eval.json`` (:meth:`EvalResult.to_dict`) and ``run_dir/eval_ap.png``;
+    returns :func:`thingmask.evaluation.coco.coco_evaluate`'s figures as an
+    :class:`~thingmask.engines.results.EvalResult` naming ``checkpoint``.
     """
     from tqdm.auto import tqdm
 
@@ -94,20 +80,22 @@ def evaluate_predictor(
             "trained on."
         )
     images = load_coco_json(dataset.val_json)["images"]
+    what = f"{dataset.val_json} file_name"
     predictions: dict[int, Detections] = {}
     for start in tqdm(range(0, len(images), batch_size), desc="evaluate", unit="batch"):
         chunk = images[start : start + batch_size]
-        bgr = [read_bgr(dataset.image_root / im["file_name"], dataset.val_json) for im in chunk]
+        bgr = [read_image_bgr(dataset.image_root / im["file_name"], what) for im in chunk]
         for info, dets in zip(chunk, predictor.predict_batch(bgr), strict=True):
             predictions[int(info["id"])] = dets
-    metrics = coco_evaluate(dataset.val_json, predictions, dataset.class_names)
-    metrics["checkpoint"] = checkpoint
-    atomic_write_json(run_dir / "eval.json", metrics)
-    save_ap_plot(metrics, run_dir / "eval_ap.png", title=f"Validation AP ({run_dir.name})")
+    result = EvalResult.from_metrics(
+        coco_evaluate(dataset.val_json, predictions, dataset.class_names), checkpoint
+    )
+    atomic_write_json(run_dir / "eval.json", result.to_dict())
+    save_ap_plot(result.to_dict(), run_dir / "eval_ap.png", title=f"Validation AP ({run_dir.name})")
     log.info(
         "validation AP: box %.1f, mask %.1f (%s)",
-        metrics["bbox"]["AP"],
-        metrics["segm"]["AP"],
+        result.box_ap,
+        result.mask_ap,
         run_dir / "eval.json",
     )
-    return metrics
+    return result

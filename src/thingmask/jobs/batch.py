@@ -13,8 +13,8 @@ import io
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
+from thingmask.config import Config
 from thingmask.errors import InputError
 from thingmask.io_utils import atomic_write_text
 from thingmask.jobs.commit import remove_leftover_stages
@@ -126,7 +126,7 @@ def glob_base(source: str | Path) -> Path | None:
 
 
 def output_for(
-    src: Path, out_dir: Path, config: Any, taken: set[str], base: Path | None = None
+    src: Path, out_dir: Path, config: Config, taken: set[str], base: Path | None = None
 ) -> Path:
     """``<out_dir>/<stem>_cutout.<ext>``, stable across re-runs of the same batch.
 
@@ -195,7 +195,7 @@ def summary_table(results: list[VideoResult]) -> str:
 
 
 def plan_batch(
-    src: str | Path, out_dir: str | Path, config: Any, *, overwrite: bool = False
+    src: str | Path, out_dir: str | Path, config: Config, *, overwrite: bool = False
 ) -> list[tuple[Path, Path]]:
     """``(video, output)`` for every video of a batch (``process_many``, and the Ray batch
     ``thingmask.distributed.ray_batch``), after checking that no output would overwrite an

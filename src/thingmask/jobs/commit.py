@@ -26,6 +26,7 @@ from typing import Any
 
 import av
 
+from thingmask.config import Config
 from thingmask.errors import InputError
 from thingmask.ownership import Manifest, check_writable, remove_owned
 from thingmask.video import VideoError
@@ -171,7 +172,7 @@ def final_names(outputs: dict[str, Any], stage: Path, folder: Path) -> dict[str,
 BLANK_SHARE = 0.5
 
 
-def say_when_blank(src: Path, result: Any, config: Any) -> None:
+def say_when_blank(src: Path, result: Any, config: Config) -> None:
     """Set ``result.empty_share`` and log a warning, with the likely cause, when nothing was
     kept in most frames (an all-canvas video is almost never what was wanted)."""
     frames = max(result.frames_written, 1)

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from thingmask.config import Config
 from thingmask.cutout.composite import (
     Canvas,
     composite_mask,
@@ -113,7 +114,7 @@ def uses_tensors(predictor: Any) -> bool:
 def cutout_stream(
     frames: Iterable[Frame],
     predictor: Any,
-    config: Any,
+    config: Config,
     canvas: Canvas,
     *,
     needs: Needs = Needs(),
@@ -196,7 +197,7 @@ class _Cutter:
     def __init__(
         self,
         predictor: Any,
-        config: Any,
+        config: Config,
         canvas: Canvas,
         needs: Needs,
         stage: TemporalStage | None,

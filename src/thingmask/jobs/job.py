@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from thingmask.config import Config
 from thingmask.cutout.composite import Canvas
 from thingmask.cutout.temporal import make_stage
 from thingmask.detections import Detections
@@ -71,7 +72,7 @@ def process_video(
     src: str | Path,
     dst: str | Path,
     predictor: Callable[[np.ndarray], Detections],
-    config: Any,
+    config: Config,
     on_frame: OnFrame | None = None,
     *,
     force: bool = False,
@@ -125,7 +126,9 @@ def process_video(
         )
 
 
-def _check(src: Path, dst: Path, predictor: Any, config: Any, overwrite: bool) -> dict[str, Path]:
+def _check(
+    src: Path, dst: Path, predictor: Any, config: Config, overwrite: bool
+) -> dict[str, Path]:
     """Every check that needs no lock: format, classes, input, outputs apart from the input and
     each one absent or thingmask's own. Returns the output paths."""
     _check_format(dst, config)
@@ -142,7 +145,7 @@ def _check(src: Path, dst: Path, predictor: Any, config: Any, overwrite: bool) -
     return paths
 
 
-def _check_format(dst: Path, config: Any) -> None:
+def _check_format(dst: Path, config: Config) -> None:
     want = EXTENSIONS[config.video_format]
     if want and dst.suffix.lower() != want:
         raise ValueError(
@@ -155,7 +158,7 @@ def run_job(
     src: Path,
     dst: Path,
     predictor: Any,
-    config: Any,
+    config: Config,
     on_frame: OnFrame | None = None,
     *,
     force: bool = False,
@@ -239,7 +242,7 @@ def _run(
     src: Path,
     paths: dict[str, Path],
     predictor: Any,
-    config: Any,
+    config: Config,
     on_frame: OnFrame | None,
     progress: bool,
 ) -> tuple[VideoResult, dict[str, Any], dict[str, Any]]:
@@ -338,7 +341,7 @@ class _Exports:
         self,
         stack: contextlib.ExitStack,
         paths: dict[str, Path],
-        config: Any,
+        config: Config,
         info: Any,
         canvas: Canvas,
         src: Path,
@@ -390,7 +393,7 @@ def process_many(
     src: str | Path,
     out_dir: str | Path,
     predictor: Callable[[np.ndarray], Detections],
-    config: Any,
+    config: Config,
     *,
     force: bool = False,
     overwrite: bool = False,

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thingmask.config import Config
 from thingmask.errors import InputError
 from thingmask.ownership import owned_or_absent
 from thingmask.video import read_output_tag
@@ -99,7 +100,7 @@ class VideoResult:
         return asdict(self)
 
 
-def output_paths(dst: str | Path, config: Any) -> dict[str, Path]:
+def output_paths(dst: str | Path, config: Config) -> dict[str, Path]:
     """Every file the job may write for output ``dst`` (see the module docstring)."""
     dst = Path(dst)
     stem = dst.name if config.video_format == "png" else dst.stem
@@ -114,7 +115,7 @@ def output_paths(dst: str | Path, config: Any) -> dict[str, Path]:
     }
 
 
-def planned_outputs(paths: dict[str, Path], config: Any) -> dict[str, Path]:
+def planned_outputs(paths: dict[str, Path], config: Config) -> dict[str, Path]:
     """The outputs this config makes (kind → final path), without the done marker."""
     enabled = {
         "video": True,
@@ -126,7 +127,7 @@ def planned_outputs(paths: dict[str, Path], config: Any) -> dict[str, Path]:
     return {kind: paths[kind] for kind, on in enabled.items() if on}
 
 
-def fingerprint(src: Path, config: Any, predictor: Any) -> dict[str, Any]:
+def fingerprint(src: Path, config: Config, predictor: Any) -> dict[str, Any]:
     """The job's identity: source (size, mtime), the output settings and the model. ``key`` is
     its short hash; a done marker with the same key means the outputs are current."""
     stat = src.stat()

@@ -7,6 +7,8 @@ import re
 import shutil
 from pathlib import Path
 
+from thingmask.errors import InputError
+
 __all__ = [
     "EXTENSIONS",
     "FORMATS",
@@ -31,8 +33,12 @@ def output_tag(kind: str, source: str | Path) -> str:
     return f"{OUTPUT_TAG}: {kind} of {Path(source).name}"
 
 
-class VideoError(ValueError):
-    """A video file is missing, empty, unreadable, undecodable or cannot be written.
+class VideoError(InputError):
+    """A video the user named cannot be used: an input that is missing, empty, unreadable or
+    undecodable, or an output path that cannot be written (taken, a folder, disk full, no
+    access). Also raised when a :class:`~thingmask.video.writer.VideoWriter` is closed or
+    :func:`~thingmask.video.writer.write_video` called with no frames: a caller's bad argument,
+    a ``ValueError`` like every :class:`~thingmask.errors.InputError`.
 
     The message names the file and says what to do.
     """

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from thingmask.datasets.class_names import read_labels_txt
+from thingmask.datasets.geometry import polygons_to_rle
 from thingmask.datasets.importers._common import (
     CocoSource,
     circle_polygon,
@@ -165,13 +166,13 @@ def _merge_rle(parts: list[tuple[str, Any]], width: Any, height: Any) -> dict | 
 
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
         return None
-    rles = []
-    for kind, geom in parts:
-        if kind == "rle":
-            rles.append({"size": geom["size"], "counts": geom["counts"].encode("ascii")})
-        elif len(geom) >= 6:
-            rles.extend(mask_utils.frPyObjects([geom], height, width))
-    merged = mask_utils.merge(rles)
+    rles = [
+        {"size": geom["size"], "counts": geom["counts"].encode("ascii")}
+        for kind, geom in parts
+        if kind == "rle"
+    ]
+    polygons = polygons_to_rle([geom for kind, geom in parts if kind != "rle"], height, width)
+    merged = mask_utils.merge(rles + ([polygons] if polygons is not None else []))
     return {"size": [height, width], "counts": merged["counts"].decode("ascii")}
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from thingmask.config import Config
 from thingmask.datasets.coco import DatasetError, PreparedDataset, load_prepared
+from thingmask.datasets.geometry import polygons_to_rle
 from thingmask.datasets.synthetic.scenes import render_scene, render_video
 from thingmask.datasets.synthetic.things import CLASS_NAMES
 from thingmask.datasets.synthetic.video_gt import save_video_gt
@@ -57,8 +59,9 @@ def _segmentation(mask: np.ndarray) -> dict[str, Any] | list[list[float]]:
 
     h, w = mask.shape
     polys = mask_to_polygons(mask)
-    if polys:
-        back = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, h, w))).astype(bool)
+    merged = polygons_to_rle(polys, h, w)
+    if merged is not None:
+        back = mask_utils.decode(merged).astype(bool)
         inter, union = (back & mask).sum(), (back | mask).sum()
         if union and inter / union >= 0.98:
             return polys
@@ -194,7 +197,7 @@ def generate_video(
     return Path(write_video(video_dir / VIDEO_NAME, iter(frames), fps))
 
 
-def generate(config: Any) -> PreparedDataset:
+def generate(config: Config) -> PreparedDataset:
     """Dataset + demo video from the config (``dataset_dir``, ``synthetic_*``, ``seed``).
 
     Idempotent: when ``dataset_dir`` already holds exactly this generation (its manifest matches

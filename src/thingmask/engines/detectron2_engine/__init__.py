@@ -2,7 +2,7 @@
 
 Modules, one per stage (those marked * import detectron2 and load only when it is used):
 
-* :mod:`.install`: ``available``, ``resolve_engine``, the Colab install cell.
+* :mod:`.install`: ``available``, ``resolve_engine``, the commit the set-up cell builds.
 * :mod:`.bridge`: the pure config bridge, ``cfg_overrides`` / ``apply_overrides`` (tested
   without detectron2).
 * :mod:`.resume`: which checkpoint a run continues from (``prepare_resume``).
@@ -27,19 +27,8 @@ from thingmask.engines.detectron2_engine.bridge import (
     cfg_overrides,
     dataset_names,
 )
-from thingmask.engines.detectron2_engine.engine import (
-    ENGINE,
-    Detectron2Engine,
-    evaluate,
-    load_predictor,
-    train,
-)
-from thingmask.engines.detectron2_engine.install import (
-    DETECTRON2_COMMIT,
-    available,
-    colab_install_cell,
-    resolve_engine,
-)
+from thingmask.engines.detectron2_engine.engine import ENGINE, evaluate, load_predictor, train
+from thingmask.engines.detectron2_engine.install import DETECTRON2_COMMIT, available, resolve_engine
 from thingmask.engines.detectron2_engine.resume import prepare_resume
 
 __all__ = [
@@ -48,11 +37,9 @@ __all__ = [
     "DETECTRON2_COMMIT",
     "ENGINE",
     "ZOO_URL_PREFIX",
-    "Detectron2Engine",
     "apply_overrides",
     "available",
     "cfg_overrides",
-    "colab_install_cell",
     "dataset_names",
     "evaluate",
     "load_predictor",

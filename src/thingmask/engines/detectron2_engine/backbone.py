@@ -8,9 +8,8 @@ config naming it is built, imports it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
+from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
@@ -39,7 +38,7 @@ class TinyBackbone(Backbone):
 
 
 @BACKBONE_REGISTRY.register()
-def build_tiny_fpn_backbone(cfg: Any, input_shape: ShapeSpec) -> Backbone:
+def build_tiny_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> Backbone:
     """:class:`TinyBackbone` + detectron2's FPN (``cfg.MODEL.FPN``) + a max-pooled level."""
     return FPN(
         bottom_up=TinyBackbone(input_shape.channels),

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thingmask.augment import parse_augmentations
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
-from thingmask.engines.base import COCO_CLASSES
+from thingmask.engines.coco_classes import COCO_CLASSES
 from thingmask.errors import ConfigError
+
+if TYPE_CHECKING:  # detectron2 is not imported at load: this module is pure Python
+    from detectron2.config import CfgNode
 
 __all__ = [
     "D2_CONFIG_FILE",
@@ -211,7 +214,7 @@ def cfg_overrides(
     return ov
 
 
-def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+def apply_overrides(cfg: CfgNode, overrides: dict[str, Any]) -> CfgNode:
     """Set each dotted key of ``overrides`` on the detectron2 ``CfgNode`` ``cfg`` (in place).
 
     Keys must exist in ``cfg`` (a misspelt key is a ``KeyError``, not a silent new setting);

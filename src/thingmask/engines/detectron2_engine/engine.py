@@ -23,12 +23,20 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
-from thingmask.engines.base import COCO_CLASSES, Registration, TrainHook, no_run_dir_error
+from thingmask.engines.base import (
+    EngineTrainer,
+    Registration,
+    TrainHook,
+    checked_trainer,
+    no_run_dir_error,
+)
+from thingmask.engines.coco_classes import COCO_CLASSES
 from thingmask.engines.detectron2_engine.bridge import (
     D2_CONFIG_FILE,
     FINAL_MODEL,
@@ -37,7 +45,8 @@ from thingmask.engines.detectron2_engine.bridge import (
 )
 from thingmask.engines.detectron2_engine.resume import model_section, prepare_resume
 from thingmask.engines.distributed import is_main
-from thingmask.engines.scoring import evaluate_run
+from thingmask.engines.facade import EngineFacade
+from thingmask.engines.results import TrainResult
 from thingmask.errors import ConfigError
 from thingmask.evaluation.plots import save_loss_curve
 from thingmask.io_utils import atomic_write_json, atomic_write_text
@@ -45,17 +54,8 @@ from thingmask.runs import MODEL_META
 
 if TYPE_CHECKING:  # detectron2 is imported only when the engine is used
     from thingmask.engines.detectron2_engine.predictor import D2Predictor
-    from thingmask.engines.detectron2_engine.trainer import SafeTrainer
 
-__all__ = [
-    "ENGINE",
-    "ENGINE_NAME",
-    "Detectron2Engine",
-    "evaluate",
-    "load_predictor",
-    "register_dataset",
-    "train",
-]
+__all__ = ["ENGINE", "ENGINE_NAME", "evaluate", "load_predictor", "register_dataset", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ def train(
     *,
     hooks: Sequence[TrainHook] = (),
     resume_from: str | Path | None = None,
-    trainer: type[SafeTrainer] | None = None,
-) -> dict[str, Any]:
+    trainer: type[EngineTrainer] | None = None,
+) -> TrainResult:
     """Train Mask R-CNN on ``dataset`` into ``run_dir`` with ``trainer`` (a
     :class:`~.trainer.SafeTrainer` subclass; default :class:`~.trainer.MyTrainer`).
 
@@ -122,8 +122,9 @@ def train(
     ``after_train`` once the run folder is complete.
 
     Returns:
-        :data:`~thingmask.engines.base.TRAIN_RESULT_KEYS` (``iterations``: ``SOLVER.MAX_ITER``,
-        or the resumed checkpoint's if it was further).
+        The :class:`~thingmask.engines.results.TrainResult` (``iterations``:
+        ``SOLVER.MAX_ITER``, or the resumed checkpoint's if it was further; ``loss_history``
+        from detectron2's ``metrics.json``).
     """
     from detectron2.utils.env import seed_all_rng
 
@@ -136,12 +137,7 @@ def train(
             "zero_training=True uses the COCO model as is: there is nothing to "
             "train. Set zero_training=False to train on your dataset."
         )
-    cls = MyTrainer if trainer is None else trainer
-    if not (isinstance(cls, type) and issubclass(cls, SafeTrainer)):
-        raise TypeError(
-            f"trainer: got {cls!r}; expected a subclass of "
-            "thingmask.engines.detectron2_engine.trainer.SafeTrainer (or None)"
-        )
+    cls = checked_trainer(trainer, SafeTrainer, MyTrainer)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     register_dataset(dataset)
@@ -164,9 +160,21 @@ def train(
             "checkpoint is at iteration %d of %d: training is already complete", start, max_iter
         )
     runner.train()
+    wall = time.perf_counter() - started
     final = run_dir / FINAL_MODEL
-    if not is_main():
-        return {"engine": ENGINE_NAME, "run_dir": str(run_dir), "iterations": max_iter}
+    losses = runner.storage.latest() if runner.storage is not None else {}
+    result = TrainResult(
+        engine=ENGINE_NAME,
+        run_dir=run_dir,
+        model=final,
+        start_iteration=start,
+        iterations=max(start, max_iter),
+        final_loss=float(losses["total_loss"][0]) if "total_loss" in losses else None,
+        wall_time_s=round(wall, 2),
+        seconds_per_iteration=round(wall / max(1, max_iter - start), 4),
+    )
+    if not is_main():  # the first process writes the run folder
+        return result
     if not final.is_file():  # resumed from a checkpoint at or past MAX_ITER
         runner.checkpointer.save("model_final", iteration=max(start - 1, 0))
     _write_meta(config, dataset, run_dir, FINAL_MODEL, str(cfg.MODEL.DEVICE))
@@ -175,21 +183,9 @@ def train(
         save_loss_curve(history, run_dir / "loss_curve.png")
     else:
         log.warning("%s: no losses logged; no loss curve", run_dir / "metrics.json")
-    losses = runner.storage.latest() if runner.storage is not None else {}
-    wall = time.perf_counter() - started
-    result = {
-        "engine": ENGINE_NAME,
-        "run_dir": str(run_dir),
-        "model": str(final),
-        "start_iteration": start,
-        "iterations": max(start, max_iter),
-        "final_loss": float(losses["total_loss"][0]) if "total_loss" in losses else None,
-        "wall_time_s": round(wall, 2),
-        "seconds_per_iteration": round(wall / max(1, max_iter - start), 4),
-    }
     for hook in hooks:
         hook.after_train(run_dir)
-    return result
+    return replace(result, loss_history=tuple(history))
 
 
 def load_predictor(
@@ -221,15 +217,6 @@ def load_predictor(
     return D2Predictor(cfg, class_names, soft_masks=soft_masks, run_dir=run_dir)
 
 
-def evaluate(config: Config, dataset: PreparedDataset, run_dir: str | Path) -> dict[str, Any]:
-    """COCO box + mask AP of the run's model on the validation split (see
-    :func:`thingmask.engines.scoring.evaluate_predictor`; the same path as the torchvision
-    engine). Images go through the predictor ``config.inference_batch`` at a time. With
-    ``zero_training`` and no trained model in ``run_dir``, the COCO model is scored (classes
-    matched by name)."""
-    return evaluate_run(config, dataset, run_dir, load_predictor)
-
-
 def register_dataset(dataset: PreparedDataset) -> Registration:
     """The train/val splits in detectron2's ``DatasetCatalog`` / ``MetadataCatalog`` (a name
     registered before is replaced, so this is safe to call again).
@@ -253,14 +240,7 @@ def register_dataset(dataset: PreparedDataset) -> Registration:
     )
 
 
-class Detectron2Engine:
-    """:class:`~thingmask.engines.base.Engine` for detectron2 (this module's functions)."""
-
-    name: str = ENGINE_NAME
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    load_predictor = staticmethod(load_predictor)
-    register_dataset = staticmethod(register_dataset)
-
-
-ENGINE = Detectron2Engine()
+ENGINE = EngineFacade(
+    ENGINE_NAME, train=train, load_predictor=load_predictor, register_dataset=register_dataset
+)
+evaluate = ENGINE.evaluate  # the shared evaluation path, also as a function of this module

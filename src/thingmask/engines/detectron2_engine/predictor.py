@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own alias
+from detectron2.config import CfgNode
 from detectron2.data.transforms import ResizeShortestEdge
 from detectron2.layers.mask_ops import _do_paste_mask
 from detectron2.modeling import build_model
@@ -68,7 +69,7 @@ class D2Predictor(PredictorBase):
 
     def __init__(
         self,
-        cfg: Any,
+        cfg: CfgNode,
         class_names: Sequence[str],
         soft_masks: bool = False,
         run_dir: Path | None = None,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.data import transforms as T  # noqa: N812 - detectron2's own alias
 from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, hooks
@@ -32,6 +33,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from torch import nn
 
 from thingmask.augment import parse_augmentations, to_detectron2
+from thingmask.datasets.geometry import polygons_to_rle
 from thingmask.engines.base import TrainHook
 from thingmask.engines.detectron2_engine.checkpointer import SafeCheckpointer, load_with_advice
 
@@ -56,23 +58,21 @@ class BitmaskMapper(DatasetMapper):
     """
 
     def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
-        from pycocotools import mask as mask_utils
-
         h, w = dataset_dict["height"], dataset_dict["width"]
         annos = []
         for ann in dataset_dict.get("annotations", []):
             seg = ann.get("segmentation")
             if isinstance(seg, list):
-                polys = [p for p in seg if len(p) >= 6]
-                if not polys:
+                rle = polygons_to_rle(seg, h, w)
+                if rle is None:
                     continue  # no area: nothing to learn from
-                ann = {**ann, "segmentation": mask_utils.merge(mask_utils.frPyObjects(polys, h, w))}
+                ann = {**ann, "segmentation": rle}
             annos.append(ann)
         mapped: dict[str, Any] = super().__call__({**dataset_dict, "annotations": annos})
         return mapped
 
 
-def train_mapper(cfg: Any, augmentations: Sequence[T.Augmentation]) -> DatasetMapper:
+def train_mapper(cfg: CfgNode, augmentations: Sequence[T.Augmentation]) -> DatasetMapper:
     """The training mapper: ``ResizeShortestEdge`` from ``cfg.INPUT``, then ``augmentations``.
 
     Masks stay bitmasks through crops and rotations, and boxes are recomputed from them.
@@ -87,7 +87,7 @@ def train_mapper(cfg: Any, augmentations: Sequence[T.Augmentation]) -> DatasetMa
     )
 
 
-def recorded_augmentations(cfg: Any) -> list[T.Augmentation]:
+def recorded_augmentations(cfg: CfgNode) -> list[T.Augmentation]:
     """The augmentations ``build_cfg`` recorded in ``cfg.THINGMASK.AUGMENTATIONS`` (from
     ``config.augmentations``), as detectron2 ``Augmentation`` objects (none, with a warning,
     when ``cfg`` was not built by ``build_cfg``)."""
@@ -145,21 +145,21 @@ class SafeTrainer(DefaultTrainer):
 
     checkpointer: SafeCheckpointer  # replaced in build_hooks(), before any hook captures it
 
-    def __init__(self, cfg: Any, hooks: Sequence[TrainHook] = ()) -> None:
+    def __init__(self, cfg: CfgNode, hooks: Sequence[TrainHook] = ()) -> None:
         self._thingmask_hooks = tuple(hooks)  # read by build_hooks() during super().__init__
         super().__init__(cfg)
 
     @classmethod
-    def build_mapper(cls, cfg: Any) -> DatasetMapper:
+    def build_mapper(cls, cfg: CfgNode) -> DatasetMapper:
         """The training mapper; here resizing only."""
         return train_mapper(cfg, [])
 
     @classmethod
-    def build_train_loader(cls, cfg: Any) -> Any:
+    def build_train_loader(cls, cfg: CfgNode) -> Any:
         return build_detection_train_loader(cfg, mapper=cls.build_mapper(cfg))
 
     @classmethod
-    def build_optimizer(cls, cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
+    def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
         """SGD (detectron2's default) or, with ``THINGMASK.OPTIMIZER = "adamw"``, AdamW with
         the same parameter groups, weight decay and gradient clipping."""
         node = cfg.get("THINGMASK")
@@ -181,7 +181,7 @@ class SafeTrainer(DefaultTrainer):
         return optimizer
 
     @classmethod
-    def build_evaluator(cls, cfg: Any, dataset_name: str) -> COCOEvaluator:
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str) -> COCOEvaluator:
         return COCOEvaluator(
             dataset_name,
             tasks=("bbox", "segm"),
@@ -229,6 +229,6 @@ class MyTrainer(SafeTrainer):
     in ``cfg.THINGMASK.AUGMENTATIONS`` by ``build_cfg``) after the resize."""
 
     @classmethod
-    def build_train_loader(cls, cfg: Any) -> Any:
+    def build_train_loader(cls, cfg: CfgNode) -> Any:
         augs = recorded_augmentations(cfg)  # config.augmentations -> detectron2 Augmentations
         return build_detection_train_loader(cfg, mapper=train_mapper(cfg, augs))

@@ -16,13 +16,7 @@ Class-id convention inside this package only: torchvision label 0 is the backgro
 
 from thingmask.engines.torchvision_engine.calibrate import MASK_THRESHOLDS
 from thingmask.engines.torchvision_engine.data import train_loader
-from thingmask.engines.torchvision_engine.engine import (
-    ENGINE,
-    TorchvisionEngine,
-    evaluate,
-    load_predictor,
-    train,
-)
+from thingmask.engines.torchvision_engine.engine import ENGINE, evaluate, load_predictor, train
 from thingmask.engines.torchvision_engine.model import build_model
 from thingmask.engines.torchvision_engine.predictor import TorchvisionPredictor
 from thingmask.engines.torchvision_engine.trainer import Trainer
@@ -30,7 +24,6 @@ from thingmask.engines.torchvision_engine.trainer import Trainer
 __all__ = [
     "ENGINE",
     "MASK_THRESHOLDS",
-    "TorchvisionEngine",
     "TorchvisionPredictor",
     "Trainer",
     "build_model",

@@ -25,7 +25,7 @@ from thingmask.datasets.coco import (
 from thingmask.engines.device import resolve_device
 from thingmask.engines.distributed import rank as dist_rank
 from thingmask.engines.distributed import shard_batch_size, world_size
-from thingmask.engines.scoring import read_bgr
+from thingmask.io_utils import read_image_bgr
 
 __all__ = [
     "CocoInstances",
@@ -76,7 +76,8 @@ class CocoInstances:
 
     def read_image(self, index: int) -> np.ndarray:
         """Image ``index`` as ``(H, W, 3)`` uint8 BGR."""
-        return read_bgr(self.image_root / self.images[index]["file_name"], self.json_path)
+        name = self.images[index]["file_name"]
+        return read_image_bgr(self.image_root / name, f"{self.json_path} file_name")
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         info = self.images[index]

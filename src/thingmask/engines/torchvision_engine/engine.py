@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,20 +16,23 @@ import torch
 from thingmask.config import Config
 from thingmask.datasets.coco import PreparedDataset
 from thingmask.engines.base import (
+    EngineTrainer,
     Registration,
     TrainHook,
     check_engine,
+    checked_trainer,
     no_run_dir_error,
     read_model_meta,
 )
 from thingmask.engines.device import resolve_device
-from thingmask.engines.scoring import evaluate_run
+from thingmask.engines.facade import EngineFacade
+from thingmask.engines.results import TrainResult
 from thingmask.engines.torchvision_engine.data import CocoInstances
 from thingmask.engines.torchvision_engine.model import build_model
 from thingmask.engines.torchvision_engine.predictor import TorchvisionPredictor, coco_label_names
 from thingmask.engines.torchvision_engine.trainer import ENGINE_NAME, Trainer
 
-__all__ = ["ENGINE", "TorchvisionEngine", "evaluate", "load_predictor", "register_dataset", "train"]
+__all__ = ["ENGINE", "evaluate", "load_predictor", "register_dataset", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +44,19 @@ def train(
     *,
     hooks: Sequence[TrainHook] = (),
     resume_from: str | Path | None = None,
-    trainer: type[Trainer] | None = None,
-) -> dict[str, Any]:
-    """Train Mask R-CNN on ``dataset`` into ``run_dir`` with ``trainer`` (default
-    :class:`~thingmask.engines.torchvision_engine.trainer.Trainer`); see
+    trainer: type[EngineTrainer] | None = None,
+) -> TrainResult:
+    """Train Mask R-CNN on ``dataset`` into ``run_dir`` with ``trainer`` (a subclass of
+    :class:`~thingmask.engines.torchvision_engine.trainer.Trainer`, the default); see
     :class:`~thingmask.engines.base.Engine` for the arguments and :meth:`Trainer.train` for the
-    returned dict.
+    result.
 
     Resumes from ``resume_from`` (a checkpoint file; a mismatching one is an error), else, with
     ``config.resume``, from the newest valid checkpoint in
     ``<output_dir>/<run_name>-*/checkpoints``: model, optimizer, scheduler, RNG and iteration are
     restored, and training continues to ``config.iterations``.
     """
-    cls = Trainer if trainer is None else trainer
-    if not (isinstance(cls, type) and issubclass(cls, Trainer)):
-        raise TypeError(
-            f"trainer: got {cls!r}; expected a subclass of "
-            "thingmask.engines.torchvision_engine.trainer.Trainer (or None)"
-        )
+    cls = checked_trainer(trainer, Trainer, Trainer)
     return cls(config, dataset, run_dir, hooks=hooks, resume_from=resume_from).train()
 
 
@@ -119,18 +116,6 @@ def load_predictor(
     )
 
 
-def evaluate(config: Config, dataset: PreparedDataset, run_dir: str | Path) -> dict[str, Any]:
-    """COCO box + mask AP of the run's model on the validation split (see
-    :func:`thingmask.engines.scoring.evaluate_predictor`).
-
-    Images go through the predictor ``config.inference_batch`` at a time. Masks use the run's
-    calibrated ``mask_threshold`` (chosen on this same split, so mask AP
-    is slightly optimistic). With ``zero_training`` and no trained model in ``run_dir``, the COCO
-    model is scored (classes matched by name).
-    """
-    return evaluate_run(config, dataset, run_dir, load_predictor)
-
-
 def register_dataset(dataset: PreparedDataset) -> Registration:
     """torchvision has no catalog: the training split as the dataset object the loader reads.
 
@@ -148,14 +133,7 @@ def register_dataset(dataset: PreparedDataset) -> Registration:
     )
 
 
-class TorchvisionEngine:
-    """:class:`~thingmask.engines.base.Engine` for torchvision (this module's functions)."""
-
-    name: str = ENGINE_NAME
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    load_predictor = staticmethod(load_predictor)
-    register_dataset = staticmethod(register_dataset)
-
-
-ENGINE = TorchvisionEngine()
+ENGINE = EngineFacade(
+    ENGINE_NAME, train=train, load_predictor=load_predictor, register_dataset=register_dataset
+)
+evaluate = ENGINE.evaluate  # the shared evaluation path, also as a function of this module

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
 
-from thingmask.engines.base import COCO_CLASSES, InstanceTensors, PredictorBase, check_tensor_image
+from thingmask.engines.base import InstanceTensors, PredictorBase, check_tensor_image
+from thingmask.engines.coco_classes import COCO_CLASSES
 
 __all__ = ["TorchvisionPredictor", "coco_label_names"]
 

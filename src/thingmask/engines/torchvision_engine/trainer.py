@@ -53,6 +53,7 @@ from thingmask.engines.distributed import (
     world_size,
     wrap_ddp,
 )
+from thingmask.engines.results import TrainResult
 from thingmask.engines.torchvision_engine.calibrate import calibrate_mask_threshold
 from thingmask.engines.torchvision_engine.data import Target, TrainSamples, train_loader
 from thingmask.engines.torchvision_engine.model import build_model
@@ -310,11 +311,11 @@ class Trainer:
             state, self.run_dir / "checkpoints" / f"model_{self.iteration:07d}.pth"
         )
 
-    def train(self) -> dict[str, Any]:
-        """Train to ``config.iterations`` steps; returns (and writes to ``metrics.json``) the
-        :data:`~thingmask.engines.base.TRAIN_RESULT_KEYS` plus ``backbone``, ``device``, ``amp``
-        (mixed precision used), ``train_images``, ``batch_size``, ``mask_threshold``,
-        ``mask_threshold_val_iou`` and ``loss_history``."""
+    def train(self) -> TrainResult:
+        """Train to ``config.iterations`` steps; returns (and writes to ``metrics.json``, as
+        :meth:`TrainResult.to_dict`) the result with ``details``: ``backbone``, ``device``,
+        ``amp`` (mixed precision used), ``train_images``, ``batch_size``, ``mask_threshold``
+        and ``mask_threshold_val_iou``."""
         from tqdm.auto import tqdm
 
         c = self.config
@@ -367,10 +368,25 @@ class Trainer:
         self.model = unwrap(self.model)
         wall = time.perf_counter() - t0
         if not is_main():  # rank 0 writes the run folder
-            return {"engine": ENGINE_NAME, "run_dir": str(self.run_dir), "iterations": c.iterations}
+            return self._result(wall, {})
         return self._finish(wall, n_images)
 
-    def _finish(self, wall: float, n_images: int | None) -> dict[str, Any]:
+    def _result(self, wall: float, details: dict[str, Any]) -> TrainResult:
+        steps = max(1, self.iteration - self.start_iteration)
+        return TrainResult(
+            engine=ENGINE_NAME,
+            run_dir=self.run_dir,
+            model=self.run_dir / "model_final.pth",
+            start_iteration=self.start_iteration,
+            iterations=self.iteration,
+            final_loss=self.history[-1]["loss"] if self.history else None,
+            wall_time_s=round(wall, 2),
+            seconds_per_iteration=round(wall / steps, 4),
+            loss_history=tuple(self.history),
+            details=details,
+        )
+
+    def _finish(self, wall: float, n_images: int | None) -> TrainResult:
         """Calibrate, write the final model, meta, metrics and loss curve; call after_train."""
         c = self.config
         threshold, calibration = calibrate_mask_threshold(
@@ -383,16 +399,7 @@ class Trainer:
             final,
         )
         atomic_write_json(self.run_dir / "model_meta.json", self.meta)
-        steps = max(1, self.iteration - self.start_iteration)
-        metrics = {
-            "engine": ENGINE_NAME,
-            "run_dir": str(self.run_dir),
-            "model": str(final),
-            "start_iteration": self.start_iteration,
-            "iterations": self.iteration,
-            "final_loss": self.history[-1]["loss"] if self.history else None,
-            "wall_time_s": round(wall, 2),
-            "seconds_per_iteration": round(wall / steps, 4),
+        details = {
             "backbone": c.backbone,
             "device": str(self.device),
             "amp": self.amp,
@@ -400,9 +407,9 @@ class Trainer:
             "batch_size": c.batch_size,
             "mask_threshold": threshold,
             "mask_threshold_val_iou": calibration,
-            "loss_history": self.history,
         }
-        atomic_write_json(self.run_dir / "metrics.json", metrics)
+        metrics = self._result(wall, details)
+        atomic_write_json(self.run_dir / "metrics.json", metrics.to_dict())
         if self.history:
             save_loss_curve(self.history, self.run_dir / "loss_curve.png")
         for hook in self.hooks:
