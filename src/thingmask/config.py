@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from thingmask.augment import parse_augmentations
-from thingmask.errors import ConfigError
+from thingmask.errors import ConfigError, setting_fix
 
 __all__ = [
     "AUGMENTATION_DEFAULT",
@@ -179,8 +179,8 @@ class Config:
         if bad:
             raise ConfigError(
                 f"display_things: {bad} are not classes of the dataset/model. "
-                f"Valid choices: {valid}. Fix display_things in the "
-                "global-variables cell or the config YAML."
+                f"Valid choices: {valid}. "
+                + setting_fix("display_things", "[" + ",".join(valid[:2]) + "]")
             )
 
     def new_run_dir(self, now: _dt.datetime | None = None) -> Path:
@@ -229,10 +229,7 @@ _TYPE_NAMES = {
 
 
 def _fail(key: str, value: Any, expected: str) -> typing.NoReturn:
-    raise ConfigError(
-        f"{key}: got {_plain(value)!r}; expected {expected}. Fix '{key}' in the "
-        "global-variables cell or the config YAML."
-    )
+    raise ConfigError(f"{key}: got {_plain(value)!r}; expected {expected}. " + setting_fix(key))
 
 
 def _check_types(cfg: Config) -> None:

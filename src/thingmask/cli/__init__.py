@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 
 from thingmask.cli import data, labeling, sections, video
+from thingmask.errors import speak_to
 
 __all__ = ["build_parser", "main"]
 
@@ -46,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        with speak_to("cli"):  # a setting's fix reads --set KEY=VALUE / --config, not "the cell"
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"thingmask {args.command}: interrupted", file=sys.stderr)
         return 130

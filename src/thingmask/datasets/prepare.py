@@ -45,8 +45,8 @@ from thingmask.datasets.remap import apply_class_map
 from thingmask.datasets.report import Report
 from thingmask.datasets.split import assign_splits
 from thingmask.datasets.validate import check_coco
-from thingmask.datasets.write import write_prepared
-from thingmask.errors import ConfigError, InputError
+from thingmask.datasets.write import check_prepare_output, record_prepared, write_prepared
+from thingmask.errors import ConfigError, InputError, setting_fix
 from thingmask.io_utils import atomic_write_json
 
 __all__ = ["PrepareResult", "check_output_separate", "prepare_dataset", "prepare_from_config"]
@@ -119,6 +119,7 @@ def prepare_dataset(
     """
     source, output = Path(source), Path(output)
     check_output_separate(source, output, image_dir)
+    check_prepare_output(output, preview)  # new, empty or prepare's own; its files ours
     class_names = parse_class_names(names) if names else None
     report = Report()
     report.summary.update(source=str(source), format=fmt, output=str(output))
@@ -222,10 +223,12 @@ def prepare_dataset(
     report.summary.update(iteration=record["iteration"], origins=record["origins"])
     atomic_write_json(output / LABELS_RECORD, record)
     report.write_json(output / "report.json")
+    record_prepared(output, [output / LABELS_RECORD, output / "report.json"])  # as written now
     if preview:
         from thingmask.datasets.preview import preview_dataset
 
         preview_dataset(dataset, output / "preview")
+        record_prepared(output, [output / "preview"])
     return PrepareResult(dataset, report, output)
 
 
@@ -235,9 +238,9 @@ def prepare_from_config(config: Config, **kwargs: Any) -> PrepareResult:
     (``image_dir``, ``class_attribute``, ...)."""
     if not config.dataset_source:
         raise ConfigError(
-            "dataset_source: got ''; expected your annotation export (a folder "
-            "or .json file). Set it in the global-variables cell or the config "
-            "YAML, or set generate_synthetic=True for the demo data."
+            "dataset_source: got ''; expected your annotation export (a folder or .json "
+            "file), or generate_synthetic=True for the demo data. "
+            + setting_fix("dataset_source", "path/to/export")
         )
     kwargs.setdefault("names", config.dataset_class_names or None)
     return prepare_dataset(
@@ -297,6 +300,7 @@ def check_output_separate(
 def _stop(report: Report, output: Path) -> PrepareResult:
     try:
         report.write_json(output / "report.json")
+        record_prepared(output, [output / "report.json"])
     except OSError as exc:
         log.warning("could not write %s: %s", output / "report.json", exc)
     report.log_counts(log)
