@@ -459,6 +459,75 @@ for path in video.videos[:3]:  # the first few of a batch
     display(HTML(pipeline.preview_html(path)))
 
 # %% [markdown]
+# ## 8b · Label more: the frames worth annotating, pre-labelled, and the ones the model gets wrong
+#
+# On your own footage the costly step is labels. The loop, as DeepLabCut and SLEAP users know
+# it: **pick** diverse frames (k-means over small grey thumbnails: one frame per kind of scene,
+# not one a second) → **pre-label** them with this run (masks → editable polygons, labelme JSON
+# beside each frame) → **annotate**: correct them in labelme, or untick `prelabel_unreviewed`
+# to accept one → **suggest**: the frames where the model probably errs (an animal missing
+# for 1-3 frames, uncertain scores, jumping masks, broken tracks) → **re-prepare** and
+# **retrain**. Pre-labels nobody reviewed never train: `prepare` leaves them out unless told
+# to accept them (done here, since nobody annotates the synthetic data). The command line
+# does the same: `thingmask frames`, `prelabel`, `suggest`, `prepare` (README).
+
+# %%
+from thingmask.labeling.frames import FrameOptions, write_frames
+from thingmask.labeling.prelabel import write_prelabels
+
+label_frames = 8  # frames per video per round (20 is a good start on real footage)
+labels_dir = run_folder / "label-more"  # your labelme project: frames + pre-labels
+n_pick = min(label_frames, max(1, info.frames // 2))  # a clip shorter than 16 frames: half
+picked, _ = write_frames([video_source], labels_dir, FrameOptions(n=n_pick, seed=config.seed))
+print("picked frames", [p.index for p in picked], "→", labels_dir)
+# every class the model knows is pre-labelled: a frame trained on must label all its animals
+pres, _, _ = write_prelabels(labels_dir, labels_dir, predictor, config, predictor.class_names,
+                             all_classes=True, run=str(run_folder))
+print(f"{sum(len(p.instances) for p in pres)} instances pre-labelled as polygons, e.g.",
+      [name for name, _, _ in pres[0].instances])
+
+# %% [markdown]
+# **Annotate** (on your own data): open `labels_dir` in labelme (`labelme <folder> --nodata
+# --labels <folder>/labels.txt`), go through the frames, correct the polygons, untick
+# `prelabel_unreviewed` where a pre-label is right, save. Then let the model point at the
+# frames it probably gets wrong; they are written beside the others, pre-labelled too, and
+# `suggestions.csv` says which criteria fired on each.
+
+# %%
+from thingmask.labeling.suggest import write_suggestions
+
+suggested, images = write_suggestions([video_source], labels_dir, predictor, config,
+                                      label_frames, seed=config.seed)
+write_prelabels(images, labels_dir, predictor, config, predictor.class_names,
+                all_classes=True, run=str(run_folder))
+for s in suggested:
+    print(f"frame {s.index} ({s.time:.2f} s): {', '.join(s.criteria)}")
+
+# %% [markdown]
+# **Re-prepare and retrain.** `prepare` reads the labelme folder; into an existing prepared
+# folder it is the next iteration (val frozen, new images to train; `labels.json` records each
+# label's origin and iteration). The retraining here is short, to show the step: on real data
+# train as long as section 4.
+
+# %%
+from thingmask.datasets.prepare import prepare_dataset
+
+more = prepare_dataset(labels_dir, run_folder / "dataset-more", accept_prelabels=True)
+print("label origins:", more.report.summary.get("origins"))
+if more.ok:  # a barely trained model may find nothing to pre-label: then there is no dataset
+    retrain_config = config.replace(
+        dataset_dir=str(more.output), generate_synthetic=False,
+        run_name=f"{config.run_name}_more", iterations=max(1, config.iterations // 4),
+    )
+    retrain_dir = pipeline.start_run(retrain_config)
+    pipeline.train(retrain_config, more.dataset, retrain_dir, trainer=MyTrainer)
+    retrain_ap = pipeline.evaluate(retrain_config, more.dataset, retrain_dir)
+    print(f"retrained on {more.report.summary['images']} frames → {retrain_dir}",
+          {k: retrain_ap.segm.get(k) for k in ("AP", "AP50")} if retrain_ap else None)
+else:
+    print(more.report.text())
+
+# %% [markdown]
 # ## 9 · Save to Google Drive, summary, walk away
 #
 # A Colab runtime and its disk disappear when the session ends. In Colab with

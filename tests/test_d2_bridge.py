@@ -256,7 +256,7 @@ def test_resume_from_rejects_bad_files(tmp_path, name, content, error, match):
 
 def test_resume_prefers_the_run_folders_own_checkpoint(tmp_path):
     out = tmp_path / "outputs"
-    earlier, run = out / "demo-1", out / "demo-2"
+    earlier, run = out / "demo-20260101-000000", out / "demo-20260102-000000"
     earlier.mkdir(parents=True)
     run.mkdir()
     _ckpt(earlier / "model_0000099.pth", 99)
@@ -269,7 +269,7 @@ def test_resume_prefers_the_run_folders_own_checkpoint(tmp_path):
 
 def test_resume_skips_runs_with_other_model_settings(tmp_path, caplog):
     out = tmp_path / "outputs"
-    earlier, run = out / "demo-1", out / "demo-2"
+    earlier, run = out / "demo-20260101-000000", out / "demo-20260102-000000"
     earlier.mkdir(parents=True)
     _ckpt(earlier / "model_0000099.pth", 99)
     (earlier / d2e.D2_CONFIG_FILE).write_text("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 5\n")

@@ -392,6 +392,11 @@ def test_colab_run_all_installs_thingmask_in_the_same_kernel(tmp_path, monkeypat
     (run,) = (tmp_path / "out").glob("colab-*")
     summary = json.loads((run / "summary.json").read_text())
     assert 0.0 <= summary["mean_iou"] <= 1.0 and (run / "demo_cutout.mp4").is_file()
+    # section 8b, the labelling loop: frames picked and pre-labelled, suggestions, re-prepared
+    labels = run / "label-more"
+    assert (labels / "frames.csv").is_file() and (labels / "suggestions.csv").is_file()
+    assert list(labels.glob("demo/demo_*.json")), "no pre-labels written"
+    assert "label origins:" in printed("prepare_dataset(labels_dir")
 
 
 # --- the whole notebook, headless --------------------------------------------------------------
@@ -443,6 +448,8 @@ def test_notebook_runs_headless_with_tiny_parameters(tmp_path, engine):
         "demo_loop.mp4",
         "summary.json",
         "demo_cutout.mp4",
+        "label-more/frames.csv",
+        "label-more/suggestions.csv",
     ):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     executed = nbformat.read(run / "notebook.ipynb", as_version=4)

@@ -136,23 +136,24 @@ def test_output_beside_an_annotation_file_is_allowed(tmp_path):
 
 
 def test_nothing_is_written_through_hard_links(tmp_path):
-    """Outputs replace directory entries (write to a temporary name, then rename): a file of
-    the output hard-linked to a source file keeps the source's bytes."""
+    """A folder holding hard links into the source is not prepare's: refused, untouched; in a
+    folder prepare wrote, a link the user put at an image's name is refused too."""
     src = write_coco(tmp_path / "src", name="train.json")
     out = tmp_path / "out"
     (out / "images").mkdir(parents=True)
     os.link(src / "train.json", out / "train.json")
     os.link(src / "images" / "0.png", out / "images" / "0.png")
-    (src / "images" / "9.png").write_bytes(b"not listed in the annotations")
-    os.link(src / "images" / "9.png", out / "images" / "9.png")
-    before = snapshot(src)
-    result = prepare_dataset(src, out)
-    assert result.ok, result.report.text()
+    before, listing = snapshot(src), sorted(out.rglob("*"))
+    with pytest.raises(InputError, match="not written by thingmask prepare"):
+        prepare_dataset(src, out)
+    assert snapshot(src) == before and sorted(out.rglob("*")) == listing
+    fresh = tmp_path / "fresh"
+    assert prepare_dataset(src, fresh).ok
+    (fresh / "images" / "0.png").unlink()
+    os.link(src / "images" / "0.png", fresh / "images" / "0.png")
+    with pytest.raises(InputError, match=r"0\.png: exists and was not written by thingmask"):
+        prepare_dataset(src, fresh)
     assert snapshot(src) == before
-    assert json.loads((out / "train.json").read_text())["info"]["description"].startswith(
-        "prepared by thingmask"
-    )
-    assert (out / "images" / "9.png").read_bytes() == b"not listed in the annotations"
 
 
 def test_rerun_removes_only_its_own_copies(tmp_path):
@@ -161,10 +162,14 @@ def test_rerun_removes_only_its_own_copies(tmp_path):
     mine = tmp_path / "out" / "images" / "mine.png"
     mine.write_bytes(b"user file")
     manifest = tmp_path / "out" / ".prepare-manifest.json"
-    data = json.loads(manifest.read_text())
+    good = manifest.read_text()
+    data = json.loads(good)
     data["images"]["../train.json"] = data["images"]["0.png"]  # a tampered manifest entry
-    manifest.write_text(json.dumps(data))
+    manifest.write_text(json.dumps(data))  # edited by hand: no longer prepare's own file
     write_coco(tmp_path / "src2", n=2)
+    with pytest.raises(InputError, match=r"prepare-manifest\.json: exists and was not written"):
+        prepare_dataset(tmp_path / "src2", tmp_path / "out")
+    manifest.unlink()  # the user removes the edited file: prepare goes on
     assert prepare_dataset(tmp_path / "src2", tmp_path / "out").ok
     assert mine.read_bytes() == b"user file"
     assert (tmp_path / "out" / "train.json").is_file()  # never deleted outside images/

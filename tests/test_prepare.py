@@ -95,7 +95,8 @@ def test_rerun_is_idempotent_and_cheap(tmp_path):
     assert result.ok
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert set(after) == set(before)
-    assert all(after[p] == before[p][0] for p in after)
+    manifest = out / ".thingmask-manifest.json"  # records report.json's new copy
+    assert all(after[p] == before[p][0] for p in after if p != manifest)
     images = [p for p in before if "images" in p.parts]
     assert all(p.stat().st_mtime_ns == before[p][1] for p in images)  # not rewritten
 
@@ -133,7 +134,10 @@ def test_errors_write_only_the_report(tmp_path):
     result = prepare_dataset(tmp_path / "src", tmp_path / "out")
     assert result.dataset is None and not result.ok
     assert "image-missing" in result.report.rules("error")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        ".thingmask-manifest.json",  # report.json recorded as prepare's own
+        "report.json",
+    ]
 
 
 def test_prepare_from_config(tmp_path):

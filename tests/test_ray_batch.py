@@ -152,8 +152,8 @@ def test_worker_killed_mid_video_is_redone_on_rerun(
     assert len(failed) == 1 and "WorkerDied" in failed[0].error
     assert sorted(r.status for r in first) == ["done", "done", "failed"]
     victim = Path(failed[0].source).stem
-    # killed mid-video: only hidden partial files, nothing under the final names
-    assert hidden_partials(out)
+    # killed mid-video: nothing under the final names; its stage went when the batch ended
+    assert hidden_partials(out) == [] and not list(out.glob(".thingmask-stage-*"))
     assert not any(p.name.startswith(f"{victim}_cutout") for p in out.iterdir())
 
     rerun = process_many_ray(clips, out, config, run_dir, actors=2, progress=False)

@@ -24,6 +24,7 @@ from thingmask.cli import main
 from thingmask.config import Config, ConfigError
 from thingmask.detections import Detections
 from thingmask.jobs.batch import find_videos
+from thingmask.jobs.commit import open_stage
 from thingmask.jobs.job import process_many, process_video
 from thingmask.jobs.outputs import output_paths
 from thingmask.runs import find_latest_run
@@ -127,14 +128,19 @@ def test_rerun_skips_finished_and_redoes_on_changed_settings(tmp_path: Path) -> 
     assert process_video(src, dst, pred, cfg(canvas="grey"), progress=False).status == "done"
 
 
-def test_leftover_partial_is_replaced(tmp_path: Path, caplog) -> None:
+def test_leftover_stage_is_removed_and_nothing_else(tmp_path: Path, caplog) -> None:
     src = make_input(tmp_path / "walk.mp4", n=6)
     dst = tmp_path / "walk_cutout.mp4"
-    partial_path(dst).write_bytes(b"half a video from a killed run")
-    with caplog.at_level(logging.INFO, logger="thingmask.jobs.job"):
+    stage = open_stage(tmp_path, "walk_cutout")  # what a killed run leaves
+    (stage / partial_path(dst).name).write_bytes(b"half a video from a killed run")
+    lookalike = tmp_path / ".thingmask-stage-mine"  # a user's folder of that name: no mark
+    lookalike.mkdir()
+    (lookalike / "keep.txt").write_text("mine")
+    with caplog.at_level(logging.INFO, logger="thingmask.jobs.commit"):
         result = process_video(src, dst, ColourPredictor(), cfg(), progress=False)
     assert "unfinished" in caplog.text
-    assert result.status == "done" and not partial_path(dst).exists()
+    assert result.status == "done" and not stage.exists()
+    assert (lookalike / "keep.txt").read_text() == "mine"
 
 
 KILL_SCRIPT = textwrap.dedent("""
@@ -168,12 +174,13 @@ def test_killed_run_leaves_playable_partial_then_resumes(tmp_path: Path) -> None
         if proc.poll() is None:
             proc.kill()
     assert not dst.exists() and not output_paths(dst, cfg())["metadata"].exists()
-    with open_video(partial_path(dst)) as r:  # fragmented MP4: playable up to the last fragment
+    (stage,) = tmp_path.glob(".thingmask-stage-*")  # all that a killed run leaves
+    with open_video(stage / partial_path(dst).name) as r:  # fragmented MP4: playable so far
         partial = list(r.frames())
     assert 20 <= len(partial) <= 91
     result = process_video(src, dst, ColourPredictor(), cfg(), progress=False)
     assert result.status == "done" and result.frames_written == 100
-    assert not partial_path(dst).exists()
+    assert not stage.exists()
     assert not list(tmp_path.glob(".*part*"))
     assert process_video(src, dst, ColourPredictor(), cfg(), progress=False).status == "skipped"
 
@@ -276,11 +283,13 @@ def test_cli_without_a_trained_model_says_train_first(tmp_path: Path, capsys) ->
 def test_cli_runs_with_newest_run(tmp_path: Path, monkeypatch) -> None:
     src = make_input(tmp_path / "walk.mp4", n=3)
     runs = tmp_path / "outputs"
-    for name in ("demo-old", "demo-new"):
+    for name in ("demo-20250101-000000", "demo-20250102-000000"):
         (runs / name).mkdir(parents=True)
         (runs / name / "model_meta.json").write_text(json.dumps({"engine": "torchvision"}))
-        os.utime(runs / name / "model_meta.json", (1e9, 1e9) if name == "demo-old" else None)
-    assert find_latest_run(runs) == runs / "demo-new"
+        os.utime(
+            runs / name / "model_meta.json", (1e9, 1e9) if name == "demo-20250101-000000" else None
+        )
+    assert find_latest_run(runs) == runs / "demo-20250102-000000"
     loaded = []
 
     class FakeEngine:
@@ -295,11 +304,11 @@ def test_cli_runs_with_newest_run(tmp_path: Path, monkeypatch) -> None:
     args = [str(src), "--canvas", "grey", "--track", "--no-csv"]
     args += [f"--set=output_dir={runs}", "--set=display_things=[cat]"]
     assert run_cli(args) == 0
-    assert loaded == [("grey", runs / "demo-new")]
-    out = runs / "demo-new" / "walk_cutout.mp4"
-    meta = json.loads((runs / "demo-new" / "walk_cutout.json").read_text())
+    assert loaded == [("grey", runs / "demo-20250102-000000")]
+    out = runs / "demo-20250102-000000" / "walk_cutout.mp4"
+    meta = json.loads((runs / "demo-20250102-000000" / "walk_cutout.json").read_text())
     assert out.is_file() and meta["job"]["settings"]["tracking"] is True
-    assert not (runs / "demo-new" / "walk_cutout.csv").exists()
+    assert not (runs / "demo-20250102-000000" / "walk_cutout.csv").exists()
     single = tmp_path / "single.webm"
     args = [str(src), "-o", str(single), "--format", "webm", f"--set=output_dir={runs}"]
     assert run_cli([*args, "--set=display_things=[cat]"]) == 0

@@ -7,8 +7,10 @@ takes them as inputs; running a finished batch again writes nothing.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -70,7 +72,7 @@ def cli(monkeypatch, tmp_path: Path):
     """``thingmask video ...`` with a stand-in model (a run folder that loads RedIsCat)."""
     import thingmask.pipeline
 
-    run = tmp_path / "outputs" / "demo-1"
+    run = tmp_path / "outputs" / "demo-20250101-120000"
     run.mkdir(parents=True)
     (run / "model_meta.json").write_text(json.dumps({"engine": "torchvision"}))
 
@@ -173,7 +175,7 @@ def test_files_that_are_not_outputs_are_never_replaced(tmp_path) -> None:
     notes = tmp_path / "out" / "clip_cutout.json"
     notes.parent.mkdir()
     notes.write_text('{"my": "own notes"}')
-    with pytest.raises(InputError, match="not thingmask's metadata"):
+    with pytest.raises(InputError, match="not written by thingmask"):
         process_video(src, tmp_path / "out" / "clip_cutout.mp4", RedIsCat(), cfg())
     assert notes.read_text() == '{"my": "own notes"}'
     photos = tmp_path / "photos"
@@ -185,7 +187,7 @@ def test_files_that_are_not_outputs_are_never_replaced(tmp_path) -> None:
     table = tmp_path / "tables" / "summary.csv"
     table.parent.mkdir()
     table.write_text("species,count\ncat,3\n")
-    with pytest.raises(InputError, match="not thingmask's batch summary"):
+    with pytest.raises(InputError, match=r"summary\.csv: exists and was not written by thingmask"):
         process_many(src, table.parent, RedIsCat(), cfg(), progress=False)
     assert table.read_text() == "species,count\ncat,3\n"
     assert sorted(p.name for p in table.parent.iterdir()) == ["summary.csv"]
@@ -239,3 +241,77 @@ def test_a_folder_of_only_outputs_says_so(tmp_path) -> None:
     process_many(src, out, RedIsCat(), cfg(), progress=False)
     with pytest.raises(VideoError, match="only thingmask's own outputs"):
         find_videos(out)
+
+
+# -- only thingmask's own files are replaced; one writer per folder (issue 18) --------------------
+def test_cli_refuses_users_files_at_output_names_and_overwrite_replaces_only_those(
+    cli, tmp_path, capsys
+) -> None:
+    folder = tmp_path / "in"
+    src = clip(folder / "clip.mp4")
+    users = {folder / n: f"the user's {n}\n" for n in ("clip.rle.jsonl", "clip_mask.mp4")}
+    notes = folder / "clip_notes.txt"
+    for path, text in {**users, notes: "notes\n"}.items():
+        path.write_text(text)
+    before = {p: fingerprint(p) for p in [src, notes, *users]}
+    args = [str(src), "-o", str(folder / "clip.webm"), "--format", "webm", "--rle", "--mask-video"]
+    assert cli(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--overwrite" in err
+    assert all(str(p) in err for p in users)
+    assert {p: fingerprint(p) for p in before} == before
+    assert not (folder / "clip.webm").exists() and not (folder / "clip.json").exists()
+    assert cli(*args, "--overwrite") == 0
+    assert all(p.read_bytes() != text.encode() for p, text in users.items())  # replaced
+    assert fingerprint(src) == before[src] and fingerprint(notes) == before[notes]
+    assert cli(*args) == 0  # now thingmask's own: a plain re-run skips, no --overwrite needed
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_a_second_writer_into_a_folder_stops_with_one_line(cli, tmp_path, capsys) -> None:
+    from thingmask.ownership import folder_lock
+
+    src = clip(tmp_path / "in" / "clip.mp4")
+    out = tmp_path / "out"
+    with folder_lock(out):  # another driver holds the folder
+        assert cli(str(src), "-o", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another thingmask run is writing into this folder" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == [".thingmask.lock"]
+    assert cli(str(src), "-o", str(out)) == 0  # once it is gone, the batch runs
+
+
+def test_a_blank_video_says_so_in_the_log_and_the_summary(tmp_path, caplog) -> None:
+    src = write_video(tmp_path / "in" / "meadow.mp4", [np.full((H, W, 3), 90, np.uint8)] * 5, 25)
+    with caplog.at_level(logging.WARNING):
+        (result,) = process_many(src, tmp_path / "out", RedIsCat(), cfg(), progress=False)
+    assert result.empty_frames == 5 and result.empty_share == 1.0
+    assert "nothing was kept in 5 of 5 frames" in caplog.text and "display_things" in caplog.text
+    rows = list(csv.DictReader((tmp_path / "out" / "summary.csv").read_text().splitlines()))
+    assert rows[0]["empty_share"] == "1.0"
+    caplog.clear()
+    (walk,) = process_many(clip(tmp_path / "in2" / "w.mp4"), tmp_path / "o2", RedIsCat(), cfg())
+    assert walk.empty_share == 0.0 and "nothing was kept" not in caplog.text
+
+
+def test_setting_errors_speak_the_language_of_where_they_are_typed(cli, tmp_path, capsys) -> None:
+    src = clip(tmp_path / "in" / "clip.mp4")
+    outputs = f"--set=output_dir={tmp_path / 'outputs'}"  # the fixture's stand-in model
+    assert (
+        main(
+            [
+                "video",
+                str(src),
+                "-o",
+                str(tmp_path / "o.mp4"),
+                outputs,
+                "--set=display_things=[zebra]",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "--set display_things=[cat]" in err and "--config" in err and "cell" not in err
+    with pytest.raises(InputError, match="global-variables cell") as notebook:
+        Config(display_things=["zebra"]).check_classes(["cat"])
+    assert "--set" not in str(notebook.value)

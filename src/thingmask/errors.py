@@ -10,7 +10,32 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-__all__ = ["ConfigError", "InputError", "StageError", "named_stage"]
+__all__ = ["ConfigError", "InputError", "StageError", "named_stage", "setting_fix", "speak_to"]
+
+# Who reads the messages: the notebook (cells) unless the command line said otherwise; a fix is
+# only useful in the words of the place the user types it.
+_AUDIENCE = {"now": "notebook"}
+
+
+@contextlib.contextmanager
+def speak_to(audience: str) -> Iterator[None]:
+    """Within the block, :func:`setting_fix` words fixes for ``"cli"`` (``thingmask``'s commands
+    run inside one) or ``"notebook"`` (the default outside)."""
+    if audience not in ("cli", "notebook"):
+        raise ValueError(f"audience: got {audience!r}; expected 'cli' or 'notebook'")
+    before, _AUDIENCE["now"] = _AUDIENCE["now"], audience
+    try:
+        yield
+    finally:
+        _AUDIENCE["now"] = before
+
+
+def setting_fix(key: str, example: str = "VALUE") -> str:
+    """How to change setting ``key``, in the words of where the user is: on the command line
+    ``--set key=example`` or the ``--config`` YAML; in the notebook, the global-variables cell."""
+    if _AUDIENCE["now"] == "cli":
+        return f"Fix it with --set {key}={example} or in the YAML file given to --config."
+    return f"Fix {key} in the global-variables cell or the config YAML."
 
 
 class InputError(ValueError):

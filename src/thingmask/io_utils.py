@@ -16,7 +16,13 @@ from thingmask.errors import InputError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "read_image_bgr"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_json",
+    "atomic_write_text",
+    "create_exclusive",
+    "read_image_bgr",
+]
 
 
 @contextlib.contextmanager
@@ -57,6 +63,22 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON atomically; return the path."""
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def create_exclusive(path: str | Path, binary: bool = True) -> int:
+    """Create ``path`` as a new empty file and return its open (write-only) descriptor.
+
+    Whatever is at ``path`` already (a leftover temporary file, or a link someone placed there)
+    is unlinked first, never followed; the file is then created with ``O_CREAT | O_EXCL |
+    O_NOFOLLOW``, so no pre-placed name or link can redirect the write. For temporary names
+    only: never call it on a final output name.
+    """
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.open(path, flags | getattr(os, "O_BINARY", 0) * binary, 0o666)
 
 
 def read_image_bgr(path: str | Path, what: str = "") -> np.ndarray:

@@ -8,6 +8,9 @@
     thingmask predict  IMAGE... [--run RUN_DIR] --output DIR          display things on images
     thingmask video    SRC --output OUT [--run RUN_DIR] [...]         cut-out video + data
     thingmask evaluate-video PRED GT [--output DIR]                   J, F, id switches vs GT
+    thingmask frames   VIDEO --output DIR [--n 20]                    frames worth annotating
+    thingmask prelabel IMAGES|VIDEO --run RUN_DIR --output DIR        predictions → annotations
+    thingmask suggest  VIDEO --run RUN_DIR --output DIR [--n 20]      frames the model gets wrong
 
 Bad input ends with one line naming the file/setting and the fix (exit 2); ``--debug`` shows
 the traceback.
@@ -20,7 +23,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from thingmask.cli import data, sections, video
+from thingmask.cli import data, labeling, sections, video
+from thingmask.errors import speak_to
 
 __all__ = ["build_parser", "main"]
 
@@ -32,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sections.add_parsers(sub)  # demo, generate, train, evaluate, predict
     data.add_parsers(sub)  # prepare
     video.add_parsers(sub)  # video, evaluate-video
+    labeling.add_parsers(sub)  # frames, prelabel, suggest
     return parser
 
 
@@ -42,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        with speak_to("cli"):  # a setting's fix reads --set KEY=VALUE / --config, not "the cell"
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"thingmask {args.command}: interrupted", file=sys.stderr)
         return 130

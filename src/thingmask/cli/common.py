@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from thingmask.config import Config, load_config, parse_overrides
+from thingmask.config import Config, load_config, parse_overrides, run_config
 
 DEFAULT_NOTEBOOK = Path("notebooks/thingmask.ipynb")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(args.config, parse_overrides(getattr(args, "overrides", []) or []))
+    """``--config`` + KEY=VALUE; with ``--run RUN`` on top of the run's own ``config.yaml``
+    (a run is enough to use its model: its classes, display things, sizes, thresholds)."""
+    overrides = parse_overrides(getattr(args, "overrides", []) or [])
+    if getattr(args, "run", None):
+        return run_config(args.run, args.config, overrides)
+    return load_config(args.config, overrides)
 
 
 def add_common(parser: argparse.ArgumentParser, overrides: bool = True) -> None:

@@ -56,6 +56,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         convert_crowd=args.convert_crowd,
         names=args.names or config.dataset_class_names or None,
         preview=not args.no_preview,
+        accept_prelabels=args.accept_prelabels,
     )
     print(result.report.text())
     if not result.ok:
@@ -64,7 +65,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             f"{Path(output) / 'report.json'}. Fix them and run prepare again"
         )
     extra = "" if args.no_preview else ", preview/"
-    print(f"\nwrote {output}: train.json, val.json, images/, report.json{extra}")
+    summary = result.report.summary
+    print(f"\nwrote {output}: train.json, val.json, images/, labels.json, report.json{extra}")
+    print(f"labelling iteration {summary.get('iteration')}, label origins {summary.get('origins')}")
     return 0
 
 
@@ -121,4 +124,9 @@ def add_parsers(sub: Any) -> None:
         "(YOLO without its class list; class order for labelme/VIA)",
     )
     p.add_argument("--no-preview", action="store_true", help="skip <output>/preview/")
+    p.add_argument(
+        "--accept-prelabels",
+        action="store_true",
+        help="train on thingmask pre-labels nobody reviewed, as they are (scripts, tests)",
+    )
     p.set_defaults(func=cmd_prepare)

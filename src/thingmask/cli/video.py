@@ -44,14 +44,25 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.ray is not None:  # the batch spread over Ray workers, one model each
         ray_options = {"actors": args.ray_actors, "gpus_per_actor": args.ray_gpus_per_actor}
         results = process_many_ray(
-            src, out_dir, config, run_dir, address=args.ray or None, force=args.force, **ray_options
+            src,
+            out_dir,
+            config,
+            run_dir,
+            address=args.ray or None,
+            force=args.force,
+            overwrite=args.overwrite,
+            **ray_options,
         )
     elif Path(src).is_file() and out and Path(out).suffix.lower() in (".mp4", ".webm", ".mov"):
         predictor = pipeline.load_predictor(config, run_dir)
-        results = [process_video(src, out, predictor, config, force=args.force)]
+        results = [
+            process_video(src, out, predictor, config, force=args.force, overwrite=args.overwrite)
+        ]
     else:
         predictor = pipeline.load_predictor(config, run_dir)
-        results = process_many(src, out_dir, predictor, config, force=args.force)
+        results = process_many(
+            src, out_dir, predictor, config, force=args.force, overwrite=args.overwrite
+        )
     for r in results:
         print(f"{r.source}: {r.status} -> {r.output} {r.error}".rstrip())
     failed = [r for r in results if r.status == "failed"]
@@ -112,6 +123,12 @@ def _add_video(sub: Any) -> None:
             flag, dest=key, default=None, action=argparse.BooleanOptionalAction, help=text
         )
     p.add_argument("--force", action="store_true", help="redo videos already finished")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files at the output names that thingmask did not write (by default they "
+        "are refused, exit 2, the message naming them)",
+    )
     p.add_argument(
         "--ray",
         nargs="?",

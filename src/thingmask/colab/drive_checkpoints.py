@@ -11,7 +11,6 @@ skipped) and :func:`fetch_checkpoint` brings it back to local disk to resume fro
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from thingmask.engines.checkpoints import (
     find_latest_checkpoint,
     is_valid_checkpoint,
 )
+from thingmask.runs import find_run_checkpoint
 
 __all__ = ["DriveCheckpointHook", "fetch_checkpoint", "find_resume_checkpoint"]
 
@@ -127,16 +127,7 @@ def find_resume_checkpoint(drive_root: str | Path, run_name: str) -> Path | None
     truncated or unreadable checkpoints (a sync cut short) are skipped with a warning. Works on
     any folder, e.g. the local ``output_dir``.
     """
-    root = Path(drive_root)
-    if not root.is_dir():
-        return None
-    pattern = re.compile(rf"{re.escape(run_name)}-\d{{8}}-\d{{6}}(?:-\d+)*")
-    folders = [
-        p / "checkpoints"
-        for p in sorted(root.iterdir())
-        if p.is_dir() and pattern.fullmatch(p.name)
-    ]
-    return find_latest_checkpoint(folders)
+    return find_run_checkpoint(drive_root, run_name, is_valid_checkpoint)
 
 
 def fetch_checkpoint(

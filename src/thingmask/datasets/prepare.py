@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,21 @@ from thingmask.datasets.class_names import parse_class_names
 from thingmask.datasets.coco import PreparedDataset
 from thingmask.datasets.finalize import finalize, merge_categories
 from thingmask.datasets.importers import FORMATS, detect_format, import_sources
+from thingmask.datasets.origins import (
+    LABELS_RECORD,
+    next_record,
+    previous_val,
+    read_labels_record,
+    source_origins,
+)
 from thingmask.datasets.records import Category, Sample
 from thingmask.datasets.remap import apply_class_map
 from thingmask.datasets.report import Report
 from thingmask.datasets.split import assign_splits
 from thingmask.datasets.validate import check_coco
-from thingmask.datasets.write import write_prepared
-from thingmask.errors import ConfigError, InputError
+from thingmask.datasets.write import check_prepare_output, record_prepared, write_prepared
+from thingmask.errors import ConfigError, InputError, setting_fix
+from thingmask.io_utils import atomic_write_json
 
 __all__ = ["PrepareResult", "check_output_separate", "prepare_dataset", "prepare_from_config"]
 
@@ -74,6 +82,7 @@ def prepare_dataset(
     convert_crowd: bool | None = None,
     names: str | Sequence[str] | None = None,
     preview: bool = False,
+    accept_prelabels: bool = False,
 ) -> PrepareResult:
     """Import, validate, remap, split and write a dataset; never raises for bad annotations.
 
@@ -95,6 +104,13 @@ def prepare_dataset(
             one), the class order for labelme/VIA (instead of ``labels.txt``/the attribute's
             options).
         preview: also write ``<output>/preview/`` (sample grid, class counts).
+        accept_prelabels: take pre-labels nobody reviewed as they are (scripts, tests); by
+            default they are reported (``prelabel-unreviewed``) and left out
+            (:mod:`~thingmask.datasets.origins`).
+
+    An ``output`` that already holds a prepared dataset is merged into as the next labelling
+    iteration: its val images stay in val, new images go to train, and ``labels.json`` records
+    each image's origin (human, corrected, accepted) and iteration.
     Returns:
         :class:`PrepareResult`; ``report.json`` is in ``output`` either way.
     Raises:
@@ -103,6 +119,7 @@ def prepare_dataset(
     """
     source, output = Path(source), Path(output)
     check_output_separate(source, output, image_dir)
+    check_prepare_output(output, preview)  # new, empty or prepare's own; its files ours
     class_names = parse_class_names(names) if names else None
     report = Report()
     report.summary.update(source=str(source), format=fmt, output=str(output))
@@ -158,6 +175,8 @@ def prepare_dataset(
         )
         samples += checked.samples
         parts.append(checked.categories)
+    origins = source_origins(sources)
+    samples = _leave_out_unreviewed(samples, origins, report, accept_prelabels)
     if not sources and report.ok:
         report.error(
             "no-annotations",
@@ -179,7 +198,13 @@ def prepare_dataset(
     if not report.ok:
         return _stop(report, output)
 
+    previous = read_labels_record(output)
+    frozen = previous_val(output, previous)
+    if frozen is not None:  # the next iteration: val stays as it was, new images train
+        samples = [replace(s, split="val" if s.file_name in frozen else "train") for s in samples]
     splits = assign_splits(samples, val_fraction, seed, report)
+    if frozen is not None:
+        _note_frozen(report, output, samples, frozen, previous)
     if not any(s.objects for s, sp in zip(samples, splits, strict=True) if sp == "train"):
         report.error(
             "split-empty-train",
@@ -193,10 +218,17 @@ def prepare_dataset(
     dataset = write_prepared(output, samples, splits, names, report, description=description)
     if dataset is None:
         return _stop(report, output)
-    if dataset is not None and preview:
+    record = next_record(samples, splits, origins, previous)
+    record["split_how"] = previous.get("split_how") or report.summary["split"].get("how")
+    report.summary.update(iteration=record["iteration"], origins=record["origins"])
+    atomic_write_json(output / LABELS_RECORD, record)
+    report.write_json(output / "report.json")
+    record_prepared(output, [output / LABELS_RECORD, output / "report.json"])  # as written now
+    if preview:
         from thingmask.datasets.preview import preview_dataset
 
         preview_dataset(dataset, output / "preview")
+        record_prepared(output, [output / "preview"])
     return PrepareResult(dataset, report, output)
 
 
@@ -206,9 +238,9 @@ def prepare_from_config(config: Config, **kwargs: Any) -> PrepareResult:
     (``image_dir``, ``class_attribute``, ...)."""
     if not config.dataset_source:
         raise ConfigError(
-            "dataset_source: got ''; expected your annotation export (a folder "
-            "or .json file). Set it in the global-variables cell or the config "
-            "YAML, or set generate_synthetic=True for the demo data."
+            "dataset_source: got ''; expected your annotation export (a folder or .json "
+            "file), or generate_synthetic=True for the demo data. "
+            + setting_fix("dataset_source", "path/to/export")
         )
     kwargs.setdefault("names", config.dataset_class_names or None)
     return prepare_dataset(
@@ -268,10 +300,62 @@ def check_output_separate(
 def _stop(report: Report, output: Path) -> PrepareResult:
     try:
         report.write_json(output / "report.json")
+        record_prepared(output, [output / "report.json"])
     except OSError as exc:
         log.warning("could not write %s: %s", output / "report.json", exc)
     report.log_counts(log)
     return PrepareResult(None, report, output)
+
+
+def _note_frozen(
+    report: Report,
+    output: Path,
+    samples: Sequence[Sample],
+    frozen: set[str],
+    previous: Mapping[str, Any],
+) -> None:
+    known = previous.get("images") or {}
+    new = sum(s.file_name not in known for s in samples)
+    if not new and previous.get("split_how"):  # a plain re-run reports as the first run did
+        report.summary.setdefault("split", {})["how"] = previous["split_how"]
+        return
+    report.summary.setdefault("split", {})["how"] = "frozen val, new images to train"
+    report.info(
+        "split-frozen",
+        str(output),
+        f"merged into the dataset prepared before (iteration {previous.get('iteration', 1)}): "
+        f"its {len(frozen)} val image(s) stay in val, {new} new image(s) go to train",
+        "Prepare into a new folder to split afresh.",
+    )
+
+
+def _leave_out_unreviewed(
+    samples: list[Sample], origins: dict[str, str], report: Report, accept: bool
+) -> list[Sample]:
+    unreviewed = [s for s in samples if origins.get(s.file_name) == "unreviewed"]
+    if not unreviewed:
+        return samples
+    if accept:
+        for s in unreviewed:
+            origins[s.file_name] = "accepted"
+        report.info(
+            "prelabel-accepted",
+            f"{len(unreviewed)} image(s)",
+            "pre-labels nobody reviewed are taken as they are (--accept-prelabels)",
+        )
+        return samples
+    shown = ", ".join(s.file_name for s in unreviewed[:5])
+    more = f" and {len(unreviewed) - 5} more" if len(unreviewed) > 5 else ""
+    report.warning(
+        "prelabel-unreviewed",
+        f"{len(unreviewed)} file(s): {shown}{more}",
+        "machine-made pre-labels nobody reviewed; left out so the model never trains on its "
+        "own mistakes",
+        "Open each in labelme, correct the shapes or untick the prelabel_unreviewed flag, and "
+        "save (or pass --accept-prelabels to take them as they are).",
+    )
+    drop = {id(s) for s in unreviewed}
+    return [s for s in samples if id(s) not in drop]
 
 
 def _check_same_files(samples: list[Sample], report: Report) -> None:

@@ -21,15 +21,44 @@ from typing import Any
 from thingmask.datasets.coco import DatasetError, PreparedDataset, load_prepared
 from thingmask.datasets.records import Sample
 from thingmask.datasets.report import Report
+from thingmask.errors import InputError
 from thingmask.io_utils import atomic_path, atomic_write_json
+from thingmask.ownership import Manifest, check_writable
 
-__all__ = ["MANIFEST", "output_names", "write_prepared"]
+__all__ = ["MANIFEST", "check_prepare_output", "output_names", "record_prepared", "write_prepared"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST = ".prepare-manifest.json"
 
 _UNSAFE = re.compile(r"[^\w.\-]+")
+# besides images/ and preview/; labels.json: datasets.origins.LABELS_RECORD (origins, iterations)
+_FIXED = ("train.json", "val.json", "report.json", "labels.json", MANIFEST)
+_NEW_FOLDER = "choose a new or empty output folder"
+
+
+def check_prepare_output(output: Path, preview: bool = False) -> None:
+    """Before anything is written: ``output`` must be new, empty, or a folder an earlier
+    ``prepare`` wrote, and each fixed file prepare writes there absent or prepare's own
+    (:mod:`thingmask.ownership`). Raises InputError naming the folder or file and the fix."""
+    if output.is_dir() and any(output.iterdir()) and "prepare" not in Manifest.load(output).writers:
+        other = output.with_name(output.name + "-prepared")
+        raise InputError(
+            f"{output}: is not empty and was not written by thingmask prepare, so nothing in it "
+            f"is replaced; {_NEW_FOLDER}, e.g. --output {other}."
+        )
+    planned = [output / name for name in _FIXED] + ([output / "preview"] if preview else [])
+    check_writable(planned, root=output, hint=_NEW_FOLDER)
+
+
+def record_prepared(output: Path, paths: Sequence[Path]) -> None:
+    """Record ``paths`` (files or folders just written) as prepare's own in ``output``'s
+    manifest, so a re-run may replace them and nothing else."""
+    manifest = Manifest.load(output)
+    manifest.writers.add("prepare")
+    manifest.record([p for p in paths if p.exists()])
+    manifest.settle()
+    manifest.save()
 
 
 def output_names(samples: Sequence[Sample]) -> list[str]:
@@ -104,6 +133,9 @@ def _copy_images(output: Path, samples: Sequence[Sample], names: Sequence[str]) 
         old = {}
     new: dict[str, Any] = {}
     copied = 0
+    # an image of the user's at one of our names (e.g. copied in by hand) is never replaced
+    check_writable([images / name for name in names], root=output, hint=_NEW_FOLDER)
+    owned = Manifest.load(output)
     for sample, name in tqdm(
         list(zip(samples, names, strict=True)), desc="images", unit="img", disable=len(samples) < 50
     ):
@@ -119,9 +151,14 @@ def _copy_images(output: Path, samples: Sequence[Sample], names: Sequence[str]) 
             _write_image(sample, dest)
             copied += 1
         new[name] = {"fingerprint": fp, "written_size": dest.stat().st_size}
-    for name in set(old) - set(new):  # only files this tool wrote before, never user files
+    recorded = {k.removeprefix("images/") for k in owned.files if k.startswith("images/")}
+    for name in (set(old) | recorded) - set(new):  # only files this tool wrote, never the user's
         stale = images / name
-        if stale.is_file() and stale.resolve().is_relative_to(images.resolve()):
+        if (
+            stale.is_file()
+            and stale.resolve().is_relative_to(images.resolve())
+            and owned.owns(stale)
+        ):
             stale.unlink()
     atomic_write_json(manifest_path, {"images": new})
     log.info("images: %d written, %d unchanged", copied, len(samples) - copied)
@@ -211,6 +248,8 @@ def write_prepared(
         report.error("output-invalid", str(output), str(exc))
         dataset = None
     report.write_json(output / "report.json")
+    written = [output / n for n in _FIXED] + [output / "images" / n for n in file_names]
+    record_prepared(output, written)
     report.log_counts(log)
     log.info(
         "prepared %s: %d train / %d val images, classes %s",

@@ -2,15 +2,17 @@
 
 :func:`process_many_ray` does what :func:`thingmask.jobs.job.process_many` does (same outputs,
 same ``summary.csv``), with the videos shared out over Ray actors. Each actor loads the model
-once and calls :func:`~thingmask.jobs.job.process_video` for one video at a time, so every
-output is written exactly as in the sequential run: under a temporary name, renamed when
-complete, with the metadata JSON (the "done" marker) last.
+once and calls :func:`~thingmask.jobs.job.run_job` for one video at a time, so every output is
+written exactly as in the sequential run: in the job's own stage, renamed into place when
+complete, with the metadata JSON (the "done" marker) last. The driver holds the output folder's
+lock (:func:`thingmask.ownership.folder_lock`) for the whole batch; the workers never take it.
 
 Exactly once:
     * the driver hands each video to one actor at a time, never to two;
-    * a worker that dies mid-video (killed, out of memory, machine lost) leaves only hidden
-      ``.<name>.part.*`` files; the driver gives the video to another actor, which starts it
-      again from the beginning (``retries`` times at most, then it is reported ``failed``);
+    * a worker that dies mid-video (killed, out of memory, machine lost) leaves only its hidden
+      stage folder (``.thingmask-stage-…``, removed after the batch); the driver gives the
+      video to another actor, which starts it again from the beginning (``retries`` times at
+      most, then it is reported ``failed``);
     * a driver that is stopped and started again skips every video whose done-marker is valid
       and redoes the unfinished ones.
 
@@ -42,9 +44,10 @@ from tqdm.auto import tqdm
 
 from thingmask.config import Config
 from thingmask.engines import Predictor, read_model_meta
-from thingmask.jobs.batch import VIDEO_EXTENSIONS
-from thingmask.jobs.job import plan_batch, process_video, write_summary
+from thingmask.jobs.batch import VIDEO_EXTENSIONS, clean_output_folders, plan_batch, write_summary
+from thingmask.jobs.job import run_job
 from thingmask.jobs.outputs import VideoResult
+from thingmask.ownership import folder_lock
 from thingmask.pipeline import load_predictor
 
 __all__ = ["RAY_INSTALL_HINT", "ActorPlan", "import_ray", "plan_actors", "process_many_ray"]
@@ -169,16 +172,23 @@ class VideoWorker:
         """Frames this worker has finished since it started."""
         return self.frames
 
-    def process(self, src: str, dst: str, force: bool) -> dict[str, Any]:
-        """``process_video`` for one video; a failure comes back as a ``failed`` result
-        (like ``process_many``), so only a dead worker raises on the driver."""
+    def process(self, src: str, dst: str, force: bool, overwrite: bool = False) -> dict[str, Any]:
+        """``run_job`` for one video (the driver holds the folder's lock); a failure comes
+        back as a ``failed`` result (like ``process_many``): only a dead worker raises."""
 
         def count(_index: int, _frame: Any, _kept: Any) -> None:
             self.frames += 1
 
         try:
-            result = process_video(
-                src, dst, self.predictor, self.config, on_frame=count, force=force, progress=False
+            result = run_job(
+                Path(src),
+                Path(dst),
+                self.predictor,
+                self.config,
+                on_frame=count,
+                force=force,
+                overwrite=overwrite,
+                progress=False,
             )
         except Exception as exc:  # one bad file must not stop the batch
             log.error("%s: failed: %s", src, exc)
@@ -222,6 +232,7 @@ def process_many_ray(
     cpus_per_actor: float = 1.0,
     retries: int = 2,
     force: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     loader: Loader = load_predictor,
 ) -> list[VideoResult]:
@@ -241,6 +252,7 @@ def process_many_ray(
         cpus_per_actor: CPUs each worker reserves (and torch threads on CPU workers).
         retries: how often a video is given to another worker after its worker died.
         force: redo videos already finished.
+        overwrite: replace files at output names that thingmask did not write.
         progress: one tqdm bar over all workers (videos done, frames/s).
         loader: ``loader(config, run_dir) -> Predictor``, run once in each worker (default:
             :func:`thingmask.pipeline.load_predictor`, the notebook's and CLI's).
@@ -261,49 +273,60 @@ def process_many_ray(
         # the usual mistakes fail here, before any worker starts or any folder is made
         meta = read_model_meta(run_dir)
         config.check_classes(meta.get("class_names", config.display_things))
-    jobs = plan_batch(src, out_dir, config)  # the sequential batch's videos, names and checks
-    videos, outputs = [v for v, _ in jobs], [d for _, d in jobs]
-    _connect(ray, address)
-    plan = plan_actors(
-        ray.cluster_resources(),
-        len(videos),
-        actors=actors,
-        gpus_per_actor=gpus_per_actor,
-        cpus_per_actor=cpus_per_actor,
-        device=config.device,
-    )
-    if not plan.on_gpu and config.device == "cuda":
-        config = config.replace(device="cpu")  # CPU actors see no GPU; outputs do not depend on it
-    actor_cls = ray.remote(VideoWorker).options(
-        num_cpus=plan.cpus_per_actor,
-        num_gpus=plan.gpus_per_actor,
-        max_concurrency=2,  # progress() answers while process() runs
-        max_restarts=0,  # the driver replaces a dead worker itself (and requeues its video)
-    )
-    threads = 0 if plan.on_gpu else max(1, int(plan.cpus_per_actor))
-    run = None if run_dir is None else str(run_dir)
-
-    def start_worker() -> Any:
-        return actor_cls.remote(config, run, loader, threads)
-
-    slots = [_Slot(start_worker()) for _ in range(plan.actors)]
-    _wait_ready(ray, slots)
-    log.info(
-        "Ray batch: %d videos on %d workers (%g CPUs, %g GPUs each)",
-        len(videos),
-        plan.actors,
-        plan.cpus_per_actor,
-        plan.gpus_per_actor,
-    )
-    try:
-        results = _drive(
-            ray, slots, videos, outputs, start_worker, retries=retries, force=force, bar=progress
+    jobs = plan_batch(src, out_dir, config, overwrite=overwrite)  # the sequential batch's checks
+    with folder_lock(out_dir):  # held by this driver (never the workers) until the summary
+        clean_output_folders(jobs)
+        videos, outputs = [v for v, _ in jobs], [d for _, d in jobs]
+        _connect(ray, address)
+        plan = plan_actors(
+            ray.cluster_resources(),
+            len(videos),
+            actors=actors,
+            gpus_per_actor=gpus_per_actor,
+            cpus_per_actor=cpus_per_actor,
+            device=config.device,
         )
-    finally:
-        for slot in slots:  # free the GPUs/CPUs now, not when the session ends
-            if slot.actor is not None:
-                ray.kill(slot.actor)
-    write_summary(out_dir, results)
+        if not plan.on_gpu and config.device == "cuda":
+            config = config.replace(device="cpu")  # CPU actors see no GPU; outputs do not change
+        actor_cls = ray.remote(VideoWorker).options(
+            num_cpus=plan.cpus_per_actor,
+            num_gpus=plan.gpus_per_actor,
+            max_concurrency=2,  # progress() answers while process() runs
+            max_restarts=0,  # the driver replaces a dead worker itself (and requeues its video)
+        )
+        threads = 0 if plan.on_gpu else max(1, int(plan.cpus_per_actor))
+        run = None if run_dir is None else str(run_dir)
+
+        def start_worker() -> Any:
+            return actor_cls.remote(config, run, loader, threads)
+
+        slots = [_Slot(start_worker()) for _ in range(plan.actors)]
+        _wait_ready(ray, slots)
+        log.info(
+            "Ray batch: %d videos on %d workers (%g CPUs, %g GPUs each)",
+            len(videos),
+            plan.actors,
+            plan.cpus_per_actor,
+            plan.gpus_per_actor,
+        )
+        try:
+            results = _drive(
+                ray,
+                slots,
+                videos,
+                outputs,
+                start_worker,
+                retries=retries,
+                force=force,
+                overwrite=overwrite,
+                bar=progress,
+            )
+        finally:
+            for slot in slots:  # free the GPUs/CPUs now, not when the session ends
+                if slot.actor is not None:
+                    ray.kill(slot.actor)
+        clean_output_folders(jobs)  # stages of workers that died (every worker is gone now)
+        write_summary(out_dir, results, overwrite=overwrite)
     return results
 
 
@@ -336,6 +359,7 @@ def _drive(
     *,
     retries: int,
     force: bool,
+    overwrite: bool,
     bar: bool,
 ) -> list[VideoResult]:
     """Hand out videos one at a time, collect results, replace dead workers."""
@@ -354,7 +378,9 @@ def _drive(
                     job = pending.popleft()
                     attempts[job] += 1
                     slot.job = job
-                    slot.ref = slot.actor.process.remote(str(videos[job]), str(outputs[job]), force)
+                    slot.ref = slot.actor.process.remote(
+                        str(videos[job]), str(outputs[job]), force, overwrite
+                    )
             busy = [s for s in slots if s.job is not None]
             ready, _ = ray.wait([s.ref for s in busy], num_returns=1, timeout=0.5)
             for slot in busy:

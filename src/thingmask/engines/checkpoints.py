@@ -9,7 +9,6 @@ file under a final name; files truncated by other means (a Drive sync cut short)
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from thingmask.io_utils import atomic_path
+from thingmask.runs import checkpoint_iteration  # one rule for names (runs.py)
 
 __all__ = [
     "checkpoint_iteration",
@@ -27,7 +27,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_ITER = re.compile(r"(\d+)(?=\.pth$)")
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -54,12 +53,6 @@ def is_valid_checkpoint(path: str | Path) -> bool:
         log.warning("checkpoint %s has no 'model' state dict; skipping it", path)
         return False
     return True
-
-
-def checkpoint_iteration(path: str | Path) -> int:
-    """The iteration number in a file name like ``model_0000199.pth`` (-1 for ``model_final``)."""
-    match = _ITER.search(Path(path).name)
-    return int(match.group(1)) if match else -1
 
 
 def find_latest_checkpoint(

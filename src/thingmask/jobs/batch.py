@@ -1,7 +1,7 @@
 """Many videos at once: which files are inputs, what each output is called, the summary.
 
 A folder or glob lists its video files, leaving out hidden files (``.name``: also the job's
-temporary ``.<name>.part.<ext>`` files) and thingmask's own outputs (tagged videos, files a done
+temporary stage folders) and thingmask's own outputs (tagged videos, files a done
 marker lists), so running the same batch again into the same folder takes no output for an input.
 """
 
@@ -11,13 +11,35 @@ import csv
 import glob
 import io
 import logging
+import os
 from pathlib import Path
 
 from thingmask.config import Config
-from thingmask.jobs.outputs import VideoResult, is_own_output, listed_outputs
+from thingmask.errors import InputError
+from thingmask.io_utils import atomic_write_text
+from thingmask.jobs.commit import remove_leftover_stages
+from thingmask.jobs.outputs import (
+    VideoResult,
+    check_apart,
+    is_own_output,
+    listed_outputs,
+    output_paths,
+    planned_outputs,
+)
+from thingmask.ownership import Manifest, check_writable
 from thingmask.video import EXTENSIONS, VideoError
 
-__all__ = ["VIDEO_EXTENSIONS", "find_videos", "output_for", "summary_csv", "summary_table"]
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "clean_output_folders",
+    "find_videos",
+    "glob_base",
+    "output_for",
+    "plan_batch",
+    "summary_csv",
+    "summary_table",
+    "write_summary",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +111,39 @@ def _without_own_outputs(files: list[Path]) -> list[Path]:
     return kept
 
 
-def output_for(src: Path, out_dir: Path, config: Config, taken: set[str]) -> Path:
-    """``<out_dir>/<stem>_cutout.<ext>``; two inputs with one stem (clip.mp4, clip.mov) get
-    ``<stem>_<ext>_cutout`` so they never share an output."""
+def glob_base(source: str | Path) -> Path | None:
+    """The folder a glob pattern starts from (its leading components without ``*?[``), or
+    None for a file or folder: the batch mirrors the sub-folders below it in the output."""
+    text = str(source)
+    if Path(text).exists() or not glob.has_magic(text):
+        return None
+    parts: list[str] = []
+    for part in Path(text).parts:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def output_for(
+    src: Path, out_dir: Path, config: Config, taken: set[str], base: Path | None = None
+) -> Path:
+    """``<out_dir>/<stem>_cutout.<ext>``, stable across re-runs of the same batch.
+
+    For a glob, the input's sub-folders below the pattern's fixed start (``base``) are mirrored:
+    ``'sessions/*/cam.mp4'`` gives ``out/day1/cam_cutout.mp4``, ``out/day2/cam_cutout.mp4``, so
+    two inputs never share an output. Within one folder, two inputs with one stem (clip.mp4,
+    clip.mov) get ``<stem>_<ext>_cutout``."""
+    sub = Path()
+    if base is not None:
+        rel = os.path.relpath(src.parent, base)
+        if rel != "." and not rel.startswith(".."):
+            sub = Path(rel)
     name = f"{src.stem}_cutout"
-    if name in taken:
+    if (sub / name).as_posix() in taken:
         name = f"{src.stem}_{src.suffix.lstrip('.').lower()}_cutout"
-    taken.add(name)
-    return out_dir / (name + EXTENSIONS[config.video_format])
+    taken.add((sub / name).as_posix())
+    return out_dir / sub / (name + EXTENSIONS[config.video_format])
 
 
 _SUMMARY = (
@@ -107,6 +154,7 @@ _SUMMARY = (
     "bad_frames",
     "instances",
     "tracks",
+    "empty_share",
     "wall_s",
     "fps",
     "output",
@@ -144,3 +192,67 @@ def summary_table(results: list[VideoResult]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     )
+
+
+def plan_batch(
+    src: str | Path, out_dir: str | Path, config: Config, *, overwrite: bool = False
+) -> list[tuple[Path, Path]]:
+    """``(video, output)`` for every video of a batch (``process_many``, and the Ray batch
+    ``thingmask.distributed.ray_batch``), after checking that no output would overwrite an
+    input or a file thingmask did not write. Writes nothing. Raises InputError as
+    ``process_many`` says."""
+    videos = find_videos(src)
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, videos, src)
+    taken: set[str] = set()
+    base = glob_base(src)
+    jobs = [(video, output_for(video, out_dir, config, taken, base)) for video in videos]
+    summary = out_dir / "summary.csv"
+    planned = [summary]
+    for _, dst in jobs:  # one video's outputs must not overwrite another input of the batch
+        paths = output_paths(dst, config)
+        check_apart(paths.values(), videos)
+        planned += [*planned_outputs(paths, config).values(), paths["metadata"]]
+    check_apart([summary], videos)
+    check_writable(planned, overwrite=overwrite)
+    return jobs
+
+
+def clean_output_folders(jobs: list[tuple[Path, Path]]) -> None:
+    """Remove the unfinished jobs killed runs left in the batch's output folders (call while
+    holding the output folder's lock)."""
+    for folder in sorted({dst.parent for _, dst in jobs}):
+        remove_leftover_stages(folder)
+
+
+def write_summary(
+    out_dir: str | Path, results: list[VideoResult], *, overwrite: bool = False
+) -> None:
+    """``out_dir/summary.csv`` (when anything was done or failed; recorded in the folder's
+    manifest as thingmask's own) and the summary table logged."""
+    summary = Path(out_dir) / "summary.csv"
+    if any(r.status != "skipped" for r in results):
+        manifest = Manifest.load(summary.parent)
+        if summary.exists() and not manifest.owns(summary):  # created during the batch
+            check_writable([summary], overwrite=overwrite)
+        atomic_write_text(summary, summary_csv(results))
+        manifest.forget([summary])
+        manifest.writers.add("video")
+        manifest.record([summary])
+        manifest.save()
+    log.info("video summary (%s):\n%s", summary, summary_table(results))
+
+
+def _check_out_dir(out_dir: Path, videos: list[Path], src: str | Path) -> None:
+    """The output folder must not be the folder (or glob's folder) the inputs were listed
+    from; a single input file may have its outputs beside it."""
+    if Path(src).is_file():
+        return
+    out = out_dir.resolve()
+    for folder in {v.parent.resolve() for v in videos}:
+        if out == folder:
+            raise InputError(
+                f"output folder {out_dir} is the input folder of {src}; thingmask never writes "
+                "into the folder it reads videos from. Choose another output folder, e.g. "
+                f"--output {Path(out_dir) / 'cutouts'}"
+            )

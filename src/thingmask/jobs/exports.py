@@ -30,6 +30,7 @@ import numpy as np
 
 from thingmask.cutout.composite import Canvas, composite_mask, union_mask_u8
 from thingmask.detections import Detections
+from thingmask.io_utils import create_exclusive
 from thingmask.video import VideoWriter, partial_path
 from thingmask.video.common import remove_path
 
@@ -128,7 +129,9 @@ class _AtomicText:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = partial_path(self.path)
-        self._fh = open(self.partial, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        # created exclusively: a link pre-placed at the temporary name is never followed
+        fd = create_exclusive(self.partial)
+        self._fh = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
         self._closed = False
 
     def close(self) -> Path:

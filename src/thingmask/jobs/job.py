@@ -8,11 +8,13 @@ folder or glob, one output per video; a bad file is reported and the rest contin
 ``thingmask video`` (cli.py) calls them. The files written are listed in
 :mod:`thingmask.jobs.outputs`.
 
-Safety: no output may be, replace or contain an input (checked before anything is written);
-every output is written under a temporary name and renamed when complete, so a failure in any
-stage leaves nothing under a final name. Resume: the metadata JSON is written last and is the
-"done" marker. Re-running with the same source and settings skips a finished video (and writes
-nothing); an unfinished one (killed: only a hidden ``.<name>.part.*`` file is left) is done again
+Safety (issue 18; the rules live in :mod:`thingmask.ownership` and :mod:`thingmask.jobs.commit`):
+no output may be, replace or contain an input, nor replace a file thingmask did not write
+(checked before anything is written); one writer per output folder (its lock, held for the
+batch); every output is written into the job's own fresh hidden stage and renamed into place
+together once the video decodes to every frame, the metadata JSON ("done" marker) last. Resume:
+re-running with the same source and settings skips a finished video (and writes nothing); an
+unfinished one (killed: only its hidden stage is left, removed by the next run) is done again
 from the start.
 """
 
@@ -32,9 +34,16 @@ from thingmask.config import Config
 from thingmask.cutout.composite import Canvas
 from thingmask.cutout.temporal import make_stage
 from thingmask.detections import Detections
-from thingmask.errors import InputError
-from thingmask.io_utils import atomic_write_json, atomic_write_text
-from thingmask.jobs.batch import find_videos, output_for, summary_csv, summary_table
+from thingmask.io_utils import atomic_write_json
+from thingmask.jobs.batch import clean_output_folders, plan_batch, write_summary
+from thingmask.jobs.commit import (
+    check_complete,
+    commit,
+    final_names,
+    open_stage,
+    remove_leftover_stages,
+    say_when_blank,
+)
 from thingmask.jobs.cutout import CutFrame, Needs, cutout_stream
 from thingmask.jobs.exports import CsvExporter, InstanceClips, MaskVideo, RleExporter
 from thingmask.jobs.outputs import (
@@ -42,21 +51,18 @@ from thingmask.jobs.outputs import (
     already_done,
     check_apart,
     fingerprint,
+    marker_outputs,
     output_paths,
+    planned_outputs,
     read_marker,
 )
 from thingmask.jobs.stream import named_stage
+from thingmask.ownership import check_writable, folder_lock
 from thingmask.threads import ThreadGovernor
-from thingmask.video import (
-    EXTENSIONS,
-    VideoError,
-    VideoWriter,
-    open_video,
-    output_tag,
-    partial_path,
-)
+from thingmask.video import EXTENSIONS, VideoError, VideoWriter, open_video, output_tag
+from thingmask.video.common import remove_path
 
-__all__ = ["OnFrame", "plan_batch", "process_many", "process_video", "write_summary"]
+__all__ = ["OnFrame", "plan_batch", "process_many", "process_video", "run_job", "write_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +77,14 @@ def process_video(
     on_frame: OnFrame | None = None,
     *,
     force: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> VideoResult:
     """Cut the display things out of one video, streaming through the pipeline.
+
+    Holds the output folder's lock for the job (:func:`thingmask.ownership.folder_lock`: a
+    second writer into the same folder stops with InputError) and removes the unfinished jobs
+    that killed runs left there; :func:`run_job` does the work.
 
     Args:
         src: input video (any FFmpeg-readable container; rotation metadata is applied).
@@ -86,6 +97,8 @@ def process_video(
         on_frame: optional ``on_frame(index, frame_bgr, kept_detections)`` called after each
             frame is written, in order (``frame_bgr`` is the source frame, not the composite).
         force: redo even when a finished output with the same settings exists.
+        overwrite: replace files at the output names that thingmask did not write (by default
+            they are refused: InputError naming them).
         progress: show a tqdm progress bar with ETA.
 
     Returns:
@@ -93,18 +106,33 @@ def process_video(
 
     Raises:
         VideoError (a ValueError naming the file) for a missing/unreadable video; InputError
-        when an output would overwrite the input; ConfigError when display_things are not
-        classes of the model; StageError (a RuntimeError naming the stage) when a stage fails
-        mid-video. Nothing is left under a final output name then.
+        when an output would overwrite the input or a file thingmask did not write, or another
+        run holds the folder; ConfigError when display_things are not classes of the model;
+        StageError (a RuntimeError naming the stage) when a stage fails mid-video. Nothing is
+        left under a final output name then.
     """
-    t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
-    want = EXTENSIONS[config.video_format]
-    if want and dst.suffix.lower() != want:
-        raise ValueError(
-            f"output {dst}: video_format={config.video_format!r} writes {want} "
-            f"files; name the output *{want} or change video_format"
+    _check(src, dst, predictor, config, overwrite)  # before the lock file is made: refusals
+    with folder_lock(dst.parent):  # write nothing, not even that
+        remove_leftover_stages(dst.parent)
+        return run_job(
+            src,
+            dst,
+            predictor,
+            config,
+            on_frame,
+            force=force,
+            overwrite=overwrite,
+            progress=progress,
         )
+
+
+def _check(
+    src: Path, dst: Path, predictor: Any, config: Config, overwrite: bool
+) -> dict[str, Path]:
+    """Every check that needs no lock: format, classes, input, outputs apart from the input and
+    each one absent or thingmask's own. Returns the output paths."""
+    _check_format(dst, config)
     paths = output_paths(dst, config)
     class_names = getattr(predictor, "class_names", None)
     if class_names is not None:
@@ -112,6 +140,41 @@ def process_video(
     if not src.is_file():
         raise VideoError(f"{src}: video file not found. Check the path (video_input).")
     check_apart(paths.values(), [src])
+    check_writable(
+        [*planned_outputs(paths, config).values(), paths["metadata"]], overwrite=overwrite
+    )
+    return paths
+
+
+def _check_format(dst: Path, config: Config) -> None:
+    want = EXTENSIONS[config.video_format]
+    if want and dst.suffix.lower() != want:
+        raise ValueError(
+            f"output {dst}: video_format={config.video_format!r} writes {want} "
+            f"files; name the output *{want} or change video_format"
+        )
+
+
+def run_job(
+    src: Path,
+    dst: Path,
+    predictor: Any,
+    config: Config,
+    on_frame: OnFrame | None = None,
+    *,
+    force: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> VideoResult:
+    """:func:`process_video` without taking the folder's lock: for callers that hold it for a
+    whole batch (:func:`process_many`, the Ray workers of ``thingmask.distributed.ray_batch``).
+
+    Order: check everything (classes, input, every output name: absent or thingmask's own),
+    write all outputs into a private stage (:mod:`thingmask.jobs.commit`), check the written
+    video decodes to every frame, then rename the outputs into place, the done marker last.
+    """
+    t0 = time.perf_counter()
+    paths = _check(src, dst, predictor, config, overwrite)
     job = fingerprint(src, config, predictor)
     if not force:
         done = already_done(paths, job["key"])
@@ -123,32 +186,47 @@ def process_video(
             result = VideoResult(**{k: v for k, v in done["result"].items() if k in fields})
             result.status, result.wall_s = "skipped", round(time.perf_counter() - t0, 3)
             return result
-    _forget_done_marker(paths["metadata"])
-    leftovers = [
-        partial_path(p)
-        for p in (paths["video"], paths["csv"], paths["rle"], paths["mask_video"])
-        if partial_path(p).exists()
+    planned = planned_outputs(paths, config)
+    old = read_marker(paths["metadata"])
+    wanted = set(planned.values())
+    stale = [
+        p
+        for p in (marker_outputs(old) if old is not None else [])
+        if p not in wanted and not any(w in p.parents for w in wanted)
     ]
-    if leftovers:
-        log.info(
-            "%s: an unfinished earlier run left %s; starting this video again",
-            src,
-            ", ".join(p.name for p in leftovers),
-        )
-    result, info, video_meta = _run(src, paths, predictor, config, on_frame, progress)
-    result.wall_s = round(time.perf_counter() - t0, 3)
-    result.fps = round(result.frames_read / result.wall_s, 2) if result.wall_s else 0.0
-    result.metadata = str(paths["metadata"])
-    atomic_write_json(
-        paths["metadata"],
-        {
-            "status": "done",
-            "source": info,
-            "output": video_meta,
-            "job": job,
-            "result": result.to_dict(),
-        },
-    )
+    stage = open_stage(dst.parent, paths["metadata"].stem)
+    staged = {kind: stage / path.name for kind, path in paths.items()}
+    try:
+        result, info, video_meta = _run(src, staged, predictor, config, on_frame, progress)
+        with named_stage("check"):  # a marker never lies: the file holds every frame
+            check_complete(staged["video"], config.video_format, result.frames_written)
+            if "mask_video" in planned:
+                check_complete(staged["mask_video"], "mp4", result.frames_written)
+        result.output, result.outputs = str(dst), final_names(result.outputs, stage, dst.parent)
+        result.wall_s = round(time.perf_counter() - t0, 3)
+        result.fps = round(result.frames_read / result.wall_s, 2) if result.wall_s else 0.0
+        result.metadata = str(paths["metadata"])
+        say_when_blank(src, result, config)
+        atomic_write_json(
+            staged["metadata"],
+            {"status": "done", "source": info, "output": video_meta, "job": job,
+             "result": result.to_dict()},
+        )  # fmt: skip
+        made = [k for k in planned if staged[k].exists()]  # no clips when nothing was tracked
+        stale += [planned[k] for k in planned if k not in made]
+        with named_stage("finish"):
+            commit(
+                [(staged[k], planned[k]) for k in made],
+                (staged["metadata"], paths["metadata"]),
+                stale,
+                overwrite=overwrite,
+            )
+    except KeyboardInterrupt:  # the stage (and mp4's playable partial) stays until the next run
+        raise
+    except BaseException:
+        remove_path(stage)
+        raise
+    remove_path(stage)
     log.info(
         "%s -> %s: %d frames, %d instances, %.1f s (%.1f fps)",
         src,
@@ -159,19 +237,6 @@ def process_video(
         result.fps,
     )
     return result
-
-
-def _forget_done_marker(path: Path) -> None:
-    """Remove the old done marker before redoing a video (it goes back only after success);
-    refuse to delete a file of that name that thingmask did not write."""
-    if not path.exists():
-        return
-    if read_marker(path) is None:
-        raise InputError(
-            f"{path}: exists and is not thingmask's metadata file, so it is not replaced. "
-            "Move it, or choose another output name."
-        )
-    path.unlink()
 
 
 def _run(
@@ -242,6 +307,7 @@ def _run(
                     exports.add(cut)
                 track_ids.update(cut.track_ids)
                 result.instances += cut.count
+                result.empty_frames += cut.count == 0
                 if on_frame is not None:
                     with named_stage("on_frame"):
                         on_frame(cut.frame.index, cut.frame.image, _host(cut))
@@ -338,81 +404,49 @@ def process_many(
     config: Config,
     *,
     force: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> list[VideoResult]:
     """``process_video`` for every video of a file / folder / glob, one output each in
-    ``out_dir`` (``<stem>_cutout.<ext>``). A failing video is logged and recorded (status
+    ``out_dir`` (``<stem>_cutout.<ext>``; a glob's sub-folders are mirrored, see
+    :func:`thingmask.jobs.batch.output_for`). A failing video is logged and recorded (status
     ``failed``); the others continue. thingmask's own outputs found among the inputs are left
     out, so a second run into the same folder redoes nothing and writes nothing.
 
+    Holds ``out_dir``'s lock for the whole batch (a second run into it stops with InputError).
     Writes ``out_dir/summary.csv`` (when anything was done or failed) and logs a summary table;
     returns the results in order. Raises InputError (before writing anything) when ``out_dir``
-    is the input folder or an output would overwrite an input.
+    is the input folder, an output would overwrite an input, or a file at an output name was
+    not written by thingmask (``overwrite`` replaces those).
     """
-    jobs = plan_batch(src, out_dir, config)
+    jobs = plan_batch(src, out_dir, config, overwrite=overwrite)
     results: list[VideoResult] = []
-    for video, dst in tqdm(
-        jobs, unit="video", desc="videos", disable=not progress or len(jobs) < 2
-    ):
-        try:
-            results.append(
-                process_video(video, dst, predictor, config, force=force, progress=progress)
-            )
-        except Exception as exc:  # one bad file must not stop the batch
-            log.error("%s: failed: %s", video, exc)
-            results.append(
-                VideoResult(
-                    source=str(video),
-                    output=str(dst),
-                    status="failed",
-                    error=f"{type(exc).__name__}: {exc}",
+    with folder_lock(out_dir):
+        clean_output_folders(jobs)
+        for video, dst in tqdm(
+            jobs, unit="video", desc="videos", disable=not progress or len(jobs) < 2
+        ):
+            try:
+                results.append(
+                    run_job(
+                        video,
+                        dst,
+                        predictor,
+                        config,
+                        force=force,
+                        overwrite=overwrite,
+                        progress=progress,
+                    )
                 )
-            )
-    write_summary(out_dir, results)
+            except Exception as exc:  # one bad file must not stop the batch
+                log.error("%s: failed: %s", video, exc)
+                results.append(
+                    VideoResult(
+                        source=str(video),
+                        output=str(dst),
+                        status="failed",
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                )
+        write_summary(out_dir, results, overwrite=overwrite)
     return results
-
-
-def plan_batch(src: str | Path, out_dir: str | Path, config: Config) -> list[tuple[Path, Path]]:
-    """``(video, output)`` for every video of a batch (:func:`process_many`, and the Ray batch
-    ``thingmask.distributed.ray_batch``), after checking that no output would overwrite an input;
-    makes
-    ``out_dir``. Raises InputError (before writing anything) as :func:`process_many` says."""
-    videos = find_videos(src)
-    out_dir = Path(out_dir)
-    _check_out_dir(out_dir, videos, src)
-    taken: set[str] = set()
-    jobs = [(video, output_for(video, out_dir, config, taken)) for video in videos]
-    for _, dst in jobs:  # one video's outputs must not overwrite another input of the batch
-        check_apart(output_paths(dst, config).values(), videos)
-    summary = out_dir / "summary.csv"
-    check_apart([summary], videos)
-    if summary.exists() and not summary.read_text(encoding="utf-8").startswith(summary_csv([])):
-        raise InputError(
-            f"{summary}: exists and is not thingmask's batch summary, so it is not replaced. "
-            "Move it, or choose another output folder."
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return jobs
-
-
-def write_summary(out_dir: str | Path, results: list[VideoResult]) -> None:
-    """``out_dir/summary.csv`` (when anything was done or failed) and the summary table logged."""
-    summary = Path(out_dir) / "summary.csv"
-    if any(r.status != "skipped" for r in results):
-        atomic_write_text(summary, summary_csv(results))
-    log.info("video summary (%s):\n%s", summary, summary_table(results))
-
-
-def _check_out_dir(out_dir: Path, videos: list[Path], src: str | Path) -> None:
-    """The output folder must not be the folder (or glob's folder) the inputs were listed
-    from; a single input file may have its outputs beside it."""
-    if Path(src).is_file():
-        return
-    out = out_dir.resolve()
-    for folder in {v.parent.resolve() for v in videos}:
-        if out == folder:
-            raise InputError(
-                f"output folder {out_dir} is the input folder of {src}; thingmask never writes "
-                "into the folder it reads videos from. Choose another output folder, e.g. "
-                f"--output {Path(out_dir) / 'cutouts'}"
-            )

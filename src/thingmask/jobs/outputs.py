@@ -27,7 +27,8 @@ from typing import Any
 
 from thingmask.config import Config
 from thingmask.errors import InputError
-from thingmask.video import partial_path, read_output_tag
+from thingmask.ownership import owned_or_absent
+from thingmask.video import read_output_tag
 
 __all__ = [
     "JOB_SETTINGS",
@@ -39,6 +40,7 @@ __all__ = [
     "listed_outputs",
     "marker_outputs",
     "output_paths",
+    "planned_outputs",
     "read_marker",
 ]
 
@@ -82,6 +84,8 @@ class VideoResult:
     missing_frames: int = 0
     instances: int = 0
     tracks: int = 0
+    empty_frames: int = 0  # frames in which nothing was kept
+    empty_share: float = 0.0  # empty_frames / frames_written (above 0.5 a warning is logged)
     padding: list[int] = field(default_factory=lambda: [0, 0])
     timing: str = ""
     audio: str = ""
@@ -112,6 +116,18 @@ def output_paths(dst: str | Path, config: Config) -> dict[str, Path]:
         "mask_video": base / f"{stem}_mask.mp4",
         "clips": base / f"{stem}_clips",
     }
+
+
+def planned_outputs(paths: dict[str, Path], config: Config) -> dict[str, Path]:
+    """The outputs this config makes (kind → final path), without the done marker."""
+    enabled = {
+        "video": True,
+        "csv": config.export_csv,
+        "rle": config.export_rle,
+        "mask_video": config.export_mask_video,
+        "clips": config.per_instance_clips,
+    }
+    return {kind: paths[kind] for kind, on in enabled.items() if on}
 
 
 def fingerprint(src: Path, config: Config, predictor: Any) -> dict[str, Any]:
@@ -167,8 +183,10 @@ def already_done(paths: dict[str, Path], key: str) -> dict[str, Any] | None:
     meta = read_marker(paths["metadata"])
     if meta is None or meta.get("status") != "done" or meta["job"].get("key") != key:
         return None
-    if not all(p.exists() for p in marker_outputs(meta)):  # an output was deleted since: redo
-        return None
+    manifests: dict[Path, Any] = {}
+    for p in [*marker_outputs(meta), paths["metadata"]]:  # deleted or changed since: redo
+        if not p.exists() or not owned_or_absent(p, manifests, paths["metadata"].parent):
+            return None
     return meta
 
 
@@ -191,7 +209,7 @@ def listed_outputs(folder: Path) -> set[Path]:
 
 
 def check_apart(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
-    """Raise InputError when any output (or its temporary name) would be, replace or contain an
+    """Raise InputError when any output would be, replace or contain an
     input: the same path once resolved (relative paths, ``..``, symbolic links), the same file
     under another name (a hard link: same device and inode), or an output folder (png, clips)
     holding an input. Inputs are never written to; this makes sure of it before anything is.
@@ -200,7 +218,7 @@ def check_apart(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
     keys = {_resolved(p): p for p in inputs}
     inodes = {inode: p for p in inputs if (inode := _inode(p)) is not None}
     for out in outputs:
-        for candidate in (Path(out), partial_path(out)):
+        for candidate in (Path(out),):  # temporary files live in the job's own fresh stage
             resolved, inode = _resolved(candidate), _inode(candidate)
             problem: tuple[str, Path] | None = None
             if resolved in keys:

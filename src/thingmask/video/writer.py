@@ -42,6 +42,7 @@ from typing import Any
 import av
 import numpy as np
 
+from thingmask.io_utils import create_exclusive
 from thingmask.video.audio import AudioPump
 from thingmask.video.common import FORMATS, VideoError, check_replaceable, partial_path, remove_path
 
@@ -142,6 +143,9 @@ class VideoWriter:
             "mp4": {"movflags": _FRAGMENTED, "flush_packets": "1"},
             "webm": {"flush_packets": "1"},
         }.get(fmt, {})
+        # the temporary file is created exclusively (O_EXCL | O_NOFOLLOW) before the muxer opens
+        # it: a link someone placed at that name is removed, never written through
+        os.close(create_exclusive(self.partial))
         self._container = av.open(str(self.partial), "w", format=fmt, container_options=options)
         if tag:
             self._container.metadata["comment"] = tag
@@ -367,6 +371,7 @@ class VideoWriter:
         """
         tmp = self.partial.with_name(self.partial.name.replace(".part", ".faststart.part"))
         try:
+            os.close(create_exclusive(tmp))  # never through a link placed at that name
             with (
                 av.open(str(self.partial)) as src,
                 av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst,

@@ -22,6 +22,9 @@ labelme's own conventions (its ``labelme2coco.py`` / ``labelme2voc.py`` examples
 ``imagePath`` is relative to the JSON file. When it does not lead to a file inside the source
 folder, the image beside the JSON with the same name is used, then the embedded ``imageData``.
 Subfolders named train/val/valid/test give an existing split.
+
+Files written by ``thingmask prelabel`` carry a review state (:mod:`thingmask.datasets.origins`),
+passed on as the image's ``origin``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from thingmask.datasets.importers._common import (
     rect_polygon,
     rel_name,
 )
+from thingmask.datasets.origins import review_state
 from thingmask.datasets.records import IGNORE, as_float, normalize_file_name, resolve_inside
 from thingmask.datasets.report import Report
 from thingmask.datasets.split import split_of_path
@@ -251,7 +255,8 @@ def import_labelme(
             )
             continue
         split = split_of_path(Path(name).parts[:-1])
-        image = {"id": len(records) + 1, "file_name": file_name}
+        # origin: human, or a thingmask pre-label's review state (prepare leaves unreviewed out)
+        image = {"id": len(records) + 1, "file_name": file_name, "origin": review_state(data)}
         w, h = data.get("imageWidth"), data.get("imageHeight")
         if w is not None or h is not None:
             image.update(width=w, height=h)

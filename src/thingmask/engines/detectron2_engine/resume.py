@@ -20,6 +20,7 @@ from thingmask.config import Config
 from thingmask.engines.checkpoints import checkpoint_iteration, is_valid_checkpoint, load_checkpoint
 from thingmask.engines.detectron2_engine.bridge import D2_CONFIG_FILE
 from thingmask.io_utils import atomic_path, atomic_write_text
+from thingmask.runs import run_folders
 
 __all__ = ["model_section", "prepare_resume", "run_checkpoints"]
 
@@ -45,14 +46,8 @@ def run_checkpoints(folders: Iterable[Path]) -> list[Path]:
 
 
 def _previous_runs(config: Config, run_dir: Path) -> list[Path]:
-    root = Path(config.output_dir)
-    if not root.is_dir():
-        return []
-    return [
-        p
-        for p in root.glob(f"{config.run_name}-*")
-        if p.is_dir() and p.resolve() != run_dir.resolve()
-    ]
+    own = run_dir.resolve()  # this run's folders only (exact name, thingmask.runs)
+    return [p for p in run_folders(config.output_dir, config.run_name) if p.resolve() != own]
 
 
 def model_section(cfg_yaml: str) -> dict[str, Any]:
@@ -89,8 +84,9 @@ def prepare_resume(
     """Point ``run_dir/last_checkpoint`` at the checkpoint to resume from, copying it in.
 
     Sources: ``resume_from`` (a ``.pth`` file, e.g. on Drive, or a run folder) when given; else,
-    when ``config.resume``, ``run_dir``'s own checkpoints, then those of earlier run folders
-    ``<output_dir>/<run_name>-*`` (highest iteration first). Files that do not load (truncated
+    when ``config.resume``, ``run_dir``'s own checkpoints, then those of earlier folders of this
+    run, ``<output_dir>/<run_name>-YYYYmmdd-HHMMSS`` (:mod:`thingmask.runs`; highest iteration
+    first). Files that do not load (truncated
     by an interrupted copy or write) are skipped with a warning, so the previous one is used;
     with ``model`` (the ``MODEL`` section of the new detectron2 config), so are checkpoints whose
     run recorded different model settings. Returns the checkpoint in ``run_dir``, or ``None``

@@ -40,7 +40,7 @@ from thingmask.datasets.coco import PreparedDataset
 from thingmask.engines.base import TrainHook
 from thingmask.engines.checkpoints import (
     checkpoint_iteration,
-    find_latest_checkpoint,
+    is_valid_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -59,6 +59,7 @@ from thingmask.engines.torchvision_engine.data import Target, TrainSamples, trai
 from thingmask.engines.torchvision_engine.model import build_model
 from thingmask.evaluation.plots import save_loss_curve
 from thingmask.io_utils import atomic_write_json
+from thingmask.runs import find_run_checkpoint
 from thingmask.threads import ThreadGovernor
 
 __all__ = ["ENGINE_NAME", "Trainer", "resume_checkpoint"]
@@ -85,7 +86,8 @@ def _lr_factor(iterations: int) -> Callable[[int], float]:
 
 def resume_checkpoint(config: Config, resume_from: str | Path | None) -> Path | None:
     """The checkpoint a run continues from: ``resume_from`` (must exist), else — with
-    ``config.resume`` — the newest valid one in ``<output_dir>/<run_name>-*/checkpoints``."""
+    ``config.resume`` — the newest valid one of this run name
+    (``<output_dir>/<run_name>-YYYYmmdd-HHMMSS/checkpoints``, :mod:`thingmask.runs`)."""
     if resume_from is not None:
         path = Path(resume_from)
         if not path.is_file():
@@ -96,8 +98,7 @@ def resume_checkpoint(config: Config, resume_from: str | Path | None) -> Path | 
         return path
     if not config.resume:
         return None
-    folders = sorted(Path(config.output_dir).glob(f"{config.run_name}-*/checkpoints"))
-    return find_latest_checkpoint(folders)
+    return find_run_checkpoint(config.output_dir, config.run_name, is_valid_checkpoint)
 
 
 class Trainer:
