@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Detections", "duplicate_survivors", "keep", "suppress_duplicates"]
+__all__ = ["Detections", "duplicate_survivors", "keep", "keep_things", "suppress_duplicates"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,15 @@ def keep(detections: Detections, names: Iterable[str]) -> Detections:
     wanted = set(names)
     selector = np.array([n in wanted for n in detections.class_names], dtype=bool)
     return detections[selector]
+
+
+def keep_things(
+    detections: Detections, names: Iterable[str], duplicate_iou: float | None
+) -> Detections:
+    """:func:`keep` ``names``, then, unless ``duplicate_iou`` is None, one label per animal
+    (:func:`suppress_duplicates`): what a run keeps (``Config.keep``)."""
+    kept = keep(detections, names)
+    return kept if duplicate_iou is None else suppress_duplicates(kept, duplicate_iou)
 
 
 def suppress_duplicates(detections: Detections, iou_threshold: float) -> Detections:

@@ -222,7 +222,8 @@ class ThreadGovernor:
         first_look_s: with ``auto``, how long to watch the machine before the first plan
             (this process is idle then, so all it sees is the others' load).
 
-    :attr:`plan` is the plan now. :meth:`apply` sets it in the calling thread; :meth:`check`
+    :attr:`plan` is the plan now. :meth:`apply` sets it in the calling thread (``with``: applied,
+    then :meth:`restore` d); :meth:`check`
     (call it often, from the thread that runs the model: it looks at most every few seconds)
     re-plans with ``auto`` and applies a changed torch pool size.
     """
@@ -275,6 +276,12 @@ class ThreadGovernor:
             torch.set_num_threads(self._before[0])
             cv2.setNumThreads(self._before[1])
             self._before = None
+
+    def __enter__(self) -> ThreadPlan:
+        return self.apply()
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
 
     def check(self) -> bool:
         """With ``auto``, at most every few seconds: re-plan from the load of the last

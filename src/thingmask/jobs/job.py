@@ -261,16 +261,14 @@ def _run(
         rows=bool(config.export_csv),
         union=bool(config.export_mask_video),
     )
-    device = getattr(getattr(predictor, "device", None), "type", "cpu")
-    threads = ThreadGovernor(config.threads, str(device), "video")
+    device = str(getattr(getattr(predictor, "device", None), "type", "cpu"))
+    threads = ThreadGovernor(config.threads, device, "video")  # decode, torch, cut-out, encode
+    decode = threads.plan.decode
     with (
-        open_video(
-            src, max_bad_frames=config.max_bad_frames, threads=threads.plan.decode
-        ) as reader,
+        open_video(src, max_bad_frames=config.max_bad_frames, threads=decode) as reader,
         contextlib.ExitStack() as stack,
     ):
-        threads.apply()  # torch's and OpenCV's threads for this video, put back at the end
-        stack.callback(threads.restore)
+        stack.enter_context(threads)  # torch's and OpenCV's threads, put back at the end
         info = reader.info
         tag = output_tag("cut-out", src)
         writer = stack.enter_context(

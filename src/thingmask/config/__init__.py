@@ -22,16 +22,14 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from thingmask.augment import parse_augmentations
+from thingmask.detections import Detections, keep_things
 from thingmask.errors import ConfigError, setting_fix
 from thingmask.threads import parse_threads
-
-if TYPE_CHECKING:
-    from thingmask.detections import Detections
 
 __all__ = [
     "AUGMENTATION_DEFAULT",
@@ -41,6 +39,7 @@ __all__ = [
     "ConfigError",
     "load_config",
     "parse_overrides",
+    "run_config",
 ]
 
 ENGINES = ("torchvision", "detectron2")
@@ -79,10 +78,8 @@ class Config:
         default_factory=dict
     )  # rename/merge {"doggo": "dog"}; "" drops
     display_things: tuple[str, ...] = ("cat", "bird")  # classes to keep
-    # one label per animal: of kept detections whose masks overlap by more than duplicate_iou
-    # (mask IoU), only the highest-scoring stays, whatever its class (a fish found once per
-    # species is counted once in the CSV and gets one track); false keeps every detection
-    one_label_per_animal: bool = True
+    # of kept detections overlapping by more than duplicate_iou, the best-scoring one stays
+    one_label_per_animal: bool = True  # whatever its class: the CSV and tracks count it once
     duplicate_iou: float = 0.5  # mask IoU above which two kept detections are one animal
 
     # --- model / training ----------------------------------------------------------------------
@@ -101,17 +98,11 @@ class Config:
     checkpoint_period: int = 200  # save a checkpoint every N steps
     resume: bool = True  # continue from the newest valid checkpoint of the same run name
     score_threshold: float = 0.5  # detections below are dropped
-    # average each mask with the mask head's on the mirror image (torchvision engine; boxes and
-    # classes unchanged; one more backbone pass per image). Demo video: J 0.859 -> 0.862
-    test_time_flip: bool = False
+    test_time_flip: bool = False  # masks averaged with the mirror image's (torchvision engine)
     inference_batch: int = 4  # frames per forward pass in the video stage (GPU: 4-8)
     num_workers: int = 0  # data-loader worker processes
-    # cores thingmask may use: "auto" = this machine's (at most OMP_NUM_THREADS when that is
-    # set; training: minus those other processes keep busy, looked at again every 5 s), or an
-    # integer. Each part gets its share
-    # (thingmask.threads): training gives the model every core; the CPU video stage gives
-    # inference all but one (all on 2-3 cores) and decode, cut-out and encode one thread each;
-    # on a GPU torch gets one thread and the codecs and cut-out the other cores
+    # cores to use, shared out per stage (thingmask.threads): a number or "auto" (this machine's,
+    # at most OMP_NUM_THREADS; training: minus those other processes keep busy)
     threads: int | str = "auto"
     # mixed precision when training on CUDA (float16 autocast + gradient scaling, both engines;
     # detectron2: SOLVER.AMP.ENABLED); ignored on CPU and MPS, which train in float32
@@ -203,14 +194,9 @@ class Config:
             )
 
     def keep(self, detections: Detections) -> Detections:
-        """The detections a run keeps: the ``display_things``, one label per animal when
-        ``one_label_per_animal`` (:func:`thingmask.detections.suppress_duplicates`). Pure."""
-        from thingmask.detections import keep, suppress_duplicates
-
-        kept = keep(detections, self.display_things)
-        if self.one_label_per_animal:
-            kept = suppress_duplicates(kept, self.duplicate_iou)
-        return kept
+        """What a run keeps: ``display_things``, one label per animal when on. Pure."""
+        iou = self.duplicate_iou if self.one_label_per_animal else None
+        return keep_things(detections, self.display_things, iou)
 
     def new_run_dir(self, now: _dt.datetime | None = None) -> Path:
         """``<output_dir>/<run_name>-<YYYYmmdd-HHMMSS>`` (created; never an existing folder)."""
@@ -268,10 +254,9 @@ def _check_types(cfg: Config) -> None:
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         want = typing.get_origin(hints[f.name]) or hints[f.name]
-        if want is types.UnionType:  # e.g. int | str: any of them (bool is no int here)
-            kinds = typing.get_args(hints[f.name])
-            if isinstance(value, bool) or not isinstance(value, kinds):
-                _fail(f.name, value, " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds))
+        if want is types.UnionType:  # int | str: either (bool is no int here)
+            if isinstance(value, bool) or not isinstance(value, typing.get_args(hints[f.name])):
+                _fail(f.name, value, "an integer or a text")
             continue
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(cfg, f.name, float(value))  # 1 is a fine learning rate spelling
@@ -423,59 +408,6 @@ def load_config(
 
 
 RUN_CONFIG = "config.yaml"  # the resolved settings a training run saved in its folder
-_RUN_PATHS = ("dataset_dir", "dataset_source", "output_dir", "canvas_image")  # relative to training
 
-
-def run_config(
-    run_dir: str | Path, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
-) -> Config:
-    """The settings a run was trained with (``RUN/config.yaml``: engine, classes, display
-    things, sizes, thresholds), with ``path`` (a YAML) and ``overrides`` on top.
-
-    A run is enough to use its model from anywhere: relative ``dataset_dir``/``output_dir``
-    were relative to the folder training ran in, which is found from where the run folder
-    sits (``<that folder>/<output_dir>/<run>``), so they still point at the same place from
-    another working directory. A run folder without ``config.yaml`` (older runs) gives the
-    defaults. Raises ConfigError when ``run_dir`` is not a folder.
-    """
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise ConfigError(
-            f"--run {run}: no such run folder. Pass the folder training wrote, "
-            "e.g. outputs/demo-20250101-120000"
-        )
-    saved = run / RUN_CONFIG
-    values: dict[str, Any] = {}
-    if saved.is_file():
-        try:
-            loaded = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{saved}: not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{saved}: expected a mapping of settings, got {type(loaded).__name__}"
-            )
-        values = {k: v for k, v in loaded.items() if k in _FIELD_NAMES}
-        out = values.get("output_dir")
-        trained_in = _training_dir(run.absolute(), str(out)) if isinstance(out, str) else None
-        if trained_in is not None and trained_in.resolve() != Path.cwd().resolve():
-            for key in _RUN_PATHS:
-                v = values.get(key)
-                if isinstance(v, str) and v and not Path(v).is_absolute():
-                    values[key] = str(trained_in / v)
-    return load_config(path, overrides, base=values)
-
-
-def _training_dir(run: Path, output_dir: str) -> Path | None:
-    """The folder training ran in: ``run``'s parent minus ``output_dir`` (when relative)."""
-    out = Path(output_dir)
-    if out.is_absolute():
-        return None
-    parts = [p for p in out.parts if p not in ("", ".")]
-    parent = run.parent
-    if parts and list(parent.parts[-len(parts) :]) != parts:
-        return None
-    return parent.parents[len(parts) - 1] if parts else parent
-
-
-_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
+# a run's settings (config/run.py) need Config above: imported last, re-exported here
+from thingmask.config.run import run_config  # noqa: E402
