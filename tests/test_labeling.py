@@ -23,6 +23,7 @@ from thingmask.labeling.polygons import mask_to_polygons, polygons_to_mask
 from thingmask.labeling.prelabel import write_prelabels
 from thingmask.labeling.select import FramePool, pick_diverse
 from thingmask.labeling.suggest import FrameSignals, find_suggestions, write_suggestions
+from thingmask.ownership import LOCK_NAME, MANIFEST, Manifest, folder_lock
 
 CONFIG = Config(display_things=["cat", "bird"], score_threshold=0.5)
 
@@ -363,3 +364,63 @@ def test_coco_prelabels_are_unreviewed_until_accepted(videos: Path, tmp_path: Pa
     assert res.ok, res.report.text()
     origins = json.loads((tmp_path / "ds" / "labels.json").read_text())["origins"]
     assert origins == {"accepted": 5}
+
+
+# --- the output folder: thingmask.ownership's manifest and lock ----------------------------------
+def test_labelling_folder_has_the_ownership_manifest_and_one_writer(
+    videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    clip, out = videos / "clip.mp4", tmp_path / "labels"
+    picked, _ = write_frames([clip], out, FrameOptions(n=3), ["cat", "bird"])
+    write_prelabels(out, out, BrightPredictor(), CONFIG, ["cat", "bird"])
+    # one record, the one thingmask.ownership reads: every file written, the picks in its notes
+    assert {p.name for p in out.iterdir() if p.name.startswith(".")} == {LOCK_NAME, MANIFEST}
+    manifest = Manifest.load(out)
+    assert {"frames", "prelabel"} <= manifest.writers
+    written = [f for f in out.rglob("*") if f.is_file() and not f.name.startswith(".")]
+    assert len(written) == 3 + 3 + 2 and all(manifest.owns(f) for f in written)
+    assert manifest.notes["frames"]["clip"]["indices"] == sorted(p.index for p in picked)
+
+    # a person reviewed one labelme file: it is theirs now (ownership says so), kept, not refused
+    reviewed = sorted(out.glob("clip/*.json"))[0]
+    doc = json.loads(reviewed.read_text())
+    doc["flags"][UNREVIEWED_FLAG] = False
+    reviewed.write_text(json.dumps(doc))
+    assert not Manifest.load(out).owns(reviewed)
+    _, written_now, kept = write_prelabels(out, out, BrightPredictor(0.8), CONFIG, ["cat", "bird"])
+    assert (written_now, kept) == (2, 1) and json.loads(reviewed.read_text()) == doc
+
+    # while another writer holds the folder's lock, every labelling command is refused at once
+    before = _mtimes(out)
+    with folder_lock(out):
+        with pytest.raises(InputError, match="another thingmask run is writing"):
+            write_frames([clip], out, FrameOptions(n=5))
+        with pytest.raises(InputError, match="another thingmask run is writing"):
+            write_prelabels(out, out, BrightPredictor(), CONFIG, ["cat", "bird"])
+        with pytest.raises(InputError, match="another thingmask run is writing"):
+            write_suggestions([clip], out, BrightPredictor(), CONFIG, 2)
+        assert main(["frames", str(clip), "-o", str(out), "--n", "5"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("thingmask frames: error:") and err.count("\n") == 1
+        assert str(out) in err and "another thingmask run is writing" in err
+    assert _mtimes(out) == before  # the refused runs wrote nothing
+    _, written_now = write_frames([clip], out, FrameOptions(n=5))  # released: the next one runs
+    assert written_now == 2 + 1  # two new frames, frames.csv
+    assert Manifest.load(out).owns(out / "frames.csv")
+
+
+def test_labelling_refusals_name_the_users_file(videos: Path, tmp_path: Path) -> None:
+    clip, out = videos / "clip.mp4", tmp_path / "labels"
+    picked, _ = write_frames([clip], out, FrameOptions(n=3))
+    mine = out / Path(picked[0].file).with_suffix(".json")
+    mine.write_text('{"my": "own labels"}')  # never written by thingmask: refused, kept
+    with pytest.raises(InputError, match="thingmask did not write") as refused:
+        write_prelabels(out, out, BrightPredictor(), CONFIG, ["cat", "bird"])
+    assert str(refused.value).startswith(f"{mine}: exists and was not written by thingmask")
+    assert "\n" not in str(refused.value) and mine.read_text() == '{"my": "own labels"}'
+    assert list(out.glob("clip/*.json")) == [mine]  # nothing else written either
+    mine.unlink()
+    (out / "frames.csv").write_text("edited by hand\n")  # thingmask's file, changed since
+    with pytest.raises(InputError, match=r"frames\.csv: exists and was not written"):
+        write_frames([clip], out, FrameOptions(n=4))
+    assert (out / "frames.csv").read_text() == "edited by hand\n"

@@ -11,7 +11,9 @@ manifest, :data:`MANIFEST` (``.thingmask-manifest.json``), mapping every file it
 relative to the folder) to its signatures ``[size, mtime_ns, inode]``. A rename keeps all three,
 so a file is recorded before it is renamed into place and still matches afterwards; a file the
 user replaced or edited since no longer matches and counts as the user's. Folders written as a
-whole (PNG sequences, clip folders) are the manifest's when every file in them is.
+whole (PNG sequences, clip folders) are the manifest's when every file in them is. A stage may
+also keep small JSON notes about what it wrote there (``notes``, keyed by stage: e.g. the frames
+``thingmask frames`` picked per video), so a folder holds one record, not one per stage.
 
 API::
 
@@ -85,10 +87,12 @@ class Manifest:
         folder: Path,
         files: dict[str, list[Signature]] | None = None,
         writers: Iterable[str] = (),
+        notes: dict[str, Any] | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.files: dict[str, list[Signature]] = dict(files or {})
         self.writers: set[str] = set(writers)  # which stages wrote here ("video", "prepare")
+        self.notes: dict[str, Any] = dict(notes or {})  # JSON-able, per stage ("frames": ...)
 
     @property
     def path(self) -> Path:
@@ -112,12 +116,15 @@ class Manifest:
                 str(k): [_signature(sig) for sig in v] for k, v in data["files"].items()
             }
             writers = [str(w) for w in data.get("writers", [])]
+            notes = data.get("notes", {})
+            if not isinstance(notes, dict):
+                raise ValueError("its notes are not a mapping")
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise InputError(
                 f"{path}: exists but is not thingmask's manifest ({exc}), so nothing in "
                 f"{folder} is taken as thingmask's own. Move it, or choose another output folder."
             ) from None
-        return cls(folder, files, writers)
+        return cls(folder, files, writers, notes)
 
     def _key(self, path: Path) -> str | None:
         try:
@@ -125,6 +132,12 @@ class Manifest:
         except ValueError:
             return None
         return rel.as_posix()
+
+    def recorded(self, path: str | Path) -> bool:
+        """True when thingmask once wrote a file at ``path`` (recorded here), whether or not it
+        was changed since: the name is thingmask's, the content may be the user's now."""
+        key = self._key(Path(path))
+        return key is not None and key in self.files
 
     def owns(self, path: str | Path) -> bool:
         """True when ``path`` (a file, or a folder of files) is recorded here and unchanged."""
@@ -184,6 +197,8 @@ class Manifest:
             "writers": sorted(self.writers),
             "files": {k: [list(s) for s in v] for k, v in self.files.items()},
         }
+        if self.notes:
+            body["notes"] = self.notes
         atomic_write_text(self.path, json.dumps(body, indent=1) + "\n")
 
 

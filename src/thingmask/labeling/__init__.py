@@ -7,7 +7,8 @@ frames the model probably gets wrong.
 * :mod:`.formats` — labelme, COCO (CVAT) and Label Studio pre-label documents;
 * :mod:`.prelabel` — ``thingmask prelabel``: a run's predictions on images as annotations;
 * :mod:`.suggest` — ``thingmask suggest``: frames flagged by temporal criteria;
-* :mod:`.outputs` — the output folder: only files thingmask wrote are ever replaced.
+* :mod:`.outputs` — the output folder on :mod:`thingmask.ownership`'s rules (its manifest, its
+  lock): only files thingmask wrote, unchanged since, are ever replaced.
 
 Whether a pre-label was reviewed, and where each label came from, is decided where datasets are
 read: :mod:`thingmask.datasets.origins`.

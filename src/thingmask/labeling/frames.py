@@ -8,10 +8,11 @@ second writes the chosen frames. Output layout::
                                                             keeps a clip's frames together
     <output>/frames.csv                                     video, frame, time_s, file
     <output>/labels.txt                                     from --classes (labelme's list)
-    <output>/.thingmask-labeling.json                       what thingmask wrote, picks per video
+    <output>/.thingmask-manifest.json                       what thingmask wrote, picks per video
 
 Re-running with the same arguments writes nothing; a larger ``n`` keeps the frames picked before
-and adds new ones where nothing was picked yet.
+and adds new ones where nothing was picked yet. The folder's rules (its manifest, its lock, never
+replacing the user's files): :mod:`thingmask.labeling.outputs`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import cv2
 import numpy as np
 
 from thingmask.errors import InputError
-from thingmask.labeling.outputs import OutputFolder
+from thingmask.labeling.outputs import OutputFolder, open_output
 from thingmask.labeling.select import FramePool, pick_diverse, pick_uniform, thumbnail
 from thingmask.video.reader import open_video
 
@@ -182,7 +183,6 @@ def write_frames(
     (before anything of that video is written).
     """
     options.check()
-    out = OutputFolder(output, videos, "frames")
     names = [v.stem for v in videos]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -190,7 +190,18 @@ def write_frames(
             f"videos {sorted(dup)} share a name in different folders; their frames would share "
             "a sub-folder. Run frames once per folder with different --output folders"
         )
-    picks: dict[str, Any] = out.record.setdefault("frames", {})
+    with open_output(output, videos, "frames") as out:
+        return _write_frames(videos, out, options, classes, max_bad_frames)
+
+
+def _write_frames(
+    videos: Sequence[Path],
+    out: OutputFolder,
+    options: FrameOptions,
+    classes: Sequence[str],
+    max_bad_frames: float,
+) -> tuple[list[PickedFrame], int]:
+    picks: dict[str, Any] = out.notes.setdefault("frames", {})
     written = 0
     result: list[PickedFrame] = []
     for video in videos:
@@ -207,18 +218,21 @@ def write_frames(
             else pick_frames(video, options, before, max_bad_frames)
         )
         times = {int(k): float(v) for k, v in entry.get("times", {}).items()} if same else {}
+        # a frame thingmask wrote stays as it is, even if changed since (then it is the user's);
+        # a file of the user's at a frame's name is refused before any frame is written
         missing = [
             i
             for i in chosen
             if not (out.root / frame_name(video.stem, i)).is_file()
-            or not out.owns(frame_name(video.stem, i))
+            or not out.recorded(frame_name(video.stem, i))
         ]
         out.check_free(frame_name(video.stem, i) for i in missing)
         if missing:
+            jpegs = {}
             for index, time_s, image in read_frames(video, missing, max_bad_frames):
-                out.write_bytes(frame_name(video.stem, index), encode_jpeg(image))
+                jpegs[frame_name(video.stem, index)] = encode_jpeg(image)
                 times[index] = time_s
-                written += 1
+            written += len(out.write_files(jpegs))
         picks[video.stem] = {
             "video": str(video),
             "options": options.key(),
@@ -239,8 +253,7 @@ def write_frames(
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             out.write_text("labels.txt", text)
             written += 1
-    out.save()
-    return result, written
+    return result, written  # open_output saves the manifest when the block ends
 
 
 def _frames_csv(picks: dict[str, Any]) -> str:

@@ -9,7 +9,9 @@ first as ``thingmask frames`` does) are annotated in ``--output``:
   kept), so the folder is a complete labelme project that ``prepare`` reads as it is.
 
 A labelme file a person already reviewed (corrected, or the flag unticked) is never replaced:
-re-running ``prelabel`` with a better model refreshes only the files nobody reviewed.
+re-running ``prelabel`` with a better model refreshes only the files nobody touched. "Touched"
+is the ownership manifest's test (:mod:`thingmask.ownership`): a file thingmask wrote whose size,
+modification time or inode changed since is the person's: kept as it is; the others are refreshed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import cv2
 import numpy as np
 
 from thingmask.config import Config
-from thingmask.datasets.origins import review_state
 from thingmask.detections import Detections, keep
 from thingmask.errors import InputError
 from thingmask.labeling.formats import (
@@ -36,7 +37,7 @@ from thingmask.labeling.formats import (
     labelstudio_tasks,
     to_prelabel,
 )
-from thingmask.labeling.outputs import OutputFolder
+from thingmask.labeling.outputs import OutputFolder, open_output
 
 __all__ = ["IMAGE_EXTENSIONS", "find_images", "prelabel_images", "write_prelabels"]
 
@@ -134,52 +135,63 @@ def write_prelabels(
         images, base = find_images(source)
     else:
         images, base = list(source), Path(output)
-    out = OutputFolder(output, images, "prelabel")
-    rels = []
-    for img in images:
-        inside = img.resolve().is_relative_to(out.root.resolve())
-        rels.append(
-            img.resolve().relative_to(out.root.resolve()).as_posix()
-            if inside
-            else img.relative_to(base).as_posix()
+    with open_output(output, images, "prelabel") as out:
+        return _write_prelabels(
+            out, images, base, predict, config, class_names, fmt, all_classes, run
         )
-    to_copy = [(img, rel) for img, rel in zip(images, rels, strict=True) if not out.owns(rel)]
+
+
+def _write_prelabels(
+    out: OutputFolder,
+    images: list[Path],
+    base: Path,
+    predict: Predict,
+    config: Config,
+    class_names: Sequence[str],
+    fmt: str,
+    all_classes: bool,
+    run: str,
+) -> tuple[list[Prelabel], int, int]:
+    rels = []
+    to_copy = []  # images from elsewhere: copied in, unless thingmask's unchanged copy is there
+    for img in images:
+        if img.resolve().is_relative_to(out.root.resolve()):  # already in place (checked)
+            rels.append(img.resolve().relative_to(out.root.resolve()).as_posix())
+            continue
+        rels.append(img.relative_to(base).as_posix())
+        if not out.owns(rels[-1]):
+            to_copy.append((img, rels[-1]))
     out.check_free(rel for _, rel in to_copy)
     json_rels = [str(Path(rel).with_suffix(".json").as_posix()) for rel in rels]
+    # a labelme file thingmask wrote and a person changed since (reviewed) is theirs: kept
+    # (a file at such a name that thingmask never wrote is refused below, as any user's file)
+    reviewed = {r for r in json_rels if out.recorded(r) and not out.owns(r)}
     if fmt == "labelme":
-        out.check_free(json_rels)
+        out.check_free(r for r in json_rels if r not in reviewed)
     else:
         out.check_free([COCO_FILE if fmt == "coco" else LABELSTUDIO_FILE])
     results = prelabel_images(images, predict, config, all_classes=all_classes, names=rels)
-    written = kept = 0
-    for img, rel in to_copy:
-        out.write_bytes(rel, img.read_bytes())
-        written += 1
+    written = len(out.write_files({rel: img.read_bytes() for img, rel in to_copy}))
     pres = [pre for _, pre in results]
+    kept = 0
     if fmt == "labelme":
-        for pre, rel_json in zip(pres, json_rels, strict=True):
-            target = out.root / rel_json
-            if target.is_file() and _reviewed(target):
-                kept += 1  # a person's work: never replaced
-                continue
-            doc = labelme_document(pre, Path(pre.image).name, run)
-            out.write_json(rel_json, doc)
-            written += 1
+        docs = {
+            rel_json: labelme_document(pre, Path(pre.image).name, run)
+            for pre, rel_json in zip(pres, json_rels, strict=True)
+            if rel_json not in reviewed
+        }
+        kept = len(json_rels) - len(docs)
+        written += len(out.write_files({r: _json_bytes(d) for r, d in docs.items()}))
     elif fmt == "coco":
         out.write_json(COCO_FILE, coco_document(pres, class_names, run))
         written += 1
     else:
         out.write_json(LABELSTUDIO_FILE, labelstudio_tasks(pres, run))
         written += 1
-    out.save()
     if kept:
         log.info("%d reviewed labelme file(s) kept as they are", kept)
     return pres, written, kept
 
 
-def _reviewed(path: Path) -> bool:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return True  # unreadable: leave it to the person
-    return review_state(data) != "unreviewed"
+def _json_bytes(data: object) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode("utf-8")

@@ -34,7 +34,7 @@ from thingmask.cutout.tracking import Tracker
 from thingmask.detections import Detections, keep
 from thingmask.errors import InputError
 from thingmask.labeling.frames import encode_jpeg, frame_name, read_frames
-from thingmask.labeling.outputs import OutputFolder
+from thingmask.labeling.outputs import open_output
 from thingmask.labeling.select import pick_diverse, thumbnail
 from thingmask.video.reader import open_video
 
@@ -209,39 +209,39 @@ def write_suggestions(
     pre-labels those (:func:`~thingmask.labeling.prelabel.write_prelabels`)."""
     if n < 1:
         raise InputError(f"--n {n}: expected at least 1 frame per video, e.g. --n 20")
-    out = OutputFolder(output, videos, "suggest")
-    record = out.record.setdefault("suggested", {})
-    picked = out.record.get("frames", {})
     found: list[Suggestion] = []
     images: list[Path] = []
-    for video in videos:
-        before = [row["frame"] for row in record.get(video.stem, [])]
-        before += picked.get(video.stem, {}).get("indices", [])
-        sugg = find_suggestions(
-            video, predict, config, n, exclude=before, seed=seed, min_gap=min_gap
-        )
-        if len(sugg) < n:
-            log.info("%s: %d frame(s) flagged (asked for %d)", video, len(sugg), n)
-        rels = [frame_name(video.stem, s.index) for s in sugg]
-        out.check_free(rels)
-        for (_index, _t, image), rel in zip(
-            read_frames(video, [s.index for s in sugg], config.max_bad_frames), rels, strict=True
-        ):
-            out.write_bytes(rel, encode_jpeg(image))
-            images.append(out.root / rel)
-        record.setdefault(video.stem, []).extend(
-            {
-                "video": str(video),
-                "frame": s.index,
-                "time_s": round(s.time, 6),
-                "criteria": list(s.criteria),
+    with open_output(output, videos, "suggest") as out:
+        out.check_free([SUGGESTIONS_CSV])  # before the hours of inference, not after
+        record = out.notes.setdefault("suggest", {})
+        picked = out.notes.get("frames", {})
+        for video in videos:
+            before = [row["frame"] for row in record.get(video.stem, [])]
+            before += picked.get(video.stem, {}).get("indices", [])
+            sugg = find_suggestions(
+                video, predict, config, n, exclude=before, seed=seed, min_gap=min_gap
+            )
+            if len(sugg) < n:
+                log.info("%s: %d frame(s) flagged (asked for %d)", video, len(sugg), n)
+            rels = [frame_name(video.stem, s.index) for s in sugg]
+            out.check_free(rels)
+            frames = read_frames(video, [s.index for s in sugg], config.max_bad_frames)
+            jpegs = {
+                rel: encode_jpeg(image) for (_i, _t, image), rel in zip(frames, rels, strict=True)
             }
-            for s in sugg
-        )
-        out.save()  # after each video: an interrupted run keeps what it finished
-        found += sugg
-    out.write_text(SUGGESTIONS_CSV, _table(record))
-    out.save()
+            images += out.write_files(jpegs)
+            record.setdefault(video.stem, []).extend(
+                {
+                    "video": str(video),
+                    "frame": s.index,
+                    "time_s": round(s.time, 6),
+                    "criteria": list(s.criteria),
+                }
+                for s in sugg
+            )
+            out.save()  # after each video: an interrupted run keeps what it finished
+            found += sugg
+        out.write_text(SUGGESTIONS_CSV, _table(record))
     return found, images
 
 
