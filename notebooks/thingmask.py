@@ -371,13 +371,16 @@ if (run_folder / "eval_ap.png").is_file():
 import cv2
 
 from thingmask.datasets import load_coco_json
+from thingmask.detections import keep, suppress_duplicates
 from thingmask.visualize import draw_instances, save_grid
 
 predictor = pipeline.load_predictor(config, run_folder)
 first = load_coco_json(dataset.val_json)["images"][0]
 image = cv2.imread(str(dataset.image_root / first["file_name"]))  # (H, W, 3) uint8 BGR
 dets = predictor(image)  # every class the model knows
-kept = config.keep(dets)  # the filter: display_things, then one label per animal
+kept = keep(dets, config.display_things)  # the filter: dets[np.isin(dets.class_names, things)]
+if config.one_label_per_animal:  # overlapping masks: the best-scoring one stays (config.keep)
+    kept = suppress_duplicates(kept, config.duplicate_iou)
 drawn = [  # image[..., ::-1]: BGR -> RGB for drawing
     draw_instances(image[..., ::-1], d.masks, d.class_names, predictor.class_names, d.scores)
     for d in (dets, kept)

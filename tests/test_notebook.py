@@ -136,7 +136,7 @@ def test_detectron2_build_cell_pins_the_engine_commit():
 TEACHING_CELLS = (  # a line of each cell, in notebook order
     ".register_dataset(dataset)",  # registration, through the engine's public API
     "class MyTrainer(Trainer):",  # the torchvision trainer with config.augmentations
-    "kept = config.keep(dets)",  # the filter, before / after
+    "kept = keep(dets, config.display_things)",  # the filter, before / after
     "get_masked_image(frame.image, kept, background)  #",  # the cut-out on one frame
     "for frame in islice(reader.frames(), loop_frames)",  # the frame loop
 )
