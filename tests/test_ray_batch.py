@@ -58,6 +58,15 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tiny_trained_run(tiny_trained_run: tuple[Config, Path]) -> tuple[Config, Path]:
+    """The shared tiny run with a fixed ``threads``: torch's sums depend on its thread count
+    (the last digit of a score can differ), and "auto" plans a Ray worker within the CPUs it
+    reserved but the sequential batch within the whole machine."""
+    config, run_dir = tiny_trained_run
+    return config.replace(threads=1), run_dir
+
+
+@pytest.fixture(scope="module")
 def sequential(
     clips: Path, tiny_trained_run: tuple[Config, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
